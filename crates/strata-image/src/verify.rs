@@ -102,12 +102,11 @@ impl ImageError {
     /// or into [`ImageError::Io`] with `context`.
     pub fn from_io(context: impl Into<String>, e: io::Error) -> ImageError {
         if e.get_ref().is_some_and(|inner| inner.is::<ImageError>()) {
-            if let Some(inner) = e.into_inner() {
-                if let Ok(img) = inner.downcast::<ImageError>() {
-                    return *img;
-                }
-            }
-            unreachable!("checked above")
+            let kind = e.kind();
+            return match e.into_inner().map(|inner| inner.downcast::<ImageError>()) {
+                Some(Ok(img)) => *img,
+                _ => ImageError::io(context, std::io::Error::from(kind)),
+            };
         }
         ImageError::io(context, e)
     }

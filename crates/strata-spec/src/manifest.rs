@@ -91,6 +91,8 @@ impl ImageIndex {
 }
 
 /// A parsed manifest-like document.
+// Parsed once per document and short-lived; boxing the larger variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     Image(ImageManifest),
@@ -134,8 +136,12 @@ impl Manifest {
             .get("mediaType")
             .and_then(Value::as_str)
             .map(MediaType::new);
-        if let (Some(own), Some(declared)) = (&own, declared) {
-            if !declared.0.is_empty() && own != declared && !generic_type(declared) {
+        if let (Some(own), Some(declared)) = (&own, declared)
+            && !declared.0.is_empty()
+            && own != declared
+            && !generic_type(declared)
+        {
+            {
                 return Err(SpecError::MediaTypeMismatch {
                     document: own.clone(),
                     declared: declared.clone(),

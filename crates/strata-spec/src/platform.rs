@@ -168,15 +168,14 @@ impl FromStr for Platform {
                 "components may contain only letters, digits, '_' and '-'",
             ));
         }
-        if let Some(v) = &os_version {
-            if !v
+        if let Some(v) = &os_version
+            && !v
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-            {
-                return Err(bad(
-                    "os.version may contain only letters, digits, '.', '-' and '_'",
-                ));
-            }
+        {
+            return Err(bad(
+                "os.version may contain only letters, digits, '.', '-' and '_'",
+            ));
         }
         let (os, arch, variant) = match parts.as_slice() {
             [os, arch] => (*os, *arch, None),

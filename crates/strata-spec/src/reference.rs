@@ -74,10 +74,10 @@ fn valid_domain(d: &str) -> bool {
             None => (d, None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) || p.len() > 5 {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) || p.len() > 5)
+    {
+        return false;
     }
     !host.is_empty()
         && host.split('.').all(|l| {
@@ -178,8 +178,10 @@ impl FromStr for Reference {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(t) = tag {
-            if !valid_tag(t) {
+        if let Some(t) = tag
+            && !valid_tag(t)
+        {
+            {
                 return Err(bad(
                     "invalid tag (letters, digits, '_', '.', '-'; at most 128)",
                 ));

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what strata's tests and examples need on Debian 12 (run as root), and prepare the
+# host: a containers.conf drop-in so podman/buildah (used as outside judges) work here, and
+# qemu-user binfmt registration for foreign-architecture RUN steps.
+# Idempotent. Usage: scripts/install-deps.sh [--minimal]   (--minimal: only the build tools)
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+
+PKGS=(ca-certificates curl jq gcc pkg-config)
+if [[ ${1:-} != --minimal ]]; then
+  PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
+         qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file)
+fi
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+
+[[ ${1:-} == --minimal ]] && exit 0
+
+# podman/buildah: crun cannot run on hosts with hybrid cgroups; the default nofile limit may
+# exceed the hard limit in containers.
+HN=$(ulimit -Hn); [[ $HN == unlimited ]] && HN=1048576
+$SUDO mkdir -p /etc/containers/containers.conf.d
+$SUDO tee /etc/containers/containers.conf.d/50-strata-tests.conf >/dev/null <<CONF
+# written by strata scripts/install-deps.sh
+[containers]
+default_ulimits = ["nofile=$HN:$HN", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+CONF
+
+# binfmt_misc for qemu-user (no systemd on CI machines).
+if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+fi
+if [[ -e /proc/sys/fs/binfmt_misc/register && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  $SUDO /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf 2>/dev/null || true
+fi
