@@ -302,19 +302,19 @@ pub async fn copy_image(
         .manifest(None)
         .await
         .map_err(|e| CopyError::image(format!("{}: reading manifest", source.describe()), e))?;
-    if let Some(expected) = &options.expected_digest {
-        if &top.digest != expected {
-            return Err(CopyError::image(
-                format!(
-                    "{}: the reference's digest does not match the content",
-                    source.describe()
-                ),
-                ImageError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual: top.digest.clone(),
-                },
-            ));
-        }
+    if let Some(expected) = &options.expected_digest
+        && &top.digest != expected
+    {
+        return Err(CopyError::image(
+            format!(
+                "{}: the reference's digest does not match the content",
+                source.describe()
+            ),
+            ImageError::DigestMismatch {
+                expected: expected.clone(),
+                actual: top.digest.clone(),
+            },
+        ));
     }
     let parsed = top.parse().map_err(|e| {
         CopyError::image(format!("{}: manifest {}", source.describe(), top.digest), e)

@@ -82,15 +82,15 @@ impl FromStr for ImageName {
             need_path(&path)?;
             return Ok(ImageName::Dir { path });
         }
-        if let Some((scheme, _)) = s.split_once(':') {
-            if matches!(
+        if let Some((scheme, _)) = s.split_once(':')
+            && matches!(
                 scheme,
                 "docker" | "containers-storage" | "docker-daemon" | "sif" | "tarball" | "ostree"
-            ) {
-                return Err(bad(format!(
-                    "transport {scheme:?} is not supported (use docker://, oci:, oci-archive:, docker-archive:, dir:, or a bare name for the local store)"
-                )));
-            }
+            )
+        {
+            return Err(bad(format!(
+                "transport {scheme:?} is not supported (use docker://, oci:, oci-archive:, docker-archive:, dir:, or a bare name for the local store)"
+            )));
         }
         let r = s.parse::<Reference>().map_err(|e| bad(e.to_string()))?;
         Ok(ImageName::Store(r))
