@@ -94,10 +94,10 @@ impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
-        if let Some(limit) = self.limit {
-            if self.read > limit {
-                return Err(io::Error::other(LimitHit));
-            }
+        if let Some(limit) = self.limit
+            && self.read > limit
+        {
+            return Err(io::Error::other(LimitHit));
         }
         Ok(n)
     }
@@ -212,10 +212,10 @@ impl Extractor<'_> {
     /// non-directories in the way (A14).
     fn parent(&mut self, parts: &[&[u8]], create: bool) -> io::Result<Option<OwnedFd>> {
         let rel = join(parts);
-        if let Some((p, fd)) = &self.parent_cache {
-            if *p == rel {
-                return Ok(Some(fd.try_clone()?));
-            }
+        if let Some((p, fd)) = &self.parent_cache
+            && *p == rel
+        {
+            return Ok(Some(fd.try_clone()?));
         }
         let fd = match self.open_in_root(&rel) {
             Ok(fd) => fd,
@@ -595,10 +595,11 @@ impl Extractor<'_> {
                     .ok_or_else(|| fail("hardlink target not inside the root", None))?;
                 let tst = rustix::fs::statat(&tdir, os(tleaf), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| fail("hardlink target not inside the root", Some(errno_io(e))))?;
-                if let Ok(cur) = rustix::fs::statat(p, os(leaf), AtFlags::SYMLINK_NOFOLLOW) {
-                    if cur.st_ino == tst.st_ino && cur.st_dev == tst.st_dev {
-                        return Ok(());
-                    }
+                if let Ok(cur) = rustix::fs::statat(p, os(leaf), AtFlags::SYMLINK_NOFOLLOW)
+                    && cur.st_ino == tst.st_ino
+                    && cur.st_dev == tst.st_dev
+                {
+                    return Ok(());
                 }
                 // Re-open the parent: clearing may have invalidated the cached fds.
                 self.clear_leaf(p, leaf, false)

@@ -210,15 +210,15 @@ impl<W: Write> TarBuilder<W> {
             header.set_gid(gid);
         }
         if self.options.names == NameMode::Include {
-            if let Some(u) = &meta.uname {
-                if header.set_username(u).is_err() {
-                    pax_record(&mut records, "uname", u.as_bytes());
-                }
+            if let Some(u) = &meta.uname
+                && header.set_username(u).is_err()
+            {
+                pax_record(&mut records, "uname", u.as_bytes());
             }
-            if let Some(g) = &meta.gname {
-                if header.set_groupname(g).is_err() {
-                    pax_record(&mut records, "gname", g.as_bytes());
-                }
+            if let Some(g) = &meta.gname
+                && header.set_groupname(g).is_err()
+            {
+                pax_record(&mut records, "gname", g.as_bytes());
             }
         }
         // Size: octal when it fits, else PAX `size` plus the same value base-256 in the header,
@@ -570,10 +570,10 @@ fn read_xattrs(path: &Path, mode: WalkMode) -> Vec<(String, Vec<u8>)> {
 fn is_opaque(path: &Path) -> bool {
     let mut v = [0u8; 4];
     for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if let Ok(n) = rustix::fs::lgetxattr(path, name, &mut v) {
-            if &v[..n] == b"y" {
-                return true;
-            }
+        if let Ok(n) = rustix::fs::lgetxattr(path, name, &mut v)
+            && &v[..n] == b"y"
+        {
+            return true;
         }
     }
     false
