@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -16,28 +16,57 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
 use strata_spec::{
-    Algorithm, Descriptor, Digest, DigestHasher, ImageIndex, ImageManifest, MAX_CONFIG_BYTES,
+    Algorithm, Descriptor, Digest, DigestHasher, ImageManifest, LayerCompression, MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES, Manifest, MediaType, Reference,
 };
 use tokio::io::AsyncReadExt;
 
+use crate::layout::{COPY_CHUNK, fsync_dir, open_regular, resolve_in_index};
 use crate::transport::LayoutSink;
 use crate::{MAX_INDEX_BYTES, OciLayout, StoreError};
 
 /// Most members an archive may have (a bound on the in-memory index).
 const MAX_MEMBERS: usize = 1_000_000;
-const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// `oci-layout` inside an archive is tiny; anything bigger is not one.
+const MAX_SMALL_MEMBER_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone)]
 enum Member {
-    File { offset: u64, size: u64 },
-    Link { target: String },
+    File {
+        offset: u64,
+        size: u64,
+    },
+    /// A symlink or hard link to another member (name already resolved from the archive root).
+    Link {
+        target: String,
+    },
+    /// A link whose target leaves the archive (absolute, or too many `..`).
+    OutsideLink,
 }
 
 /// Member name → location, for one tar file.
 struct TarIndex {
     path: PathBuf,
     members: HashMap<String, Member>,
+}
+
+/// Resolve a link target lexically inside the archive: `dir` is the link's directory.
+/// `None` when it is absolute or climbs above the archive root.
+fn resolve_link(dir: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// Normalise a member name: strip `./`, refuse absolute names and `..`.
@@ -78,11 +107,9 @@ impl TarIndex {
             if kind.is_dir() {
                 continue;
             }
-            // Names that cannot be clean are skipped unless something asks for them, and
-            // then they are not found: the archive's own index must not point outside.
-            let Ok(name) = clean_name(path, &raw) else {
-                continue;
-            };
+            // Every member name must be clean, whether or not it is used later: an archive
+            // that names anything outside itself is refused as a whole (RELIABILITY M12).
+            let name = clean_name(path, &raw)?;
             let member = if kind.is_file() {
                 Member::File {
                     offset: entry.raw_file_position(),
@@ -93,16 +120,17 @@ impl TarIndex {
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).to_string())
                     .unwrap_or_default();
-                // A hard link names its target from the archive root, a symlink from its dir.
-                let target = if kind.is_hard_link() {
-                    target
+                // A hard link names its target from the archive root, a symlink from its
+                // own directory.
+                let dir = if kind.is_hard_link() {
+                    ""
                 } else {
-                    match name.rsplit_once('/') {
-                        Some((dir, _)) if !target.starts_with('/') => format!("{dir}/{target}"),
-                        _ => target,
-                    }
+                    name.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
                 };
-                Member::Link { target }
+                match resolve_link(dir, &target) {
+                    Some(target) => Member::Link { target },
+                    None => Member::OutsideLink,
+                }
             } else {
                 continue;
             };
@@ -130,18 +158,25 @@ impl TarIndex {
         };
         match self.members.get(&name).ok_or_else(not_found)? {
             Member::File { offset, size } => Ok((*offset, *size)),
-            Member::Link { target } => {
-                let target = clean_name(&self.path, target)?;
-                match self.members.get(&target) {
-                    Some(Member::File { offset, size }) => Ok((*offset, *size)),
-                    Some(Member::Link { .. }) => Err(StoreError::UnsafeEntry {
-                        path: self.path.clone(),
-                        entry: name.clone(),
-                        reason: "link chain (at most one link is followed)",
-                    }),
-                    None => Err(not_found()),
-                }
-            }
+            Member::OutsideLink => Err(StoreError::UnsafeEntry {
+                path: self.path.clone(),
+                entry: name.clone(),
+                reason: "link pointing outside the archive",
+            }),
+            // At most one in-archive link is followed, and it must end on a regular file
+            // (RELIABILITY M13: docker save links duplicate layers).
+            Member::Link { target } => match self.members.get(target) {
+                Some(Member::File { offset, size }) => Ok((*offset, *size)),
+                Some(Member::Link { .. } | Member::OutsideLink) => Err(StoreError::UnsafeEntry {
+                    path: self.path.clone(),
+                    entry: name.clone(),
+                    reason: "link to a link (at most one link is followed)",
+                }),
+                None => Err(StoreError::NotFound {
+                    path: self.path.clone(),
+                    what: format!("archive member {target:?} (target of link {name:?})"),
+                }),
+            },
         }
     }
 
@@ -174,100 +209,170 @@ impl TarIndex {
         Ok(Box::pin(tokio::fs::File::from_std(f).take(size)))
     }
 
-    fn hash(&self, name: &str) -> Result<(Digest, u64, [u8; 4]), StoreError> {
+    /// Read a member (following at most one link) once: its digest and size as stored, its
+    /// compression (sniffed from the magic bytes, never from a name or media type) and the
+    /// digest of its uncompressed content.
+    fn layer_digests(&self, name: &str) -> Result<LayerDigests, StoreError> {
         let (offset, size) = self.locate(name)?;
         let mut f = File::open(&self.path)
             .map_err(|e| StoreError::io(&self.path, "cannot open archive", e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| StoreError::io(&self.path, "cannot seek", e))?;
-        let mut h = DigestHasher::new(Algorithm::Sha256);
-        let mut magic = [0u8; 4];
-        let mut buf = vec![0u8; 1024 * 1024];
-        let mut left = size;
-        let mut first = true;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f
-                .read(&mut buf[..want])
-                .map_err(|e| StoreError::io(&self.path, "cannot read", e))?;
-            if n == 0 {
-                return Err(StoreError::Invalid {
-                    path: self.path.clone(),
-                    reason: format!("archive member {name:?} is truncated"),
-                });
-            }
-            if first {
-                let k = n.min(4);
-                magic[..k].copy_from_slice(&buf[..k]);
-                first = false;
-            }
-            h.update(&buf[..n]);
-            left -= n as u64;
+        let io = |e| StoreError::io(&self.path, "cannot read archive member", e);
+        let (compression, stored, diff_id) =
+            decode_and_hash(BufReader::with_capacity(COPY_CHUNK, f.take(size))).map_err(io)?;
+        if stored.count != size {
+            return Err(StoreError::Invalid {
+                path: self.path.clone(),
+                reason: format!("archive member {name:?} is truncated"),
+            });
         }
-        Ok((h.finish(), size, magic))
+        Ok(LayerDigests {
+            digest: stored.hasher.finish(),
+            size,
+            compression,
+            diff_id,
+        })
     }
 }
 
-fn resolve_in_index(
-    index: &ImageIndex,
-    tag: Option<&str>,
-    path: &Path,
-) -> Result<Descriptor, StoreError> {
-    const REF_NAME: &str = "org.opencontainers.image.ref.name";
-    match tag {
-        Some(t) => index
-            .manifests
-            .iter()
-            .find(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(t))
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                path: path.to_path_buf(),
-                what: format!("tag {t:?}"),
-            }),
-        None if index.manifests.len() == 1 => Ok(index.manifests[0].clone()),
-        None if index.manifests.is_empty() => Err(StoreError::NotFound {
-            path: path.to_path_buf(),
-            what: "any image".into(),
-        }),
-        None => Err(StoreError::Ambiguous {
-            path: path.to_path_buf(),
-            tags: index
-                .manifests
-                .iter()
-                .map(|d| {
-                    d.annotations
-                        .get(REF_NAME)
-                        .cloned()
-                        .unwrap_or_else(|| d.digest.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+struct LayerDigests {
+    digest: Digest,
+    size: u64,
+    compression: LayerCompression,
+    diff_id: Digest,
+}
+
+/// Passes bytes through, hashing and counting them.
+struct HashingReader<R> {
+    inner: R,
+    hasher: DigestHasher,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
     }
 }
 
-/// Reads an `oci-archive:`.
+/// Writes bytes through, hashing them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: DigestHasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sniff(head: &[u8]) -> LayerCompression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        LayerCompression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        LayerCompression::Zstd
+    } else {
+        LayerCompression::None
+    }
+}
+
+/// Decompress `reader` (gzip, zstd or plain, sniffed) into `out`. Returns the compression,
+/// the hashing wrapper of the input (drained to its end, so trailing bytes count: RELIABILITY
+/// A21), and the digest of the uncompressed bytes.
+fn decode_into<R: BufRead>(
+    mut reader: R,
+    out: &mut dyn Write,
+) -> std::io::Result<(LayerCompression, HashingReader<R>, Digest)> {
+    let compression = sniff(reader.fill_buf()?);
+    let input = HashingReader {
+        inner: reader,
+        hasher: DigestHasher::new(Algorithm::Sha256),
+        count: 0,
+    };
+    let mut output = HashingWriter {
+        inner: out,
+        hasher: DigestHasher::new(Algorithm::Sha256),
+    };
+    let mut input = match compression {
+        LayerCompression::None => {
+            let mut input = input;
+            std::io::copy(&mut input, &mut output)?;
+            input
+        }
+        LayerCompression::Gzip => {
+            // Multi-member gzip (pigz) is one stream (RELIABILITY A20).
+            let mut decoder = flate2::read::MultiGzDecoder::new(input);
+            std::io::copy(&mut decoder, &mut output)?;
+            decoder.into_inner()
+        }
+        LayerCompression::Zstd => {
+            // The default window limit (2^27) stays: a frame asking for more is an error,
+            // not an allocation (RELIABILITY A22).
+            let mut decoder = zstd::stream::read::Decoder::new(input)?;
+            std::io::copy(&mut decoder, &mut output)?;
+            decoder.finish().into_inner()
+        }
+    };
+    std::io::copy(&mut input, &mut std::io::sink())?;
+    Ok((compression, input, output.hasher.finish()))
+}
+
+fn decode_and_hash<R: BufRead>(
+    reader: R,
+) -> std::io::Result<(LayerCompression, HashingReader<R>, Digest)> {
+    decode_into(reader, &mut std::io::sink())
+}
+
+/// Reads an `oci-archive:` by seeking into the tar (nothing is extracted).
 pub struct OciArchiveSource {
     tar: TarIndex,
     top: Descriptor,
 }
 
 impl OciArchiveSource {
+    /// `oci-archive:PATH[:TAG]`; without a tag the archive must hold exactly one image.
     pub fn open(path: &Path, tag: Option<&str>) -> Result<OciArchiveSource, StoreError> {
         let tar = TarIndex::build(path)?;
+        let marker = tar.read_small("oci-layout", MAX_SMALL_MEMBER_BYTES)?;
+        let version = serde_json::from_slice::<serde_json::Value>(&marker)
+            .ok()
+            .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_string));
+        if !version.is_some_and(|v| v.starts_with("1.")) {
+            return Err(StoreError::NotALayout {
+                path: path.to_path_buf(),
+            });
+        }
         let bytes = tar.read_small("index.json", MAX_INDEX_BYTES)?;
         let index = match Manifest::parse(&bytes, Some(&MediaType::new(MediaType::OCI_INDEX))) {
             Ok(Manifest::Index(i)) => i,
-            _ => {
+            Ok(Manifest::Image(_)) => {
                 return Err(StoreError::Invalid {
                     path: path.to_path_buf(),
                     reason: "index.json is not an OCI index".into(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Document {
+                    path: path.to_path_buf(),
+                    what: "index.json".into(),
+                    source: e,
                 });
             }
         };
         let top = resolve_in_index(&index, tag, path)?;
         Ok(OciArchiveSource { tar, top })
     }
+
     fn blob_name(d: &Digest) -> String {
         format!("blobs/{}/{}", d.algorithm().as_str(), d.encoded())
     }
@@ -279,7 +384,7 @@ impl ImageSource for OciArchiveSource {
         format!("oci-archive:{}", self.tar.path.display())
     }
     async fn manifest(&self, digest: Option<&Digest>) -> Result<RawManifest, ImageError> {
-        let (d, mt) = match digest {
+        let (d, media_type) = match digest {
             Some(d) => (d.clone(), MediaType::default()),
             None => (self.top.digest.clone(), self.top.media_type.clone()),
         };
@@ -295,7 +400,7 @@ impl ImageSource for OciArchiveSource {
         }
         Ok(RawManifest {
             bytes,
-            media_type: mt,
+            media_type,
             digest: d,
         })
     }
@@ -314,6 +419,7 @@ impl Drop for Staging {
     }
 }
 
+/// A staging directory beside `target` (same filesystem, so the final rename is atomic).
 fn staging_for(target: &Path) -> Result<Staging, StoreError> {
     let parent = target
         .parent()
@@ -329,8 +435,7 @@ fn staging_for(target: &Path) -> Result<Staging, StoreError> {
         std::process::id(),
         rand::random::<u32>()
     ));
-    fs::create_dir_all(&dir)
-        .map_err(|e| StoreError::io(&dir, "cannot create staging directory", e))?;
+    fs::create_dir(&dir).map_err(|e| StoreError::io(&dir, "cannot create staging directory", e))?;
     Ok(Staging { dir })
 }
 
@@ -345,16 +450,16 @@ fn tar_header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-/// Write `members` (archive name, source file) into a tar at `target`, atomically.
+/// Write `members` (archive name, source file) into a tar at `target`: a temp file in
+/// `staging`, fsync, rename over `target`, fsync the directory.
 fn write_tar(
     target: &Path,
     staging: &Path,
-    dirs: &[&str],
+    dirs: &[String],
     members: &[(String, PathBuf)],
 ) -> Result<(), StoreError> {
-    let tmp = staging.join("archive.tar.tmp");
-    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, "cannot create", e))?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let (file, tmp) = crate::layout::create_temp(staging)?;
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(COPY_CHUNK, file));
     let io = |e| StoreError::io(target, "cannot write archive", e);
     for d in dirs {
         let mut h = tar_header(0, 0o755, tar::EntryType::Directory);
@@ -363,11 +468,7 @@ fn write_tar(
             .map_err(io)?;
     }
     for (name, src) in members {
-        let f = File::open(src).map_err(|e| StoreError::io(src, "cannot open", e))?;
-        let size = f
-            .metadata()
-            .map_err(|e| StoreError::io(src, "cannot stat", e))?
-            .len();
+        let (f, size) = open_regular(src)?;
         let mut h = tar_header(size, 0o644, tar::EntryType::Regular);
         builder.append_data(&mut h, name, f).map_err(io)?;
     }
@@ -376,12 +477,16 @@ fn write_tar(
         .into_inner()
         .map_err(|e| StoreError::io(target, "cannot write archive", e.into_error()))?;
     file.sync_all().map_err(io)?;
+    drop(file);
     fs::rename(&tmp, target)
         .map_err(|e| StoreError::io(target, "cannot rename archive into place", e))?;
+    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(parent)?;
+    }
     Ok(())
 }
 
-/// Writes an `oci-archive:`.
+/// Writes an `oci-archive:`: an OCI layout staged beside the target, archived in `finish`.
 pub struct OciArchiveSink {
     target: PathBuf,
     inner: LayoutSink,
@@ -389,6 +494,8 @@ pub struct OciArchiveSink {
 }
 
 impl OciArchiveSink {
+    /// `oci-archive:PATH` (the tag comes with `put_manifest`). The archive appears only when
+    /// `finish` succeeds; an existing file there is replaced then.
     pub fn create(target: &Path) -> Result<OciArchiveSink, StoreError> {
         let staging = staging_for(target)?;
         let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?;
@@ -422,17 +529,18 @@ impl ImageSink for OciArchiveSink {
             ("oci-layout".to_string(), root.join("oci-layout")),
             ("index.json".to_string(), root.join("index.json")),
         ];
-        let mut dirs = vec!["blobs"];
-        let mut names = Vec::new();
+        let mut dirs = vec!["blobs".to_string()];
         let blobs = root.join("blobs");
-        for alg in fs::read_dir(&blobs)
-            .map_err(|e| ImageError::io("listing staged blobs", e))?
+        let mut algorithms: Vec<_> = fs::read_dir(&blobs)
+            .map_err(|e| StoreError::io(&blobs, "cannot list staged blobs", e))?
             .flatten()
-        {
+            .collect();
+        algorithms.sort_by_key(|e| e.file_name());
+        for alg in algorithms {
             let alg_name = alg.file_name().to_string_lossy().to_string();
-            names.push(format!("blobs/{alg_name}"));
+            dirs.push(format!("blobs/{alg_name}"));
             let mut files: Vec<_> = fs::read_dir(alg.path())
-                .map_err(|e| ImageError::io("listing staged blobs", e))?
+                .map_err(|e| StoreError::io(alg.path(), "cannot list staged blobs", e))?
                 .flatten()
                 .collect();
             files.sort_by_key(|e| e.file_name());
@@ -443,7 +551,6 @@ impl ImageSink for OciArchiveSink {
                 ));
             }
         }
-        dirs.extend(names.iter().map(String::as_str));
         write_tar(&self.target, &self.staging.dir, &dirs, &members)?;
         Ok(())
     }
@@ -460,14 +567,34 @@ struct DockerArchiveEntry {
     layers: Vec<String>,
 }
 
-/// Reads a `docker-archive:`: presents the image as a Docker schema 2 manifest whose layer
-/// digests strata computed over the archive's layer files.
+/// The `rootfs.diff_ids` of a config, read leniently (Docker configs carry fields the OCI
+/// model does not know).
+fn config_diff_ids(config: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(config).ok()?;
+    v.get("rootfs")?
+        .get("diff_ids")?
+        .as_array()?
+        .iter()
+        .map(|d| d.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Reads a `docker-archive:` (the `docker save` format) by seeking into the tar.
+///
+/// The image is presented as an OCI image manifest built by strata: config media type
+/// `application/vnd.oci.image.config.v1+json` (the config bytes are unchanged, so the image
+/// ID stays the same), layers with the digest strata computed over the member and a media
+/// type saying what the member really is: `application/vnd.oci.image.layer.v1.tar` for the
+/// usual uncompressed layer tars, `+gzip`/`+zstd` when compressed. (skopeo presents
+/// uncompressed layers as `…rootfs.diff.tar.gzip`; strata does not label a plain tar as
+/// gzip.) Each layer's uncompressed digest is checked against the config's `diff_ids`.
 pub struct DockerArchiveSource {
     tar: TarIndex,
     manifest: RawManifest,
     blobs: HashMap<Digest, String>,
 }
 
+/// How docker writes a name in `RepoTags`: `busybox:latest`, `localhost/app:v1`.
 fn familiar(r: &Reference) -> String {
     let name = r.name();
     let short = name
@@ -482,6 +609,8 @@ fn familiar(r: &Reference) -> String {
 }
 
 impl DockerArchiveSource {
+    /// `docker-archive:PATH[:REF]`: the image whose `RepoTags` holds `reference`, or without
+    /// one the only image. Reads every layer once to compute its digests.
     pub fn open(
         path: &Path,
         reference: Option<&Reference>,
@@ -501,6 +630,7 @@ impl DockerArchiveSource {
                 })
             }),
             None if entries.len() == 1 => entries.first(),
+            None if entries.is_empty() => None,
             None => {
                 let tags: Vec<String> = entries
                     .iter()
@@ -521,26 +651,47 @@ impl DockerArchiveSource {
         })?
         .clone();
         let mut blobs = HashMap::new();
+        // Names from manifest.json go through the same checks as member names: relative,
+        // no `..` (RELIABILITY M12); `locate` follows at most one in-archive link (M13).
         let config_bytes = tar.read_small(&entry.config, MAX_CONFIG_BYTES)?;
-        let config = Descriptor::of_bytes(MediaType::DOCKER_CONFIG, &config_bytes);
+        let config = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
         blobs.insert(config.digest.clone(), entry.config.clone());
-        let mut manifest = ImageManifest::new(MediaType::DOCKER_MANIFEST, config);
-        for layer in &entry.layers {
-            let (digest, size, magic) = tar.hash(layer)?;
-            let mt = if magic[..2] == [0x1f, 0x8b] {
-                MediaType::DOCKER_LAYER_GZIP
-            } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-                MediaType::OCI_LAYER_ZSTD
-            } else {
-                DOCKER_LAYER_TAR
-            };
-            blobs.insert(digest.clone(), layer.clone());
-            manifest.layers.push(Descriptor::new(mt, digest, size));
+        let diff_ids = config_diff_ids(&config_bytes).unwrap_or_default();
+        if diff_ids.len() != entry.layers.len() {
+            return Err(StoreError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "config {} lists {} diff_ids for {} layers",
+                    entry.config,
+                    diff_ids.len(),
+                    entry.layers.len()
+                ),
+            });
         }
-        let manifest = RawManifest::new(
-            manifest.to_bytes(),
-            MediaType::new(MediaType::DOCKER_MANIFEST),
-        );
+        let mut manifest = ImageManifest::new(MediaType::OCI_MANIFEST, config);
+        for (layer, declared) in entry.layers.iter().zip(&diff_ids) {
+            let digests = tar.layer_digests(layer)?;
+            if declared != &digests.diff_id.to_string() {
+                return Err(StoreError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "layer {layer:?}: the config says diff_id {declared}, its content is {}",
+                        digests.diff_id
+                    ),
+                });
+            }
+            let media_type = match digests.compression {
+                LayerCompression::None => MediaType::OCI_LAYER,
+                LayerCompression::Gzip => MediaType::OCI_LAYER_GZIP,
+                LayerCompression::Zstd => MediaType::OCI_LAYER_ZSTD,
+            };
+            blobs.insert(digests.digest.clone(), layer.clone());
+            manifest
+                .layers
+                .push(Descriptor::new(media_type, digests.digest, digests.size));
+        }
+        let manifest =
+            RawManifest::new(manifest.to_bytes(), MediaType::new(MediaType::OCI_MANIFEST));
         Ok(DockerArchiveSource {
             tar,
             manifest,
@@ -574,7 +725,10 @@ impl ImageSource for DockerArchiveSource {
     }
 }
 
-/// Writes a `docker-archive:` (single image; `docker load` / `podman load` read it).
+/// Writes a `docker-archive:` that `docker load` and `podman load` read: one image,
+/// `manifest.json` (`Config`, `RepoTags`, `Layers`), the config as `<hex>.json` and every
+/// layer *uncompressed* as `<diff_id hex>.tar` (the copy hands over compressed blobs; they
+/// are decompressed in `finish` and checked against the config's `diff_ids`).
 pub struct DockerArchiveSink {
     target: PathBuf,
     reference: Option<Reference>,
@@ -584,6 +738,7 @@ pub struct DockerArchiveSink {
 }
 
 impl DockerArchiveSink {
+    /// `docker-archive:PATH[:REF]`; `REF` becomes the image's `RepoTags` entry.
     pub fn create(
         target: &Path,
         reference: Option<&Reference>,
@@ -598,6 +753,37 @@ impl DockerArchiveSink {
             staging,
             manifest: Mutex::new(None),
         })
+    }
+
+    /// Decompress a staged layer into `<staging>/layers/<diff_id hex>.tar`, or use the blob
+    /// itself when it is already a plain tar. Returns the file and the diff_id.
+    fn uncompressed_layer(&self, layer: &Descriptor) -> Result<(PathBuf, Digest), StoreError> {
+        let layout = self.inner.layout();
+        let (file, _) = layout.open_blob(&layer.digest)?;
+        let blob_path = layout.blob_path(&layer.digest);
+        let mut reader = BufReader::with_capacity(COPY_CHUNK, file);
+        let head = reader
+            .fill_buf()
+            .map_err(|e| StoreError::io(&blob_path, "cannot read", e))?;
+        if sniff(head) == LayerCompression::None && layer.digest.algorithm() == Algorithm::Sha256 {
+            return Ok((blob_path, layer.digest.clone()));
+        }
+        let dir = self.staging.dir.join("layers");
+        let (out, temp) = crate::layout::create_temp(&dir)?;
+        let mut out = BufWriter::with_capacity(COPY_CHUNK, out);
+        let result = decode_into(reader, &mut out)
+            .and_then(|(_, _, diff_id)| out.flush().map(|_| diff_id))
+            .map_err(|e| StoreError::io(&blob_path, "cannot decompress layer", e));
+        let diff_id = match result {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let dest = dir.join(format!("{}.tar", diff_id.encoded()));
+        fs::rename(&temp, &dest).map_err(|e| StoreError::io(&dest, "cannot rename", e))?;
+        Ok((dest, diff_id))
     }
 }
 
@@ -624,7 +810,7 @@ impl ImageSink for DockerArchiveSink {
                 Ok(())
             }
             Manifest::Index(_) => Err(ImageError::Unsupported(format!(
-                "{} holds a single image, not an index (choose one with --platform)",
+                "{} holds a single image, not an index (choose one platform)",
                 self.describe()
             ))),
         }
@@ -639,21 +825,34 @@ impl ImageSink for DockerArchiveSink {
                 ImageError::Unsupported(format!("{}: no image was written", self.describe()))
             })?;
         let layout = self.inner.layout();
+        let config_bytes = layout.read_blob(&manifest.config.digest, MAX_CONFIG_BYTES)?;
+        let diff_ids = config_diff_ids(&config_bytes).unwrap_or_default();
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::Unsupported(format!(
+                "{}: config {} lists {} diff_ids for {} layers",
+                self.describe(),
+                manifest.config.digest,
+                diff_ids.len(),
+                manifest.layers.len()
+            )));
+        }
         let config_name = format!("{}.json", manifest.config.digest.encoded());
         let mut members = vec![(
             config_name.clone(),
             layout.blob_path(&manifest.config.digest),
         )];
         let mut layer_names = Vec::new();
-        for l in &manifest.layers {
-            let ext = match l.media_type.layer_compression() {
-                Some(strata_spec::LayerCompression::Gzip) => "tar.gz",
-                Some(strata_spec::LayerCompression::Zstd) => "tar.zst",
-                _ => "tar",
-            };
-            let name = format!("{}.{ext}", l.digest.encoded());
+        for (layer, declared) in manifest.layers.iter().zip(&diff_ids) {
+            let (file, diff_id) = self.uncompressed_layer(layer)?;
+            if declared != &diff_id.to_string() {
+                return Err(ImageError::DigestMismatch {
+                    expected: declared.parse().map_err(ImageError::Spec)?,
+                    actual: diff_id,
+                });
+            }
+            let name = format!("{}.tar", diff_id.encoded());
             if !layer_names.contains(&name) {
-                members.push((name.clone(), layout.blob_path(&l.digest)));
+                members.push((name.clone(), file));
             }
             layer_names.push(name);
         }
@@ -686,13 +885,25 @@ mod tests {
     }
 
     #[test]
-    fn read_capped_refuses_symlinks() {
-        use crate::layout::read_capped;
+    fn open_regular_refuses_symlinks() {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/hostname", d.path().join("l")).unwrap();
         assert!(matches!(
-            read_capped(&d.path().join("l"), 10, "x"),
+            open_regular(&d.path().join("l")),
             Err(StoreError::NotRegular { .. })
         ));
+    }
+
+    #[test]
+    fn link_targets_resolve_inside_the_archive() {
+        assert_eq!(
+            resolve_link("abc", "../def/layer.tar").as_deref(),
+            Some("def/layer.tar")
+        );
+        assert_eq!(resolve_link("", "x.tar").as_deref(), Some("x.tar"));
+        assert_eq!(resolve_link("a/b", "./../c").as_deref(), Some("a/c"));
+        assert_eq!(resolve_link("abc", "../../etc/passwd"), None);
+        assert_eq!(resolve_link("abc", "/etc/passwd"), None);
+        assert_eq!(resolve_link("abc", ".."), None);
     }
 }

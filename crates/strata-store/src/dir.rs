@@ -2,31 +2,28 @@
 //! index children as `<hex>.manifest.json`.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use strata_image::{
-    BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest, VerifyingReader,
-};
-use strata_spec::{Algorithm, Descriptor, Digest, MAX_MANIFEST_BYTES};
-use tokio::io::AsyncReadExt;
+use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES};
 
 use crate::StoreError;
-use crate::layout::{create_temp, fsync_dir, open_regular, read_capped, write_atomic};
+use crate::layout::{
+    BlobWriter, create_temp_named, fsync_dir, open_beneath, read_beneath_capped, write_atomic,
+};
+use crate::transport::pump_blob;
 
 const VERSION_FILE: &str = "version";
 const VERSION: &[u8] = b"Directory Transport Version: 1.1\n";
 const MANIFEST: &str = "manifest.json";
-const TEMP_PREFIX: &str = ".strata-tmp";
+/// Temp files live in the target directory itself so the rename is atomic.
+const TEMP_PREFIX: &str = ".strata-tmp-";
 
 fn blob_name(d: &Digest) -> String {
-    // containers/image: sha256 blobs by hex only, other algorithms with their prefix.
-    match d.algorithm() {
-        Algorithm::Sha256 => d.encoded().to_string(),
-        _ => d.to_string(),
-    }
+    // containers/image names every blob by its encoded digest alone, whatever the algorithm.
+    d.encoded().to_string()
 }
 
 /// Reads a `dir:` image.
@@ -54,20 +51,24 @@ impl ImageSource for DirSource {
         format!("dir:{}", self.path.display())
     }
     async fn manifest(&self, digest: Option<&Digest>) -> Result<RawManifest, ImageError> {
-        let top = read_capped(&self.path.join(MANIFEST), MAX_MANIFEST_BYTES, MANIFEST)?;
+        let top = read_beneath_capped(&self.path, MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)?;
         let Some(d) = digest else {
             return Ok(RawManifest::new(top, Default::default()));
         };
         let bytes = if d.verify(&top) {
             top
         } else {
-            let p = self.path.join(format!("{}.manifest.json", d.encoded()));
-            if !p.exists() {
-                return Err(ImageError::NotFound {
-                    what: format!("manifest {d} in {}", self.describe()),
-                });
+            let name = format!("{}.manifest.json", d.encoded());
+            match read_beneath_capped(&self.path, &name, MAX_MANIFEST_BYTES, "manifest") {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(ImageError::NotFound {
+                        what: format!("manifest {d} in {}", self.describe()),
+                    });
+                }
+                other => other?,
             }
-            read_capped(&p, MAX_MANIFEST_BYTES, "manifest")?
         };
         let actual = d.same_algorithm_of(&bytes);
         if &actual != d {
@@ -83,14 +84,15 @@ impl ImageSource for DirSource {
         })
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
-        let p = self.path.join(blob_name(&descriptor.digest));
-        if !p.exists() {
-            return Err(ImageError::NotFound {
-                what: format!("blob {} in {}", descriptor.digest, self.describe()),
-            });
+        match open_beneath(&self.path, &blob_name(&descriptor.digest)) {
+            Ok((file, _)) => Ok(Box::pin(tokio::fs::File::from_std(file))),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(ImageError::NotFound {
+                    what: format!("blob {} in {}", descriptor.digest, self.describe()),
+                })
+            }
+            Err(e) => Err(e.into()),
         }
-        let (file, _) = open_regular(&p)?;
-        Ok(Box::pin(tokio::fs::File::from_std(file)))
     }
 }
 
@@ -128,20 +130,6 @@ impl DirSink {
             last: Mutex::new(None),
         })
     }
-
-    fn temp(&self) -> Result<(fs::File, PathBuf), StoreError> {
-        // Temp files live in the target directory itself so the rename is atomic.
-        let (f, p) = create_temp(&self.path)?;
-        let hidden = self.path.join(format!(
-            "{TEMP_PREFIX}-{}",
-            p.file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default()
-        ));
-        fs::rename(&p, &hidden)
-            .map_err(|e| StoreError::io(&hidden, "cannot create temp file", e))?;
-        Ok((f, hidden))
-    }
 }
 
 #[async_trait]
@@ -154,34 +142,21 @@ impl ImageSink for DirSink {
             .is_ok_and(|m| m.is_file() && m.len() as i64 == d.size))
     }
     async fn put_blob(&self, d: &Descriptor, data: BlobReader) -> Result<(), ImageError> {
-        let mut reader = VerifyingReader::new(data, d)?;
-        let (mut file, temp) = self.temp()?;
-        let mut buf = vec![0u8; 1024 * 1024];
-        let result: Result<(), ImageError> = async {
-            loop {
-                let n = reader
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| ImageError::from_io(format!("reading blob {}", d.digest), e))?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buf[..n])
-                    .map_err(|e| ImageError::io(format!("writing {}", temp.display()), e))?;
-            }
-            file.sync_all().map_err(|e| ImageError::io("fsync", e))?;
-            let dest = self.path.join(blob_name(&d.digest));
-            fs::rename(&temp, &dest)
-                .map_err(|e| ImageError::io(format!("renaming to {}", dest.display()), e))?;
-            Ok(())
+        if self.reuse_blob(d, None).await? {
+            return Ok(());
         }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        let (file, temp) = create_temp_named(&self.path, TEMP_PREFIX)?;
+        let writer = BlobWriter::new(file, temp, self.path.join(blob_name(&d.digest)), d, None)?;
+        pump_blob(writer, data).await
     }
     async fn put_manifest(&self, m: &RawManifest, _tag: Option<&str>) -> Result<(), ImageError> {
+        let actual = m.digest.same_algorithm_of(&m.bytes);
+        if actual != m.digest {
+            return Err(ImageError::DigestMismatch {
+                expected: m.digest.clone(),
+                actual,
+            });
+        }
         let dest = self
             .path
             .join(format!("{}.manifest.json", m.digest.encoded()));

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 use strata_image::ImageError;
 use strata_spec::Digest;
 
-/// Errors of local storage. Every variant names the path, digest or tag at fault.
+/// Errors of local storage. Every variant names the path, and where there is one the digest,
+/// tag or archive entry at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -18,14 +19,39 @@ pub enum StoreError {
     NotALayout { path: PathBuf },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-    #[error("{path} is not a regular file (symlinks and special files are refused)")]
+    #[error("{path}: {what} is invalid")]
+    Document {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: strata_spec::SpecError,
+    },
+    #[error(
+        "{path} is not a regular file inside its layout (symlinks and special files are refused)"
+    )]
     NotRegular { path: PathBuf },
     #[error("{what} not found in {path}")]
     NotFound { path: PathBuf, what: String },
     #[error("blob {digest} not found in {path}")]
     BlobNotFound { path: PathBuf, digest: Digest },
+    #[error("{path}: blob {expected} does not match its content, which hashes to {actual}")]
+    DigestMismatch {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{path}: blob {digest} should be {expected} bytes, got {actual}{more}")]
+    SizeMismatch {
+        path: PathBuf,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+        more: &'static str,
+    },
     #[error("{path} holds several images ({tags}); name one with :TAG")]
     Ambiguous { path: PathBuf, tags: String },
+    #[error("{path}: invalid tag {tag:?} (allowed: letters, digits and -._:@+/, at most 512)")]
+    InvalidTag { path: PathBuf, tag: String },
     #[error("{path}: {what} is larger than {limit} bytes")]
     TooLarge {
         path: PathBuf,
@@ -38,10 +64,10 @@ pub enum StoreError {
         entry: String,
         reason: &'static str,
     },
+    #[error("{path}: {what}")]
+    Unsupported { path: PathBuf, what: String },
     #[error("cannot find a home directory for the local store (set XDG_DATA_HOME or HOME)")]
     NoStorePath,
-    #[error(transparent)]
-    Image(#[from] ImageError),
 }
 
 impl StoreError {
@@ -56,14 +82,41 @@ impl StoreError {
             source,
         }
     }
+
+    /// True when the thing asked for (tag, blob, manifest) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound { .. } | StoreError::BlobNotFound { .. }
+        )
+    }
 }
 
 impl From<StoreError> for ImageError {
     fn from(e: StoreError) -> ImageError {
         match e {
-            StoreError::Image(i) => i,
             StoreError::NotFound { .. } | StoreError::BlobNotFound { .. } => ImageError::NotFound {
                 what: e.to_string(),
+            },
+            // Callers branch on these two, so they keep their ImageError shape.
+            StoreError::DigestMismatch {
+                expected, actual, ..
+            } => ImageError::DigestMismatch { expected, actual },
+            StoreError::SizeMismatch {
+                digest,
+                expected,
+                actual,
+                more,
+                ..
+            } => ImageError::SizeMismatch {
+                digest,
+                expected,
+                actual,
+                more,
+            },
+            StoreError::TooLarge { path, what, limit } => ImageError::TooLarge {
+                what: format!("{}: {what}", path.display()),
+                limit,
             },
             other => ImageError::transport(other.to_string(), other),
         }

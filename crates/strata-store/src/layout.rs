@@ -6,8 +6,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FlockOperation, OFlags, flock};
-use strata_spec::{Descriptor, Digest, ImageIndex, MAX_MANIFEST_BYTES, Manifest, MediaType};
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags, flock, openat2};
+use strata_spec::{
+    Descriptor, Digest, DigestHasher, ImageIndex, MAX_INDEX_ENTRIES, MAX_MANIFEST_BYTES, Manifest,
+    MediaType,
+};
 
 use crate::StoreError;
 
@@ -21,9 +24,18 @@ const GC_LOCK: &str = "gc.lock";
 const TEMP_DIR: &str = "tmp";
 const OCI_LAYOUT: &str = "oci-layout";
 const INDEX: &str = "index.json";
-/// How deep gc follows nested indexes (an index pointing at itself must end).
+/// How deep gc follows nested indexes (RELIABILITY M8: an index pointing at itself must end).
 const MAX_GC_DEPTH: usize = 8;
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// How many manifests gc visits at most (M8: a million-entry index must not run forever).
+const MAX_GC_MANIFESTS: usize = 100_000;
+/// `oci-layout` and similar marker files are tiny; anything bigger is not one.
+const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+/// Longest tag accepted (a full reference with a digest is under 300 characters).
+const MAX_TAG_LEN: usize = 512;
+/// Size of the chunks blobs are copied in: big enough for 400+ MiB/s, small enough that
+/// memory stays flat.
+pub(crate) const COPY_CHUNK: usize = 1024 * 1024;
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An OCI image layout directory.
 #[derive(Debug, Clone)]
@@ -52,14 +64,27 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
         .read(true)
         .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
-                StoreError::NotRegular {
-                    path: path.to_path_buf(),
-                }
+        .map_err(|e| open_error(path, e))?;
+    check_regular(path, file)
+}
+
+fn open_error(path: &Path, e: std::io::Error) -> StoreError {
+    match e.raw_os_error() {
+        // ELOOP: a symlink where O_NOFOLLOW / RESOLVE_NO_SYMLINKS forbids one; EXDEV: the path
+        // tried to leave the directory it was resolved beneath.
+        Some(code)
+            if code == rustix::io::Errno::LOOP.raw_os_error()
+                || code == rustix::io::Errno::XDEV.raw_os_error() =>
+        {
+            StoreError::NotRegular {
+                path: path.to_path_buf(),
             }
-            _ => StoreError::io(path, "cannot open", e),
-        })?;
+        }
+        _ => StoreError::io(path, "cannot open", e),
+    }
+}
+
+fn check_regular(path: &Path, file: File) -> Result<(File, u64), StoreError> {
     let meta = file
         .metadata()
         .map_err(|e| StoreError::io(path, "cannot stat", e))?;
@@ -71,26 +96,65 @@ pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
     Ok((file, meta.len()))
 }
 
-/// Read a whole small file (refusing symlinks) with a size cap.
-pub(crate) fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, StoreError> {
-    let (file, size) = open_regular(path)?;
+/// Open `relative` beneath `root` for reading with no symlink in any component (not only the
+/// last) and no escape from `root`: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+/// (RELIABILITY rule 1, M14). Only regular files are returned. Kernels without openat2 fall
+/// back to `O_NOFOLLOW` on the last component after checking the parents are no symlinks.
+pub(crate) fn open_beneath(root: &Path, relative: &str) -> Result<(File, u64), StoreError> {
+    let path = root.join(relative);
+    let dir = File::open(root).map_err(|e| StoreError::io(root, "cannot open directory", e))?;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    match openat2(&dir, relative, flags, Mode::empty(), resolve) {
+        Ok(fd) => check_regular(&path, File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => {
+            let mut parent = root.to_path_buf();
+            let parts: Vec<&str> = relative.split('/').collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                parent.push(part);
+                if fs::symlink_metadata(&parent).is_ok_and(|m| !m.is_dir()) {
+                    return Err(StoreError::NotRegular { path: parent });
+                }
+            }
+            open_regular(&path)
+        }
+        Err(e) => Err(open_error(&path, e.into())),
+    }
+}
+
+/// Read a whole small file beneath `root` (see [`open_beneath`]) with a size cap.
+pub(crate) fn read_beneath_capped(
+    root: &Path,
+    relative: &str,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let (file, size) = open_beneath(root, relative)?;
+    read_open_capped(file, size, &root.join(relative), limit, what)
+}
+
+fn read_open_capped(
+    file: File,
+    size: u64,
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let too_large = || StoreError::TooLarge {
+        path: path.to_path_buf(),
+        what: what.into(),
+        limit,
+    };
     if size > limit {
-        return Err(StoreError::TooLarge {
-            path: path.to_path_buf(),
-            what: what.into(),
-            limit,
-        });
+        return Err(too_large());
     }
     let mut out = Vec::with_capacity(size as usize);
+    // The file may grow between stat and read: the cap holds regardless.
     file.take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| StoreError::io(path, "cannot read", e))?;
     if out.len() as u64 > limit {
-        return Err(StoreError::TooLarge {
-            path: path.to_path_buf(),
-            what: what.into(),
-            limit,
-        });
+        return Err(too_large());
     }
     Ok(out)
 }
@@ -101,7 +165,8 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, "cannot fsync directory", e))
 }
 
-/// Write `bytes` to `dest` atomically: a temp file in `tmp_dir`, fsync, rename, fsync dir.
+/// Write `bytes` to `dest` atomically: a temp file in `tmp_dir` (same filesystem), fsync,
+/// rename, fsync the directory. On failure the temp file is removed and `dest` is untouched.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let (mut file, tmp) = create_temp(tmp_dir)?;
     let result = file
@@ -121,13 +186,22 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<
     Ok(())
 }
 
-/// A new, unique file in `dir`.
-pub(crate) fn create_temp(dir: &Path) -> Result<(File, PathBuf), StoreError> {
+/// A new, unique file in `dir` (created if missing), named `<prefix><pid>-<random>`.
+pub(crate) fn create_temp_named(dir: &Path, prefix: &str) -> Result<(File, PathBuf), StoreError> {
     fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, "cannot create directory", e))?;
     for _ in 0..16 {
-        let name = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let name = format!(
+            "{prefix}{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+        {
             Ok(f) => return Ok((f, path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(StoreError::io(&path, "cannot create temp file", e)),
@@ -140,21 +214,228 @@ pub(crate) fn create_temp(dir: &Path) -> Result<(File, PathBuf), StoreError> {
     ))
 }
 
-fn valid_tag(tag: &str) -> bool {
+pub(crate) fn create_temp(dir: &Path) -> Result<(File, PathBuf), StoreError> {
+    create_temp_named(dir, ".strata-tmp-")
+}
+
+/// A blob being written: a temp file beside its destination, size-checked and hashed as
+/// bytes arrive (RELIABILITY rule 3: abort at size+1, digest at the end). `commit` fsyncs,
+/// renames and fsyncs the directory; dropping an uncommitted writer removes the temp file, so
+/// no failure path (digest mismatch, ENOSPC, cancelled copy) leaves anything behind.
+pub struct BlobWriter {
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    expected: Digest,
+    expected_size: u64,
+    hasher: Option<DigestHasher>,
+    written: u64,
+    _guard: Option<WriterGuard>,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("temp", &self.temp)
+            .field("dest", &self.dest)
+            .field("expected", &self.expected)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl BlobWriter {
+    pub(crate) fn new(
+        file: File,
+        temp: PathBuf,
+        dest: PathBuf,
+        descriptor: &Descriptor,
+        guard: Option<WriterGuard>,
+    ) -> Result<BlobWriter, StoreError> {
+        let expected_size = descriptor.size_u64().map_err(|e| StoreError::Document {
+            path: dest.clone(),
+            what: format!("descriptor of {}", descriptor.digest),
+            source: e,
+        });
+        let mut writer = BlobWriter {
+            file: Some(file),
+            temp,
+            dest,
+            expected: descriptor.digest.clone(),
+            expected_size: 0,
+            hasher: Some(DigestHasher::new(descriptor.digest.algorithm())),
+            written: 0,
+            _guard: guard,
+        };
+        // On error the writer drops here and removes its temp file.
+        writer.expected_size = expected_size?;
+        Ok(writer)
+    }
+
+    /// Where the blob goes on commit.
+    pub fn destination(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Append bytes; fails as soon as more than the declared size arrived.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let total = self.written + bytes.len() as u64;
+        if total > self.expected_size {
+            return Err(StoreError::SizeMismatch {
+                path: self.dest.clone(),
+                digest: self.expected.clone(),
+                expected: self.expected_size,
+                actual: total,
+                more: " or more (longer than declared)",
+            });
+        }
+        let file = self.file.as_mut().ok_or_else(|| {
+            StoreError::io(
+                &self.temp,
+                "write after failure",
+                std::io::Error::other("closed"),
+            )
+        })?;
+        file.write_all(bytes)
+            .map_err(|e| StoreError::io(&self.temp, "cannot write blob", e))?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(bytes);
+        }
+        self.written = total;
+        Ok(())
+    }
+
+    /// Check size and digest, then make the blob visible under its final name.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if self.written != self.expected_size {
+            return Err(StoreError::SizeMismatch {
+                path: self.dest.clone(),
+                digest: self.expected.clone(),
+                expected: self.expected_size,
+                actual: self.written,
+                more: " (content ended early)",
+            });
+        }
+        let actual = self
+            .hasher
+            .take()
+            .map(DigestHasher::finish)
+            .ok_or_else(|| StoreError::io(&self.temp, "commit twice", std::io::Error::other("")))?;
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                path: self.dest.clone(),
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        let file = self.file.take();
+        if let Some(f) = file {
+            f.sync_all()
+                .map_err(|e| StoreError::io(&self.temp, "cannot fsync blob", e))?;
+        }
+        let dir = self
+            .dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, "cannot create directory", e))?;
+        fs::rename(&self.temp, &self.dest)
+            .map_err(|e| StoreError::io(&self.dest, "cannot rename blob into place", e))?;
+        // Renamed: nothing left for Drop to remove.
+        self.temp = PathBuf::new();
+        fsync_dir(&dir)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            self.file = None;
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Copy a whole reader into a [`BlobWriter`] and commit it.
+pub(crate) fn copy_into(mut writer: BlobWriter, mut reader: impl Read) -> Result<(), StoreError> {
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(StoreError::io(
+                    writer.destination().to_path_buf(),
+                    "cannot read blob source",
+                    e,
+                ));
+            }
+        };
+        writer.write(&buf[..n])?;
+    }
+    writer.commit()
+}
+
+/// Is `tag` usable as a tag? Letters, digits and `-._:@+/`, which covers full image
+/// references (`docker.io/library/busybox:latest`, `app@sha256:…`). The OCI annotation
+/// grammar for `org.opencontainers.image.ref.name` (a SHOULD) lacks `_`; Docker tags allow it,
+/// so it is accepted too (see the crate docs on the default store).
+pub fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
-        && tag.len() <= 512
+        && tag.len() <= MAX_TAG_LEN
         && tag
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._:@+/".contains(c))
 }
 
+/// Does `name` follow the image-spec grammar for `org.opencontainers.image.ref.name`?
+/// `component ("/" component)*`, `component = alphanum (separator alphanum)*`,
+/// `separator = [-._:@+] | "--"`.
+pub fn ref_name_conforms(name: &str) -> bool {
+    name.split('/').all(|component| {
+        let bytes = component.as_bytes();
+        if bytes.is_empty()
+            || !bytes[0].is_ascii_alphanumeric()
+            || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        {
+            return false;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c.is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let sep_len = if c == b'-' && bytes.get(i + 1) == Some(&b'-') {
+                2
+            } else if b"-._:@+".contains(&c) {
+                1
+            } else {
+                return false;
+            };
+            i += sep_len;
+            if !bytes.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                return false;
+            }
+        }
+        true
+    })
+}
+
 impl OciLayout {
-    /// Open an existing layout.
+    /// Open an existing layout; [`StoreError::NotALayout`] when `path` has no `oci-layout`.
     pub fn open(path: &Path) -> Result<OciLayout, StoreError> {
         let marker = path.join(OCI_LAYOUT);
-        let bytes = match read_capped(&marker, 64 * 1024, OCI_LAYOUT) {
+        let bytes = match read_beneath_capped(path, OCI_LAYOUT, MAX_SMALL_FILE_BYTES, OCI_LAYOUT) {
             Ok(b) => b,
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(StoreError::NotALayout {
                     path: path.to_path_buf(),
                 });
@@ -180,9 +461,10 @@ impl OciLayout {
         })
     }
 
-    /// Open a layout, creating it (directory, `oci-layout`, empty `index.json`) if needed.
+    /// Open a layout, creating it (directory, `oci-layout`, empty `index.json`, each written
+    /// atomically) if needed. Safe to race with other processes doing the same.
     pub fn create_or_open(path: &Path) -> Result<OciLayout, StoreError> {
-        if path.join(OCI_LAYOUT).exists() {
+        if fs::symlink_metadata(path.join(OCI_LAYOUT)).is_ok() {
             return OciLayout::open(path);
         }
         fs::create_dir_all(path)
@@ -191,20 +473,22 @@ impl OciLayout {
             root: path.to_path_buf(),
         };
         let _lock = layout.lock(INDEX_LOCK, FlockOperation::LockExclusive)?;
-        if !path.join(INDEX).exists() {
+        fs::create_dir_all(path.join("blobs/sha256"))
+            .map_err(|e| StoreError::io(path, "cannot create blobs directory", e))?;
+        if fs::symlink_metadata(path.join(INDEX)).is_err() {
             let empty = ImageIndex::new(MediaType::OCI_INDEX);
             write_atomic(&layout.temp_dir(), &path.join(INDEX), &empty.to_bytes())?;
         }
-        if !path.join(OCI_LAYOUT).exists() {
+        // oci-layout last: its presence means the layout is complete.
+        if fs::symlink_metadata(path.join(OCI_LAYOUT)).is_err() {
             write_atomic(
                 &layout.temp_dir(),
                 &path.join(OCI_LAYOUT),
                 br#"{"imageLayoutVersion":"1.0.0"}"#,
             )?;
         }
-        fs::create_dir_all(path.join("blobs/sha256"))
-            .map_err(|e| StoreError::io(path, "cannot create blobs directory", e))?;
-        Ok(layout)
+        drop(_lock);
+        OciLayout::open(path)
     }
 
     pub fn root(&self) -> &Path {
@@ -235,22 +519,25 @@ impl OciLayout {
         Ok(file)
     }
 
-    /// Take the shared writer lock (see [`WriterGuard`]).
+    /// Take the shared writer lock (see [`WriterGuard`]). Blocks while `gc` runs.
     pub fn writer_guard(&self) -> Result<WriterGuard, StoreError> {
         Ok(WriterGuard {
             _lock: self.lock(GC_LOCK, FlockOperation::LockShared)?,
         })
     }
 
-    /// `blobs/<alg>/<encoded>`; safe because a `Digest` is validated on construction.
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_str())
-            .join(digest.encoded())
+    fn blob_relative(digest: &Digest) -> String {
+        format!("blobs/{}/{}", digest.algorithm().as_str(), digest.encoded())
     }
 
-    /// Is the blob present (a regular file, of `size` bytes when given)?
+    /// `blobs/<alg>/<encoded>`; safe to build because a `Digest` is validated on parse
+    /// (RELIABILITY rule 5).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(Self::blob_relative(digest))
+    }
+
+    /// Is the blob present (a regular file, of `size` bytes when given)? Content is not
+    /// re-hashed: everything under `blobs/` was verified when written.
     pub fn has_blob(&self, digest: &Digest, size: Option<u64>) -> bool {
         match fs::symlink_metadata(self.blob_path(digest)) {
             Ok(m) => m.is_file() && size.is_none_or(|s| s == m.len()),
@@ -258,10 +545,10 @@ impl OciLayout {
         }
     }
 
-    /// Open a blob for reading (refusing symlinks and special files).
+    /// Open a blob for reading: no symlink anywhere under the layout root, regular files
+    /// only (RELIABILITY M14). Returns the file and its size.
     pub fn open_blob(&self, digest: &Digest) -> Result<(File, u64), StoreError> {
-        let path = self.blob_path(digest);
-        match open_regular(&path) {
+        match open_beneath(&self.root, &Self::blob_relative(digest)) {
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::BlobNotFound {
                     path: self.root.clone(),
@@ -272,86 +559,84 @@ impl OciLayout {
         }
     }
 
-    /// Read a small blob (manifest, config) into memory, verified against its digest.
+    /// Read a small blob (manifest, config) into memory, capped and verified against its
+    /// digest.
     pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let path = self.blob_path(digest);
-        if !path.exists() && fs::symlink_metadata(&path).is_err() {
-            return Err(StoreError::BlobNotFound {
-                path: self.root.clone(),
-                digest: digest.clone(),
-            });
-        }
-        let bytes = read_capped(&path, limit, &format!("blob {digest}"))?;
+        let (file, size) = self.open_blob(digest)?;
+        let bytes = read_open_capped(
+            file,
+            size,
+            &self.blob_path(digest),
+            limit,
+            &format!("blob {digest}"),
+        )?;
         let actual = digest.same_algorithm_of(&bytes);
         if &actual != digest {
-            return Err(strata_image::ImageError::DigestMismatch {
+            return Err(StoreError::DigestMismatch {
+                path: self.blob_path(digest),
                 expected: digest.clone(),
                 actual,
-            }
-            .into());
+            });
         }
         Ok(bytes)
     }
 
-    /// A temp file for a blob being written (inside the layout, so the rename is atomic).
-    pub fn blob_temp(&self) -> Result<(File, PathBuf), StoreError> {
-        create_temp(&self.temp_dir())
+    /// Start writing the blob `descriptor` names: a temp file inside the layout, verified
+    /// while written (see [`BlobWriter`]). Holds a writer guard until committed or dropped.
+    pub fn blob_writer(&self, descriptor: &Descriptor) -> Result<BlobWriter, StoreError> {
+        let guard = self.writer_guard()?;
+        let (file, temp) = create_temp(&self.temp_dir())?;
+        BlobWriter::new(
+            file,
+            temp,
+            self.blob_path(&descriptor.digest),
+            descriptor,
+            Some(guard),
+        )
     }
 
-    /// Move a fully written and verified temp file to its blob path.
-    pub fn commit_blob(&self, file: File, temp: &Path, digest: &Digest) -> Result<(), StoreError> {
-        let dest = self.blob_path(digest);
-        let result = (|| {
-            file.sync_all()
-                .map_err(|e| StoreError::io(temp, "cannot fsync", e))?;
-            drop(file);
-            let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-            fs::create_dir_all(&dir)
-                .map_err(|e| StoreError::io(&dir, "cannot create directory", e))?;
-            fs::rename(temp, &dest)
-                .map_err(|e| StoreError::io(&dest, "cannot rename blob into place", e))?;
-            fsync_dir(&dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(temp);
+    /// Stream a blob into the layout, verifying size (abort at size+1) and digest; commit
+    /// only when both match. Idempotent: an existing blob of that digest and size is kept and
+    /// `reader` is not read.
+    pub fn write_blob(&self, descriptor: &Descriptor, reader: impl Read) -> Result<(), StoreError> {
+        if self.has_blob(&descriptor.digest, descriptor.size_u64().ok()) {
+            return Ok(());
         }
-        result
+        copy_into(self.blob_writer(descriptor)?, reader)
     }
 
-    /// Store bytes as a blob (idempotent).
-    pub fn write_blob_bytes(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
-        let digest = Digest::sha256_of(bytes);
-        if self.has_blob(&digest, Some(bytes.len() as u64)) {
-            return Ok(digest);
-        }
-        let (mut file, temp) = self.blob_temp()?;
-        if let Err(e) = file.write_all(bytes) {
-            let _ = fs::remove_file(&temp);
-            return Err(StoreError::io(&temp, "cannot write", e));
-        }
-        self.commit_blob(file, &temp, &digest)?;
-        Ok(digest)
+    /// Store bytes as a sha256 blob (idempotent) and return their descriptor.
+    pub fn write_blob_bytes(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Descriptor, StoreError> {
+        let descriptor = Descriptor::of_bytes(media_type, bytes);
+        self.write_blob(&descriptor, bytes)?;
+        Ok(descriptor)
     }
 
-    /// Read `index.json` (refusing symlinks, capped).
+    /// Read `index.json` (refusing symlinks, capped at [`MAX_INDEX_BYTES`]).
     pub fn read_index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.root.join(INDEX);
-        let bytes = read_capped(&path, MAX_INDEX_BYTES, INDEX)?;
+        let bytes = read_beneath_capped(&self.root, INDEX, MAX_INDEX_BYTES, INDEX)?;
         match Manifest::parse(&bytes, Some(&MediaType::new(MediaType::OCI_INDEX))) {
             Ok(Manifest::Index(i)) => Ok(i),
             Ok(Manifest::Image(_)) => Err(StoreError::Invalid {
                 path,
                 reason: "index.json is not an index".into(),
             }),
-            Err(e) => Err(StoreError::Invalid {
+            Err(e) => Err(StoreError::Document {
                 path,
-                reason: e.to_string(),
+                what: INDEX.into(),
+                source: e,
             }),
         }
     }
 
-    /// Read-modify-write `index.json` under the exclusive index lock; the new file replaces the
-    /// old one atomically.
+    /// Read-modify-write `index.json` under the exclusive index lock; the new file replaces
+    /// the old one atomically (temp, fsync, rename, fsync dir), so concurrent writers keep
+    /// each other's changes and readers see the old or the new file, never a mix.
     pub fn update_index<F>(&self, f: F) -> Result<ImageIndex, StoreError>
     where
         F: FnOnce(&mut ImageIndex) -> Result<(), StoreError>,
@@ -359,19 +644,27 @@ impl OciLayout {
         let _lock = self.lock(INDEX_LOCK, FlockOperation::LockExclusive)?;
         let mut index = self.read_index()?;
         f(&mut index)?;
+        if index.manifests.len() > MAX_INDEX_ENTRIES {
+            return Err(StoreError::TooLarge {
+                path: self.root.join(INDEX),
+                what: "number of index.json entries".into(),
+                limit: MAX_INDEX_ENTRIES as u64,
+            });
+        }
         write_atomic(&self.temp_dir(), &self.root.join(INDEX), &index.to_bytes())?;
         Ok(index)
     }
 
-    /// Point `tag` at `descriptor` (replacing the tag's previous entry), or add an untagged
-    /// entry when `tag` is `None`.
+    /// Point `tag` at `descriptor`, replacing the tag's previous entry (skopeo/umoci
+    /// semantics: the tag lives in the `org.opencontainers.image.ref.name` annotation), or
+    /// with `None` add an untagged entry (unless the same untagged entry is already there).
     pub fn set_tag(&self, tag: Option<&str>, descriptor: &Descriptor) -> Result<(), StoreError> {
         if let Some(t) = tag
             && !valid_tag(t)
         {
-            return Err(StoreError::Invalid {
+            return Err(StoreError::InvalidTag {
                 path: self.root.clone(),
-                reason: format!("invalid tag {t:?}"),
+                tag: t.to_string(),
             });
         }
         let mut entry = descriptor.clone();
@@ -381,8 +674,8 @@ impl OciLayout {
         }
         self.update_index(|index| {
             index.manifests.retain(|d| match tag {
-                Some(t) => d.annotations.get(REF_NAME).map(String::as_str) != Some(t),
-                None => d.digest != entry.digest || d.annotations.contains_key(REF_NAME),
+                Some(t) => d.ref_name() != Some(t),
+                None => d.digest != entry.digest || d.ref_name().is_some(),
             });
             index.manifests.push(entry);
             Ok(())
@@ -394,9 +687,7 @@ impl OciLayout {
     pub fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
         self.update_index(|index| {
             let before = index.manifests.len();
-            index
-                .manifests
-                .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
+            index.manifests.retain(|d| d.ref_name() != Some(tag));
             if index.manifests.len() == before {
                 return Err(StoreError::NotFound {
                     path: self.root.clone(),
@@ -408,76 +699,63 @@ impl OciLayout {
         Ok(())
     }
 
-    /// Every entry of `index.json` with its tag.
+    /// Every entry of `index.json` with its tag (`None` for untagged entries).
     pub fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, StoreError> {
         Ok(self
             .read_index()?
             .manifests
             .into_iter()
-            .map(|d| (d.annotations.get(REF_NAME).cloned(), d))
+            .map(|d| (d.ref_name().map(str::to_string), d))
             .collect())
     }
 
-    /// The entry for `tag`, or with no tag the only entry.
+    /// The entry for `tag`; with no tag the only entry (an error listing the tags when
+    /// there are several).
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor, StoreError> {
-        let entries = self.list()?;
-        match tag {
-            Some(t) => entries
-                .into_iter()
-                .find(|(name, _)| name.as_deref() == Some(t))
-                .map(|(_, d)| d)
-                .ok_or_else(|| StoreError::NotFound {
-                    path: self.root.clone(),
-                    what: format!("tag {t:?}"),
-                }),
-            None => match entries.len() {
-                1 => Ok(entries
-                    .into_iter()
-                    .next()
-                    .map(|(_, d)| d)
-                    .expect("one entry")),
-                0 => Err(StoreError::NotFound {
-                    path: self.root.clone(),
-                    what: "any image".into(),
-                }),
-                _ => Err(StoreError::Ambiguous {
-                    path: self.root.clone(),
-                    tags: entries
-                        .iter()
-                        .map(|(t, d)| t.clone().unwrap_or_else(|| d.digest.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
-            },
-        }
+        resolve_in_index(&self.read_index()?, tag, &self.root)
     }
 
-    /// Remove blobs that no entry of `index.json` reaches, and temp files of dead writers.
-    /// Waits for running writers (their [`WriterGuard`]s) to finish.
+    /// Remove blobs no entry of `index.json` reaches (following nested indexes, configs,
+    /// layers and subjects) and temp files of dead writers.
+    ///
+    /// Waits for running writers: every writer holds a shared lock ([`WriterGuard`]) until
+    /// its blobs are referenced, gc holds it exclusively, so a blob written but not yet
+    /// tagged is never collected and every temp file gc sees is a dead writer's. Do not call
+    /// it while this process holds a `WriterGuard` (it would wait for itself).
+    /// A reachable manifest that cannot be read or parsed stops gc with an error: it never
+    /// deletes on a guess.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let _lock = self.lock(GC_LOCK, FlockOperation::LockExclusive)?;
         let mut reachable = HashSet::new();
+        let mut visited = 0usize;
         for d in self.read_index()?.manifests {
-            self.mark(&d, 0, &mut reachable)?;
+            self.mark(&d, 0, &mut reachable, &mut visited)?;
         }
         let mut report = GcReport::default();
         let blobs = self.root.join("blobs");
         for alg in fs::read_dir(&blobs).map_err(|e| StoreError::io(&blobs, "cannot list", e))? {
             let alg = alg.map_err(|e| StoreError::io(&blobs, "cannot list", e))?;
+            if !alg.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let alg_name = alg.file_name().to_string_lossy().to_string();
             for blob in fs::read_dir(alg.path())
                 .map_err(|e| StoreError::io(alg.path(), "cannot list", e))?
             {
                 let blob = blob.map_err(|e| StoreError::io(alg.path(), "cannot list", e))?;
                 let name = format!("{alg_name}:{}", blob.file_name().to_string_lossy());
-                let keep = name.parse::<Digest>().is_ok_and(|d| reachable.contains(&d));
-                if !keep {
-                    let size = blob.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(blob.path())
-                        .map_err(|e| StoreError::io(blob.path(), "cannot remove", e))?;
-                    report.blobs_removed += 1;
-                    report.bytes_removed += size;
+                // Only names that are digests are blobs; anything else is not gc's to touch.
+                let Ok(digest) = name.parse::<Digest>() else {
+                    continue;
+                };
+                if reachable.contains(&digest) {
+                    continue;
                 }
+                let size = blob.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(blob.path())
+                    .map_err(|e| StoreError::io(blob.path(), "cannot remove", e))?;
+                report.blobs_removed += 1;
+                report.bytes_removed += size;
             }
         }
         // No writer holds the shared lock now, so every temp file is a dead writer's.
@@ -496,11 +774,20 @@ impl OciLayout {
         d: &Descriptor,
         depth: usize,
         reachable: &mut HashSet<Digest>,
+        visited: &mut usize,
     ) -> Result<(), StoreError> {
         if depth > MAX_GC_DEPTH {
             return Err(StoreError::Invalid {
                 path: self.root.clone(),
-                reason: format!("indexes nested deeper than {MAX_GC_DEPTH}"),
+                reason: format!("indexes nested deeper than {MAX_GC_DEPTH} at {}", d.digest),
+            });
+        }
+        *visited += 1;
+        if *visited > MAX_GC_MANIFESTS {
+            return Err(StoreError::TooLarge {
+                path: self.root.clone(),
+                what: "number of manifests reachable from index.json".into(),
+                limit: MAX_GC_MANIFESTS as u64,
             });
         }
         if !reachable.insert(d.digest.clone()) || !d.media_type.is_manifest() {
@@ -508,28 +795,74 @@ impl OciLayout {
         }
         let bytes = match self.read_blob(&d.digest, MAX_MANIFEST_BYTES) {
             Ok(b) => b,
-            // A tag may point at a manifest that is not here (yet); nothing below it to keep.
+            // A tag may point at a manifest that is not here (a partial copy); nothing below
+            // it to keep.
             Err(StoreError::BlobNotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        match Manifest::parse(&bytes, Some(&d.media_type)) {
-            Ok(Manifest::Image(m)) => {
+        let manifest =
+            Manifest::parse(&bytes, Some(&d.media_type)).map_err(|e| StoreError::Document {
+                path: self.blob_path(&d.digest),
+                what: format!("manifest {} (gc stopped, nothing removed)", d.digest),
+                source: e,
+            })?;
+        match manifest {
+            Manifest::Image(m) => {
                 reachable.insert(m.config.digest.clone());
                 for l in &m.layers {
                     reachable.insert(l.digest.clone());
                 }
                 if let Some(s) = &m.subject {
-                    reachable.insert(s.digest.clone());
+                    self.mark(s, depth + 1, reachable, visited)?;
                 }
             }
-            Ok(Manifest::Index(i)) => {
+            Manifest::Index(i) => {
                 for c in &i.manifests {
-                    self.mark(c, depth + 1, reachable)?;
+                    self.mark(c, depth + 1, reachable, visited)?;
+                }
+                if let Some(s) = &i.subject {
+                    self.mark(s, depth + 1, reachable, visited)?;
                 }
             }
-            // An unreadable document keeps only itself: gc must never delete on a guess.
-            Err(_) => {}
         }
         Ok(())
+    }
+}
+
+/// The entry of `index` tagged `tag`, or with no tag its only entry.
+pub(crate) fn resolve_in_index(
+    index: &ImageIndex,
+    tag: Option<&str>,
+    path: &Path,
+) -> Result<Descriptor, StoreError> {
+    match tag {
+        Some(t) => index
+            .manifests
+            .iter()
+            .find(|d| d.ref_name() == Some(t))
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                path: path.to_path_buf(),
+                what: format!("tag {t:?}"),
+            }),
+        None => match index.manifests.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(StoreError::NotFound {
+                path: path.to_path_buf(),
+                what: "any image".into(),
+            }),
+            many => Err(StoreError::Ambiguous {
+                path: path.to_path_buf(),
+                tags: many
+                    .iter()
+                    .map(|d| {
+                        d.ref_name()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("untagged {}", d.digest))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        },
     }
 }

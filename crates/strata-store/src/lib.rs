@@ -1,23 +1,61 @@
-//! Local image storage.
+//! Local image storage: OCI image layouts, the default store, and the `oci:`, `oci-archive:`,
+//! `docker-archive:` and `dir:` transports.
 //!
 //! [`OciLayout`] is an OCI image layout on disk with the guarantees the rest of strata relies
-//! on: blobs are written to a unique temp file inside the layout, verified while streaming,
-//! fsynced and renamed into place (a blob under its final name always has that digest);
-//! `index.json` is read-modify-written under an exclusive `flock` and replaced atomically, so
-//! concurrent writers keep each other's tags and readers never see a torn file; `gc` waits for
-//! writers (they hold a shared lock for as long as they write) and removes only blobs no tag
-//! reaches.
+//! on (RELIABILITY rules 3–6):
+//! - blobs are written to a unique temp file inside the layout (`.strata/tmp/`), size-checked
+//!   (abort at size+1) and hashed while streaming, fsynced and renamed into place, then the
+//!   directory is fsynced: a file under `blobs/<alg>/<hex>` always has that digest, and a
+//!   failed write (mismatch, ENOSPC, cancellation) leaves nothing behind;
+//! - blobs, `index.json` and `oci-layout` are opened with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)`, regular files only, and read with size caps: a layout whose
+//!   `blobs/sha256/<d>` is a symlink to `/etc/shadow` is refused;
+//! - `index.json` is read-modify-written under an exclusive `flock` (`.strata/index.lock`)
+//!   and replaced atomically, so concurrent writers keep each other's tags and readers never
+//!   see a torn file;
+//! - [`OciLayout::gc`] takes `.strata/gc.lock` exclusively while every writer holds it
+//!   shared ([`WriterGuard`]) until its blobs are referenced: in-flight writes survive, temp
+//!   files of dead writers are removed.
 //!
-//! Transports built on it implement [`strata_image::ImageSource`] / [`strata_image::ImageSink`]:
-//! [`LayoutSource`] / [`LayoutSink`] (`oci:`, and the default store for bare names),
-//! [`DirSource`] / [`DirSink`] (skopeo's `dir:`), and the archive transports
-//! [`OciArchiveSource`] / [`OciArchiveSink`], [`DockerArchiveSource`] / [`DockerArchiveSink`].
+//! Tags follow skopeo/umoci: the `org.opencontainers.image.ref.name` annotation of an
+//! `index.json` entry; setting a tag replaces its previous entry; untagged entries are
+//! allowed.
+//!
+//! # The default store
+//!
+//! Bare image names (`busybox`, `localhost/app:v1`) live in one layout at
+//! [`default_store_path`] (`$XDG_DATA_HOME/strata`, else `~/.local/share/strata`). Its tags are
+//! the full normalised reference ([`store_tag`]: `docker.io/library/busybox:latest`), stored
+//! in `org.opencontainers.image.ref.name` itself, so `skopeo copy
+//! oci:~/.local/share/strata:docker.io/library/busybox:latest …` reads them too. The
+//! image-spec grammar for that annotation (a SHOULD: `alphanum (separator alphanum)*` per `/`
+//! component, separators `-._:@+` and `--`) covers registry hosts with ports, paths, tags and
+//! digests; only references with `_` or `__` in them fall outside it. Those are stored
+//! verbatim too (strata resolves them; other tools may refuse to address them) rather than
+//! in a second, strata-only annotation that other tools would not see at all.
+//! [`ref_name_conforms`] tells which case a name is.
+//!
+//! # Transports
+//!
+//! All implement [`strata_image::ImageSource`] / [`strata_image::ImageSink`]:
+//! - `oci:PATH[:TAG]`: [`LayoutSource::open`], [`LayoutSink::create`]; default store:
+//!   [`LayoutSource::from_store`], [`LayoutSink::to_store`];
+//! - `oci-archive:PATH[:TAG]`: [`OciArchiveSource::open`], [`OciArchiveSink::create`];
+//! - `docker-archive:PATH[:REF]`: [`DockerArchiveSource::open`], [`DockerArchiveSink::create`];
+//! - `dir:PATH`: [`DirSource::open`], [`DirSink::create`].
+//!
+//! The core API ([`OciLayout`]) is synchronous (`std::fs`); the trait impls stream blobs
+//! through a blocking writer thread fed by a bounded channel of 1 MiB chunks.
 //!
 //! ```no_run
-//! let layout = strata_store::OciLayout::create_or_open("/tmp/layout".as_ref()).unwrap();
-//! for (tag, descriptor) in layout.list().unwrap() {
+//! use strata_store::OciLayout;
+//! let layout = OciLayout::create_or_open("/tmp/layout".as_ref())?;
+//! let config = layout.write_blob_bytes("application/vnd.oci.image.config.v1+json", b"{}")?;
+//! for (tag, descriptor) in layout.list()? {
 //!     println!("{} {}", tag.unwrap_or_default(), descriptor.digest);
 //! }
+//! layout.gc()?; // removes `config` again: nothing references it
+//! # Ok::<(), strata_store::StoreError>(())
 //! ```
 
 mod archive;
@@ -29,10 +67,14 @@ mod transport;
 pub use archive::{DockerArchiveSink, DockerArchiveSource, OciArchiveSink, OciArchiveSource};
 pub use dir::{DirSink, DirSource};
 pub use error::StoreError;
-pub use layout::{GcReport, MAX_INDEX_BYTES, OciLayout, WriterGuard};
+pub use layout::{
+    BlobWriter, GcReport, MAX_INDEX_BYTES, OciLayout, WriterGuard, ref_name_conforms, valid_tag,
+};
 pub use transport::{LayoutSink, LayoutSource};
 
 use std::path::PathBuf;
+
+use strata_spec::Reference;
 
 /// Where bare image names live: `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
 pub fn default_store_path() -> Result<PathBuf, StoreError> {
@@ -43,4 +85,15 @@ pub fn default_store_path() -> Result<PathBuf, StoreError> {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/strata")),
         None => Err(StoreError::NoStorePath),
     }
+}
+
+/// The default store, created on first use.
+pub fn default_store() -> Result<OciLayout, StoreError> {
+    OciLayout::create_or_open(&default_store_path()?)
+}
+
+/// The tag an image gets in the default store: its full normalised reference
+/// (`busybox` → `docker.io/library/busybox:latest`).
+pub fn store_tag(reference: &Reference) -> String {
+    reference.to_string()
 }

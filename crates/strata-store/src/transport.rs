@@ -1,22 +1,79 @@
-//! `oci:` layouts (and the default store) as image sources and sinks.
+//! `oci:` layouts (and the default store) as image sources and sinks, and the async → sync
+//! bridge every sink of this crate writes blobs through.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use strata_image::{
-    BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest, VerifyingReader,
-};
-use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES};
+use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES, Reference};
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
 
+use crate::layout::{BlobWriter, COPY_CHUNK};
 use crate::{OciLayout, StoreError, WriterGuard};
 
-/// Size of the chunks a blob is copied in.
-const COPY_CHUNK: usize = 1024 * 1024;
+/// Chunks in flight between the async reader and the blocking writer thread: memory per
+/// blob write is bounded by `(PIPE_DEPTH + 2) * COPY_CHUNK`.
+const PIPE_DEPTH: usize = 4;
 
-/// Reads images from an OCI layout, at a tag (or its only entry).
+enum Chunk {
+    Data(Vec<u8>),
+    End,
+}
+
+/// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes,
+/// hashing and fsync off the async workers, overlapped with reading). The writer verifies
+/// size (aborting at size+1) and digest and commits; on any failure, including the stream
+/// failing, the temp file is gone before this returns.
+pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Result<(), ImageError> {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(PIPE_DEPTH);
+    let worker = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let mut writer = writer;
+        while let Some(chunk) = rx.blocking_recv() {
+            match chunk {
+                Chunk::Data(bytes) => writer.write(&bytes)?,
+                Chunk::End => return writer.commit(),
+            }
+        }
+        // The reader gave up: dropping the writer removes the temp file.
+        Err(StoreError::io(
+            writer.destination().to_path_buf(),
+            "blob stream aborted",
+            std::io::Error::from(std::io::ErrorKind::Interrupted),
+        ))
+    });
+    let read_result: Result<(), ImageError> = async {
+        loop {
+            let mut buf = Vec::with_capacity(COPY_CHUNK);
+            // Fill a whole chunk (network reads are small) before handing it over.
+            let n = (&mut data)
+                .take(COPY_CHUNK as u64)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| ImageError::from_io("reading blob stream", e))?;
+            if n == 0 {
+                let _ = tx.send(Chunk::End).await;
+                return Ok(());
+            }
+            if tx.send(Chunk::Data(buf)).await.is_err() {
+                // The writer stopped (size exceeded, disk full): its error is the one to report.
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let written = worker
+        .await
+        .map_err(|e| ImageError::io("blob writer thread", std::io::Error::other(e)))?;
+    match (read_result, written) {
+        (Err(read), _) => Err(read),
+        (Ok(()), result) => Ok(result?),
+    }
+}
+
+/// Reads an image from an OCI layout, at a tag (or its only entry).
 pub struct LayoutSource {
     layout: OciLayout,
     tag: Option<String>,
@@ -24,6 +81,7 @@ pub struct LayoutSource {
 }
 
 impl LayoutSource {
+    /// `oci:PATH[:TAG]`.
     pub fn open(path: &Path, tag: Option<&str>) -> Result<LayoutSource, StoreError> {
         let layout = OciLayout::open(path)?;
         Ok(LayoutSource::new(
@@ -36,6 +94,14 @@ impl LayoutSource {
             ),
         ))
     }
+
+    /// The image `reference` in the default store ([`crate::default_store`]).
+    pub fn from_store(reference: &Reference) -> Result<LayoutSource, StoreError> {
+        let layout = OciLayout::open(&crate::default_store_path()?)?;
+        let tag = crate::store_tag(reference);
+        Ok(LayoutSource::new(layout, Some(&tag), tag.clone()))
+    }
+
     /// A source over an already opened layout, described as `name` in messages.
     pub fn new(layout: OciLayout, tag: Option<&str>, name: String) -> LayoutSource {
         LayoutSource {
@@ -44,18 +110,10 @@ impl LayoutSource {
             name,
         }
     }
-}
 
-pub(crate) fn manifest_from_layout(
-    layout: &OciLayout,
-    descriptor: &Descriptor,
-) -> Result<RawManifest, ImageError> {
-    let bytes = layout.read_blob(&descriptor.digest, MAX_MANIFEST_BYTES)?;
-    Ok(RawManifest {
-        bytes,
-        media_type: descriptor.media_type.clone(),
-        digest: descriptor.digest.clone(),
-    })
+    pub fn layout(&self) -> &OciLayout {
+        &self.layout
+    }
 }
 
 #[async_trait]
@@ -64,20 +122,20 @@ impl ImageSource for LayoutSource {
         self.name.clone()
     }
     async fn manifest(&self, digest: Option<&Digest>) -> Result<RawManifest, ImageError> {
-        match digest {
+        let (digest, media_type) = match digest {
             None => {
                 let d = self.layout.resolve(self.tag.as_deref())?;
-                manifest_from_layout(&self.layout, &d)
+                (d.digest, d.media_type)
             }
-            Some(d) => {
-                let bytes = self.layout.read_blob(d, MAX_MANIFEST_BYTES)?;
-                Ok(RawManifest {
-                    bytes,
-                    media_type: Default::default(),
-                    digest: d.clone(),
-                })
-            }
-        }
+            // An index child: its media type comes from the document itself.
+            Some(d) => (d.clone(), Default::default()),
+        };
+        let bytes = self.layout.read_blob(&digest, MAX_MANIFEST_BYTES)?;
+        Ok(RawManifest {
+            bytes,
+            media_type,
+            digest,
+        })
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         let (file, _) = self.layout.open_blob(&descriptor.digest)?;
@@ -85,20 +143,30 @@ impl ImageSource for LayoutSource {
     }
 }
 
-/// Writes images into an OCI layout, tagging the top document.
+/// Writes images into an OCI layout; the top-level manifest gets the tag `put_manifest` is
+/// given (or an untagged `index.json` entry in `finish` when there is none).
 pub struct LayoutSink {
     layout: OciLayout,
     name: String,
     last_manifest: Mutex<Option<(RawManifest, Option<String>)>>,
+    // Held for the sink's lifetime: gc waits until the copy has tagged what it wrote.
     _guard: WriterGuard,
 }
 
 impl LayoutSink {
-    /// Create or open the layout at `path`.
+    /// `oci:PATH` (the tag comes with `put_manifest`); the layout is created if missing.
     pub fn create(path: &Path) -> Result<LayoutSink, StoreError> {
         let layout = OciLayout::create_or_open(path)?;
         LayoutSink::new(layout, format!("oci:{}", path.display()))
     }
+
+    /// The default store; give `put_manifest` the tag [`crate::store_tag`] makes.
+    pub fn to_store() -> Result<LayoutSink, StoreError> {
+        let layout = crate::default_store()?;
+        let name = format!("store:{}", layout.root().display());
+        LayoutSink::new(layout, name)
+    }
+
     pub fn new(layout: OciLayout, name: String) -> Result<LayoutSink, StoreError> {
         let guard = layout.writer_guard()?;
         Ok(LayoutSink {
@@ -108,42 +176,33 @@ impl LayoutSink {
             _guard: guard,
         })
     }
+
     pub fn layout(&self) -> &OciLayout {
         &self.layout
     }
+
+    /// The manifest most recently written and its tag.
+    pub(crate) fn last_manifest(&self) -> Option<(RawManifest, Option<String>)> {
+        self.last_manifest.lock().ok().and_then(|l| l.clone())
+    }
 }
 
-/// Stream `data` into a temp file of `layout`, verified against `descriptor`, then commit it.
-pub(crate) async fn write_verified_blob(
+/// Stream `data` into `layout`, verified against `descriptor` (idempotent).
+pub(crate) async fn put_layout_blob(
     layout: &OciLayout,
     descriptor: &Descriptor,
     data: BlobReader,
 ) -> Result<(), ImageError> {
-    let mut reader = VerifyingReader::new(data, descriptor)?;
-    let (mut file, temp) = layout.blob_temp()?;
-    let mut buf = vec![0u8; COPY_CHUNK];
-    let result: Result<(), ImageError> = async {
-        loop {
-            let n = reader.read(&mut buf).await.map_err(|e| {
-                ImageError::from_io(format!("reading blob {}", descriptor.digest), e)
-            })?;
-            if n == 0 {
-                break;
-            }
-            // Writes land in the page cache; a 1 MiB write is short enough to do inline.
-            file.write_all(&buf[..n])
-                .map_err(|e| ImageError::io(format!("writing {}", temp.display()), e))?;
-        }
-        Ok(())
+    if layout.has_blob(&descriptor.digest, Some(descriptor.size_u64()?)) {
+        return Ok(());
     }
-    .await;
-    if let Err(e) = result {
-        drop(file);
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    layout.commit_blob(file, &temp, &descriptor.digest)?;
-    Ok(())
+    let l = layout.clone();
+    let d = descriptor.clone();
+    // Creating the temp file and taking the lock may block briefly (gc running).
+    let writer = tokio::task::spawn_blocking(move || l.blob_writer(&d))
+        .await
+        .map_err(|e| ImageError::io("blob writer", std::io::Error::other(e)))??;
+    pump_blob(writer, data).await
 }
 
 #[async_trait]
@@ -161,39 +220,29 @@ impl ImageSink for LayoutSink {
             .has_blob(&descriptor.digest, Some(descriptor.size_u64()?)))
     }
     async fn put_blob(&self, descriptor: &Descriptor, data: BlobReader) -> Result<(), ImageError> {
-        if self
-            .layout
-            .has_blob(&descriptor.digest, Some(descriptor.size_u64()?))
-        {
-            return Ok(());
-        }
-        write_verified_blob(&self.layout, descriptor, data).await
+        put_layout_blob(&self.layout, descriptor, data).await
     }
     async fn put_manifest(
         &self,
         manifest: &RawManifest,
         tag: Option<&str>,
     ) -> Result<(), ImageError> {
-        let digest = self.layout.write_blob_bytes(&manifest.bytes)?;
-        if digest != manifest.digest {
-            return Err(ImageError::DigestMismatch {
-                expected: manifest.digest.clone(),
-                actual: digest,
-            });
-        }
+        let descriptor = manifest.descriptor();
+        // The digest is recomputed from the bytes, never taken from the caller.
+        self.layout
+            .write_blob(&descriptor, manifest.bytes.as_slice())?;
         if let Ok(mut last) = self.last_manifest.lock() {
             *last = Some((manifest.clone(), tag.map(str::to_string)));
         }
         if let Some(t) = tag {
-            self.layout.set_tag(Some(t), &manifest.descriptor())?;
+            self.layout.set_tag(Some(t), &descriptor)?;
         }
         Ok(())
     }
     async fn finish(&self) -> Result<(), ImageError> {
-        // A destination without a tag still needs the top document referenced from
-        // index.json, or gc would collect it: the last manifest written is the top one.
-        let last = self.last_manifest.lock().ok().and_then(|mut l| l.take());
-        if let Some((m, None)) = last {
+        // A destination without a tag still needs its top document in index.json, or gc
+        // would collect it: the last manifest written is the top one.
+        if let Some((m, None)) = self.last_manifest() {
             self.layout.set_tag(None, &m.descriptor())?;
         }
         Ok(())
