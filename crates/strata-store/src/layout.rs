@@ -62,7 +62,8 @@ pub struct WriterGuard {
 pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), StoreError> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+        // O_NONBLOCK: opening a FIFO planted where a file should be must not hang.
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
         .open(path)
         .map_err(|e| open_error(path, e))?;
     check_regular(path, file)
@@ -104,7 +105,10 @@ pub(crate) fn open_beneath(root: &Path, relative: &str) -> Result<(File, u64), S
     let path = root.join(relative);
     let dir = File::open(root).map_err(|e| StoreError::io(root, "cannot open directory", e))?;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    // O_NONBLOCK: opening a FIFO planted where a file should be must not hang (it is refused
+    // right after by the type check; reads of regular files ignore the flag).
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     match openat2(&dir, relative, flags, Mode::empty(), resolve) {
         Ok(fd) => check_regular(&path, File::from(fd)),
         Err(rustix::io::Errno::NOSYS) => {
@@ -378,9 +382,9 @@ pub(crate) fn copy_into(mut writer: BlobWriter, mut reader: impl Read) -> Result
 }
 
 /// Is `tag` usable as a tag? Letters, digits and `-._:@+/`, which covers full image
-/// references (`docker.io/library/busybox:latest`, `app@sha256:…`). The OCI annotation
-/// grammar for `org.opencontainers.image.ref.name` (a SHOULD) lacks `_`; Docker tags allow it,
-/// so it is accepted too (see the crate docs on the default store).
+/// references (`docker.io/library/busybox:latest`, `app@sha256:…`). This is looser than the
+/// OCI grammar for `org.opencontainers.image.ref.name` ([`ref_name_conforms`], a SHOULD),
+/// because Docker names allow `__`, runs of `-` and tags ending in `.` or `-`.
 pub fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()
         && tag.len() <= MAX_TAG_LEN

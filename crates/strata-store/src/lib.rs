@@ -30,9 +30,10 @@
 //! oci:~/.local/share/strata:docker.io/library/busybox:latest …` reads them too. The
 //! image-spec grammar for that annotation (a SHOULD: `alphanum (separator alphanum)*` per `/`
 //! component, separators `-._:@+` and `--`) covers registry hosts with ports, paths, tags and
-//! digests; only references with `_` or `__` in them fall outside it. Those are stored
-//! verbatim too (strata resolves them; other tools may refuse to address them) rather than
-//! in a second, strata-only annotation that other tools would not see at all.
+//! digests; only rare Docker names fall outside it (`a__b`, `a---b`, tags like `v1.` or
+//! `v1_-x` with adjacent separators or a trailing one). Those are stored verbatim too
+//! (strata resolves them; other tools may refuse to address them) rather than in a second,
+//! strata-only annotation that other tools would not see at all.
 //! [`ref_name_conforms`] tells which case a name is.
 //!
 //! # Transports
