@@ -1,1 +1,34 @@
-pub fn x(){}
+//! Test harness for strata: real parts, not mocks.
+//!
+//! - [`TestRegistry`]: the CNCF distribution registry (`/usr/bin/docker-registry`, Debian
+//!   package `docker-registry`) on a free loopback port with storage in a temp dir, optionally
+//!   with htpasswd Basic auth or real Bearer token auth against a [`TokenServer`]; killed by
+//!   PID on drop. A missing binary is a panic, not a skip: tests must fail in CI.
+//! - [`TokenServer`]: a token endpoint that signs JWTs (RS256, `x5c` chain) with a key and
+//!   certificate made by `openssl` at start, which the registry verifies through its
+//!   `rootcertbundle` — the same protocol as Docker Hub's auth service.
+//! - [`FaultProxy`]: an HTTP/1.1 proxy in front of a registry that injects scripted faults
+//!   (status codes with `Retry-After`, resets after K body bytes, truncated, corrupted or
+//!   extended bodies, dropped request bodies, redirects to another host name, slow bodies,
+//!   challenges) matched by method + path regex + occurrence, and records every request
+//!   (method, path, host, auth *scheme*, `Range`, lengths, status) — never a secret.
+//! - [`fixtures`]: small deterministic OCI images (real gzip tars) from a seed.
+//!
+//! ```no_run
+//! let registry = strata_testkit::TestRegistry::start();
+//! # let rt = tokio::runtime::Runtime::new().unwrap();
+//! # rt.block_on(async {
+//! let proxy = strata_testkit::FaultProxy::start(&registry.host()).await;
+//! proxy.add(strata_testkit::Rule::new("GET", "/blobs/", strata_testkit::Fault::status(503)));
+//! # });
+//! ```
+
+pub mod fixtures;
+mod proxy;
+mod registry;
+mod token;
+
+pub use fixtures::{TestImage, random_image, random_index};
+pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
+pub use registry::{TestRegistry, push_image_raw};
+pub use token::{TokenRequest, TokenServer};
