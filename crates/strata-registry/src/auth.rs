@@ -251,6 +251,7 @@ fn answer_of(
 pub(crate) async fn find_credentials(
     files: &[PathBuf],
     registry: &str,
+    helper_dirs: &[PathBuf],
 ) -> Result<Option<Secret>, RegistryError> {
     for path in files {
         let file = {
@@ -267,7 +268,7 @@ pub(crate) async fn find_credentials(
             }
             FileAnswer::Helper(helper) => {
                 tracing::debug!(registry, helper, "asking credential helper");
-                return run_helper(&helper, registry).await;
+                return run_helper(&helper, registry, helper_dirs).await;
             }
             FileAnswer::Nothing => {}
         }
@@ -276,7 +277,11 @@ pub(crate) async fn find_credentials(
 }
 
 /// `docker-credential-NAME get` with the server URL on stdin.
-pub(crate) async fn run_helper(helper: &str, registry: &str) -> Result<Option<Secret>, RegistryError> {
+pub(crate) async fn run_helper(
+    helper: &str,
+    registry: &str,
+    helper_dirs: &[PathBuf],
+) -> Result<Option<Secret>, RegistryError> {
     let fail = |message: String| RegistryError::CredentialHelper {
         helper: helper.to_string(),
         registry: registry.to_string(),
@@ -295,7 +300,16 @@ pub(crate) async fn run_helper(helper: &str, registry: &str) -> Result<Option<Se
         registry.to_string()
     };
     let program = format!("docker-credential-{helper}");
-    let mut child = tokio::process::Command::new(&program)
+    let executable = if helper_dirs.is_empty() {
+        PathBuf::from(&program)
+    } else {
+        helper_dirs
+            .iter()
+            .map(|d| d.join(&program))
+            .find(|p| p.is_file())
+            .ok_or_else(|| fail(format!("{program} not found in the helper directories")))?
+    };
+    let mut child = tokio::process::Command::new(&executable)
         .arg("get")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -297,11 +297,20 @@ impl Inner {
                         password: c.password.clone(),
                     })),
                     CredentialSource::AuthFile(p) => {
-                        auth::find_credentials(std::slice::from_ref(p), &host.registry).await
+                        auth::find_credentials(
+                            std::slice::from_ref(p),
+                            &host.registry,
+                            &self.options.credential_helper_dirs,
+                        )
+                        .await
                     }
                     CredentialSource::Default => {
-                        auth::find_credentials(&auth::auth_file_search_path(), &host.registry)
-                            .await
+                        auth::find_credentials(
+                            &auth::auth_file_search_path(),
+                            &host.registry,
+                            &self.options.credential_helper_dirs,
+                        )
+                        .await
                     }
                 }
             })

@@ -171,6 +171,8 @@ pub struct RegistryOptions {
     /// `n` of tag-list requests (page size); `None` lets the registry choose.
     pub tags_page_size: Option<u32>,
     pub upload_spool: UploadSpool,
+    /// Where `docker-credential-*` helpers are looked for; empty: `PATH`.
+    pub credential_helper_dirs: Vec<PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -186,6 +188,7 @@ impl Default for RegistryOptions {
             connect_timeout: Duration::from_secs(30),
             tags_page_size: None,
             upload_spool: UploadSpool::TempDir,
+            credential_helper_dirs: Vec::new(),
         }
     }
 }

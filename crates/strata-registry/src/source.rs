@@ -101,7 +101,12 @@ impl RegistrySource {
         }
         let headers = answer.response.headers();
         let media_type = bare_media_type(headers.get(header::CONTENT_TYPE));
-        let size = answer.response.content_length().unwrap_or(0);
+        // reqwest reports 0 for the (empty) body of a HEAD; the header has the size.
+        let size = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
         let declared = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
