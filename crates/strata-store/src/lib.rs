@@ -93,8 +93,12 @@ pub fn default_store() -> Result<OciLayout, StoreError> {
     OciLayout::create_or_open(&default_store_path()?)
 }
 
-/// The tag an image gets in the default store: its full normalised reference
-/// (`busybox` → `docker.io/library/busybox:latest`).
+/// The tag an image gets in the default store: its full normalised name and tag
+/// (`busybox` → `docker.io/library/busybox:latest`); a digest in the reference is not part
+/// of the tag (a digest-only reference is stored under the bare name).
 pub fn store_tag(reference: &Reference) -> String {
-    reference.to_string()
+    match reference.tag() {
+        Some(tag) => format!("{}:{tag}", reference.name()),
+        None => reference.name(),
+    }
 }

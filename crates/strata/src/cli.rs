@@ -1,0 +1,302 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Build, copy, inspect and unpack OCI container images without a daemon",
+    long_about = "Build, copy, inspect and unpack OCI container images without a daemon.\n\n\
+Images are named with a transport prefix, as skopeo names them:\n  \
+docker://REGISTRY/REPO[:TAG][@DIGEST]   a registry\n  \
+oci:PATH[:TAG]                          an OCI image layout directory\n  \
+oci-archive:PATH[:TAG]                  a tar of an OCI image layout\n  \
+docker-archive:PATH[:REF]               a `docker save` tar\n  \
+dir:PATH                                a directory of manifest and blobs\n  \
+NAME[:TAG]                              strata's local store ($XDG_DATA_HOME/strata)"
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Copy an image or index between registries, layouts, archives and directories.
+    Copy(CopyArgs),
+    /// Show an image's digest, platforms, layers and config.
+    Inspect(InspectArgs),
+    /// List the tags of a registry repository.
+    Tags(TagsArgs),
+    /// List the tags and platforms in an OCI image layout.
+    Ls(LsArgs),
+    /// Create, edit and push manifest lists (OCI indexes / Docker manifest lists).
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Store credentials for a registry in the auth file.
+    Login(LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(LogoutArgs),
+    /// Remove blobs no tag refers to from an OCI layout (default: the local store).
+    Gc(GcArgs),
+}
+
+/// Output format of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// Credentials USER[:PASSWORD] for both source and destination registries.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub creds: Option<String>,
+    /// Auth file (Docker config.json or containers auth.json); default $REGISTRY_AUTH_FILE,
+    /// then ${XDG_RUNTIME_DIR}/containers/auth.json, then ~/.docker/config.json.
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<PathBuf>,
+    /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: Option<bool>,
+    /// Attempts for a failing request (408, 429, 5xx, resets) before giving up.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retry_times: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source image (transport:reference).
+    pub source: String,
+    /// Destination image (transport:reference).
+    pub destination: String,
+    /// Copy an index with every image in it (default: only the host platform's image).
+    #[arg(short, long, conflicts_with = "platform")]
+    pub all: bool,
+    /// Copy the images for these platforms (os/arch[/variant][:os.version], comma separated);
+    /// one platform copies that image alone, several copy an index of just those.
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Manifest format to write (oci, v2s2) and/or output format (text, json); repeatable
+    /// or comma separated. Without oci/v2s2 the source's bytes and digests are kept exactly.
+    #[arg(short, long, value_delimiter = ',', value_name = "FORMAT")]
+    pub format: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials for the source registry.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub src_creds: Option<String>,
+    /// Credentials for the destination registry.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub dest_creds: Option<String>,
+    /// Auth file for the source registry.
+    #[arg(long, value_name = "PATH")]
+    pub src_authfile: Option<PathBuf>,
+    /// Auth file for the destination registry.
+    #[arg(long, value_name = "PATH")]
+    pub dest_authfile: Option<PathBuf>,
+    /// TLS verification for the source registry only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub src_tls_verify: Option<bool>,
+    /// TLS verification for the destination registry only.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub dest_tls_verify: Option<bool>,
+    /// Blobs transferred at once.
+    #[arg(short, long, default_value_t = strata_copy::DEFAULT_CONCURRENCY, value_name = "N")]
+    pub jobs: usize,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Image to inspect (transport:reference).
+    pub image: String,
+    /// Print the manifest bytes exactly as stored.
+    #[arg(long, conflicts_with = "config")]
+    pub raw: bool,
+    /// Print the image config bytes exactly as stored.
+    #[arg(long)]
+    pub config: bool,
+    /// For an index: inspect the image for this platform instead of the index.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TagsArgs {
+    /// Repository: docker://REGISTRY/REPO or REGISTRY/REPO.
+    pub repository: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// OCI layout directory (default: the local store).
+    pub layout: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// OCI layout directory (default: the local store).
+    pub layout: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host (e.g. 127.0.0.1:5000, quay.io).
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Auth file to write (default ~/.docker/config.json, or $REGISTRY_AUTH_FILE).
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<PathBuf>,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host.
+    pub registry: String,
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Create a manifest list from images (replaces an existing list of that name).
+    Create(ManifestCreateArgs),
+    /// Add images to a list; an entry for the same platform is replaced.
+    Add(ManifestAddArgs),
+    /// Change the platform or annotations of one entry.
+    Annotate(ManifestAnnotateArgs),
+    /// Remove an entry (by digest or platform).
+    Remove(ManifestRemoveArgs),
+    /// Print a list (or any manifest).
+    Inspect(ManifestInspectArgs),
+    /// Push a list and every image in it to a registry or layout.
+    Push(ManifestPushArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ListFormat {
+    /// OCI image index
+    #[default]
+    Oci,
+    /// Docker manifest list
+    V2s2,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestCreateArgs {
+    /// Name of the list in the local store (e.g. localhost/app:v1).
+    pub list: String,
+    /// Images to put in it (transport:reference; an index adds all of its entries).
+    pub images: Vec<String>,
+    /// Kind of list.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+    /// Keep the entries of an existing list of that name (like `docker manifest create --amend`).
+    #[arg(long)]
+    pub amend: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestAddArgs {
+    pub list: String,
+    pub images: Vec<String>,
+    /// Set the entry's platform fields (overrides what the image config says).
+    #[command(flatten)]
+    pub platform: PlatformFields,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct PlatformFields {
+    #[arg(long)]
+    pub os: Option<String>,
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[arg(long)]
+    pub variant: Option<String>,
+    #[arg(long)]
+    pub os_version: Option<String>,
+    /// OS features (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub os_features: Vec<String>,
+    /// Annotation KEY=VALUE on the entry (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestAnnotateArgs {
+    pub list: String,
+    /// The entry: its digest, or an image reference whose digest is in the list.
+    pub entry: String,
+    #[command(flatten)]
+    pub platform: PlatformFields,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestRemoveArgs {
+    pub list: String,
+    /// The entry's digest or platform (os/arch[/variant][:os.version]).
+    pub entry: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestInspectArgs {
+    /// A list in the local store, or any image name (transport:reference).
+    pub list: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestPushArgs {
+    pub list: String,
+    /// Destination (docker://…, oci:…); default: the list's own name on its registry.
+    pub destination: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+    /// Remove the list from the local store after a successful push.
+    #[arg(long)]
+    pub purge: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[arg(short, long)]
+    pub quiet: bool,
+}

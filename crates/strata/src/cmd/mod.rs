@@ -1,0 +1,6 @@
+pub mod copy;
+pub mod inspect;
+pub mod login;
+pub mod ls;
+pub mod manifest;
+pub mod tags;

@@ -1,0 +1,64 @@
+//! The `strata` command: argument parsing, settings, printing and exit codes. All image logic
+//! lives in the library crates; this crate only wires them together and prints.
+
+mod cli;
+mod cmd;
+mod open;
+mod output;
+mod progress;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// Exit codes: 0 success, 1 operation failed, 2 usage error (clap's).
+const EXIT_FAILURE: i32 = 1;
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    if let Err(e) = result {
+        output::print_error(&e);
+        std::process::exit(EXIT_FAILURE);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Copy(a) => cmd::copy::run(a).await,
+        Command::Inspect(a) => cmd::inspect::run(a).await,
+        Command::Tags(a) => cmd::tags::run(a).await,
+        Command::Ls(a) => cmd::ls::run(a).await,
+        Command::Manifest(c) => cmd::manifest::run(c).await,
+        Command::Login(a) => cmd::login::login(a).await,
+        Command::Logout(a) => cmd::login::logout(a).await,
+        Command::Gc(a) => cmd::ls::gc(a).await,
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
