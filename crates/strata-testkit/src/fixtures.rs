@@ -143,12 +143,35 @@ fn random_image_for(seed: u64, layer_sizes: &[usize], arch: &str) -> TestImage {
 pub fn random_index(seed: u64, layer_sizes: &[usize]) -> TestImage {
     let amd = random_image_for(seed, layer_sizes, "amd64");
     let arm = random_image_for(seed.wrapping_add(1), layer_sizes, "arm64");
+    index_of(&[amd, arm])
+}
+
+/// An OCI index of single images, each entry's platform taken from the image's config.
+pub fn index_of(images: &[TestImage]) -> TestImage {
     let mut manifests = Vec::new();
     let mut blob_list = Vec::new();
     let mut children = Vec::new();
-    for (img, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
+    for img in images {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&img.manifest).expect("own manifest json");
+        let config_digest = manifest["config"]["digest"].as_str().expect("config digest");
+        let config = img
+            .blob_list
+            .iter()
+            .find(|(d, _)| d.digest.to_string() == config_digest)
+            .map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).expect("config json"))
+            .expect("config blob");
+        let mut platform = serde_json::json!({
+            "architecture": config["architecture"],
+            "os": config["os"],
+        });
+        for key in ["variant", "os.version"] {
+            if let Some(v) = config.get(key) {
+                platform[key] = v.clone();
+            }
+        }
         let mut d = serde_json::to_value(img.descriptor()).expect("descriptor json");
-        d["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        d["platform"] = platform;
         manifests.push(d);
         children.push((img.media_type.clone(), img.manifest.clone()));
         for (bd, b) in &img.blob_list {

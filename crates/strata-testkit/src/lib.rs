@@ -12,7 +12,9 @@
 //!   extended bodies, dropped request bodies, redirects to another host name, slow bodies,
 //!   challenges) matched by method + path regex + occurrence, and records every request
 //!   (method, path, host, auth *scheme*, `Range`, lengths, status) — never a secret.
-//! - [`fixtures`]: small deterministic OCI images (real gzip tars) from a seed.
+//! - [`fixtures`]: small deterministic OCI images (real gzip tars) from a seed;
+//!   [`busybox`]: runnable busybox images (amd64, arm64) from Debian's static busybox.
+//! - [`schema`]: validation against the OCI image-spec JSON schemas (vendored).
 //!
 //! ```no_run
 //! let registry = strata_testkit::TestRegistry::start();
@@ -23,12 +25,15 @@
 //! # });
 //! ```
 
+pub mod busybox;
 pub mod fixtures;
 mod proxy;
 mod registry;
+pub mod schema;
 mod token;
 
-pub use fixtures::{TestImage, random_image, random_index};
+pub use busybox::{busybox_image, busybox_index};
+pub use fixtures::{TestImage, index_of, random_image, random_index};
 pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
 pub use registry::{TestRegistry, push_image_raw};
 pub use token::{TokenRequest, TokenServer};

@@ -214,121 +214,9 @@ async fn copy_image(
 }
 
 // ---------------------------------------------------------------------------------------
-// OCI JSON schemas (draft-04), as shipped in /work/shared/oci-schema.
+// OCI JSON schemas (vendored in strata-testkit).
 
-pub const SCHEMA_DIR: &str = "/work/shared/oci-schema";
-
-#[derive(Debug, Clone, Copy)]
-pub enum Schema {
-    Layout,
-    Index,
-    Manifest,
-    Config,
-}
-
-fn load(name: &str) -> Value {
-    let path = Path::new(SCHEMA_DIR).join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
-        .unwrap()
-}
-
-pub fn schemas_present() -> bool {
-    Path::new(SCHEMA_DIR)
-        .join("image-index-schema.json")
-        .exists()
-}
-
-pub fn validator(schema: Schema) -> jsonschema::Validator {
-    let file = match schema {
-        Schema::Layout => "image-layout-schema.json",
-        Schema::Index => "image-index-schema.json",
-        Schema::Manifest => "image-manifest-schema.json",
-        Schema::Config => "config-schema.json",
-    };
-    let mut options = jsonschema::options().with_draft(jsonschema::Draft::Draft4);
-    // The schemas `$ref` each other by file name relative to their `id`s, which live under
-    // https://opencontainers.org/schema/ and …/schema/image/: register every file under both.
-    for name in [
-        "defs.json",
-        "defs-descriptor.json",
-        "content-descriptor.json",
-        "image-index-schema.json",
-        "image-manifest-schema.json",
-        "config-schema.json",
-        "image-layout-schema.json",
-    ] {
-        for base in [
-            "https://opencontainers.org/schema/",
-            "https://opencontainers.org/schema/image/",
-        ] {
-            let resource = jsonschema::Resource::from_contents(load(name)).unwrap();
-            options = options.with_resource(format!("{base}{name}"), resource);
-        }
-    }
-    options.build(&load(file)).unwrap()
-}
-
-pub fn assert_valid(schema: Schema, bytes: &[u8], what: &str) {
-    let v = validator(schema);
-    let doc: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
-    assert!(
-        errors.is_empty(),
-        "{what} fails the {schema:?} schema: {errors:?}\n{doc}"
-    );
-}
-
-/// Validate `oci-layout`, `index.json` and every OCI manifest/index/config reachable from it.
-pub fn assert_layout_valid(root: &Path) {
-    if !schemas_present() {
-        eprintln!("skipping schema validation: {SCHEMA_DIR} missing");
-        return;
-    }
-    assert_valid(
-        Schema::Layout,
-        &std::fs::read(root.join("oci-layout")).unwrap(),
-        "oci-layout",
-    );
-    let index = std::fs::read(root.join("index.json")).unwrap();
-    assert_valid(Schema::Index, &index, "index.json");
-    let index: strata_spec::ImageIndex = serde_json::from_slice(&index).unwrap();
-    for d in &index.manifests {
-        validate_blob_tree(root, d);
-    }
-}
-
-fn validate_blob_tree(root: &Path, d: &Descriptor) {
-    let path = root
-        .join("blobs")
-        .join(d.digest.algorithm().as_str())
-        .join(d.digest.encoded());
-    let bytes = std::fs::read(&path).unwrap();
-    assert!(
-        d.digest.verify(&bytes),
-        "{path:?} does not match its digest"
-    );
-    match Manifest::parse(&bytes, Some(&d.media_type)).unwrap() {
-        Manifest::Index(i) => {
-            assert_valid(Schema::Index, &bytes, &format!("index {}", d.digest));
-            for c in &i.manifests {
-                validate_blob_tree(root, c);
-            }
-        }
-        Manifest::Image(m) => {
-            if d.media_type.as_str() == MediaType::OCI_MANIFEST {
-                assert_valid(Schema::Manifest, &bytes, &format!("manifest {}", d.digest));
-            }
-            if m.config.media_type.as_str() == MediaType::OCI_CONFIG {
-                let path = root.join("blobs/sha256").join(m.config.digest.encoded());
-                assert_valid(
-                    Schema::Config,
-                    &std::fs::read(path).unwrap(),
-                    &format!("config {}", m.config.digest),
-                );
-            }
-        }
-    }
-}
+pub use strata_testkit::schema::assert_layout_valid;
 
 // ---------------------------------------------------------------------------------------
 // Outside judges.
@@ -374,18 +262,6 @@ pub fn skopeo_inspect(reference: &str) -> (Vec<u8>, Value) {
     let raw = run("skopeo", &["inspect", "--raw", reference]).into_bytes();
     let info: Value = serde_json::from_str(&run("skopeo", &["inspect", reference])).unwrap();
     (raw, info)
-}
-
-pub const FIXTURE: &str = "/tmp/fixtures/oci/busybox";
-
-pub fn fixture() -> Option<PathBuf> {
-    let p = PathBuf::from(FIXTURE);
-    if p.join("index.json").exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: fixture {FIXTURE} missing (run make-fixtures.sh)");
-        None
-    }
 }
 
 /// Files left in a directory tree whose name marks them as strata temp files.
