@@ -1,0 +1,486 @@
+//! Flag values: `RUN --mount=…`, HEALTHCHECK durations, `--chmod`.
+
+use std::time::Duration;
+
+/// A `RUN --mount=` value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mount {
+    /// `type=bind` (the default type): read-only unless `rw`.
+    Bind {
+        target: String,
+        /// Path in the context or the `from` stage/image (default: its root).
+        source: Option<String>,
+        from: Option<String>,
+        read_write: bool,
+    },
+    /// `type=cache`: read-write unless `ro`; `id` defaults to the target.
+    Cache {
+        target: String,
+        id: Option<String>,
+        sharing: CacheSharing,
+        from: Option<String>,
+        source: Option<String>,
+        read_only: bool,
+        /// Mode of a new cache directory (Docker's default: 0755).
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// `type=tmpfs`.
+    Tmpfs {
+        target: String,
+        /// `size=` in bytes (`64m`, `1g`: binary multiples).
+        size: Option<u64>,
+    },
+    /// `type=secret`. `id` is resolved: `id=`, else `source=`, else the target's file name.
+    Secret {
+        id: String,
+        /// As written; `None` means `/run/secrets/<id>` unless only `env` is set.
+        target: Option<String>,
+        /// Expose the secret as this environment variable.
+        env: Option<String>,
+        required: bool,
+        /// Default 0400.
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `type=ssh`. `id` `None` means `default`; `target` `None` means the agent socket path
+    /// the engine picks.
+    Ssh {
+        id: Option<String>,
+        target: Option<String>,
+        required: bool,
+    },
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheSharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MountType {
+    Bind,
+    Cache,
+    Tmpfs,
+    Secret,
+    Ssh,
+}
+
+impl MountType {
+    fn name(self) -> &'static str {
+        match self {
+            MountType::Bind => "bind",
+            MountType::Cache => "cache",
+            MountType::Tmpfs => "tmpfs",
+            MountType::Secret => "secret",
+            MountType::Ssh => "ssh",
+        }
+    }
+}
+
+/// Split one CSV record (Go `encoding/csv` rules: `"…"` quoting with `""` for a quote; a
+/// quote inside an unquoted field is an error).
+fn csv_fields(value: &str) -> Result<Vec<String>, String> {
+    let chars: Vec<char> = value.chars().collect();
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        let mut field = String::new();
+        if chars.get(i) == Some(&'"') {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err("unterminated quote in mount options".to_string()),
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        field.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        field.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            match chars.get(i) {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => {
+                    fields.push(field);
+                    i += 1;
+                }
+                Some(_) => return Err("extraneous text after a quoted mount option".to_string()),
+            }
+        } else {
+            let mut comma = false;
+            while let Some(&c) = chars.get(i) {
+                i += 1;
+                match c {
+                    ',' => {
+                        comma = true;
+                        break;
+                    }
+                    '"' => return Err("bare quote in mount options".to_string()),
+                    _ => field.push(c),
+                }
+            }
+            fields.push(field);
+            if !comma {
+                return Ok(fields);
+            }
+        }
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid value for {key}: {value}")),
+    }
+}
+
+fn parse_id(key: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .map_err(|_| format!("invalid value for {key}: {value}"))
+}
+
+/// Parse a `--mount` value (already expanded), with BuildKit's rules: comma-separated
+/// `key=value` options (CSV quoting), keys case-insensitive, `type` first where other options
+/// depend on it.
+pub fn parse_mount(value: &str) -> Result<Mount, String> {
+    if value.is_empty() {
+        return Err("empty mount value".to_string());
+    }
+    let mut kind = MountType::Bind;
+    let mut from = None;
+    let mut source = None;
+    let mut target = None;
+    let mut read_only: Option<bool> = None;
+    let mut required = false;
+    let mut size = None;
+    let mut id = None;
+    let mut sharing = None;
+    let mut mode = None;
+    let mut uid = None;
+    let mut gid = None;
+    let mut env = None;
+
+    for field in csv_fields(value)? {
+        let Some((key, val)) = field.split_once('=') else {
+            match field.to_ascii_lowercase().as_str() {
+                "" => continue,
+                "readonly" | "ro" => read_only = Some(true),
+                "readwrite" | "rw" => read_only = Some(false),
+                "required" if matches!(kind, MountType::Secret | MountType::Ssh) => required = true,
+                "required" => {
+                    return Err(format!(
+                        "unexpected key 'required' for mount type '{}'",
+                        kind.name()
+                    ));
+                }
+                _ => return Err(format!("invalid field '{field}': must be a key=value pair")),
+            }
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        match key.as_str() {
+            "type" => {
+                kind = match val.to_ascii_lowercase().as_str() {
+                    "bind" => MountType::Bind,
+                    "cache" => MountType::Cache,
+                    "tmpfs" => MountType::Tmpfs,
+                    "secret" => MountType::Secret,
+                    "ssh" => MountType::Ssh,
+                    _ => return Err(format!("unsupported mount type {val:?}")),
+                }
+            }
+            "from" => from = Some(val.to_string()),
+            "source" | "src" => source = Some(val.to_string()),
+            "target" | "dst" | "destination" | "dest" => target = Some(val.to_string()),
+            "readonly" | "ro" => read_only = Some(parse_bool(&key, val)?),
+            "readwrite" | "rw" => read_only = Some(!parse_bool(&key, val)?),
+            "required" => {
+                if !matches!(kind, MountType::Secret | MountType::Ssh) {
+                    return Err(format!(
+                        "unexpected key 'required' for mount type '{}'",
+                        kind.name()
+                    ));
+                }
+                required = parse_bool(&key, val)?;
+            }
+            "size" => {
+                if kind != MountType::Tmpfs {
+                    return Err(format!(
+                        "unexpected key 'size' for mount type '{}'",
+                        kind.name()
+                    ));
+                }
+                size = Some(parse_ram_bytes(val).ok_or(format!("invalid value for size: {val}"))?);
+            }
+            "id" => id = Some(val.to_string()),
+            "sharing" => {
+                if kind != MountType::Cache {
+                    return Err(format!(
+                        "invalid cache sharing set for {} mount",
+                        kind.name()
+                    ));
+                }
+                sharing = Some(match val.to_ascii_lowercase().as_str() {
+                    "shared" => CacheSharing::Shared,
+                    "private" => CacheSharing::Private,
+                    "locked" => CacheSharing::Locked,
+                    _ => return Err(format!("unsupported sharing value {val:?}")),
+                });
+            }
+            "mode" => {
+                mode = Some(
+                    u32::from_str_radix(val, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or(format!("invalid value {val} for mode"))?,
+                );
+            }
+            "uid" => uid = Some(parse_id(&key, val)?),
+            "gid" => gid = Some(parse_id(&key, val)?),
+            "env" => {
+                if kind != MountType::Secret {
+                    return Err(format!(
+                        "unexpected key 'env' for mount type '{}'",
+                        kind.name()
+                    ));
+                }
+                env = Some(val.to_string());
+            }
+            _ => return Err(format!("unexpected key '{key}' in '{field}'")),
+        }
+    }
+
+    if !matches!(kind, MountType::Secret | MountType::Ssh | MountType::Cache) {
+        for (name, set) in [
+            ("mode", mode.is_some()),
+            ("uid", uid.is_some()),
+            ("gid", gid.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "{name} not allowed for {:?} type mounts",
+                    kind.name()
+                ));
+            }
+        }
+    }
+    if sharing.is_some() && kind != MountType::Cache {
+        return Err(format!(
+            "invalid cache sharing set for {} mount",
+            kind.name()
+        ));
+    }
+    let needs_target = |target: Option<String>| {
+        target
+            .filter(|t| !t.is_empty())
+            .ok_or(format!("{} mount requires a target", kind.name()))
+    };
+    Ok(match kind {
+        MountType::Bind => Mount::Bind {
+            target: needs_target(target)?,
+            source,
+            from,
+            read_write: read_only == Some(false),
+        },
+        MountType::Cache => Mount::Cache {
+            target: needs_target(target)?,
+            id,
+            sharing: sharing.unwrap_or_default(),
+            from,
+            source,
+            read_only: read_only == Some(true),
+            mode,
+            uid,
+            gid,
+        },
+        MountType::Tmpfs => Mount::Tmpfs {
+            target: needs_target(target)?,
+            size,
+        },
+        MountType::Secret => {
+            if from.is_some() {
+                return Err("secret mount should not have a from".to_string());
+            }
+            if source.is_some() && id.is_some() {
+                return Err("both source and id can't be set on a secret mount".to_string());
+            }
+            let id = match (id, source, &target) {
+                (Some(id), _, _) | (None, Some(id), _) => id,
+                (None, None, Some(target)) => target
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                (None, None, None) => {
+                    return Err(
+                        "invalid secret mount: one of id, source, target required".to_string()
+                    );
+                }
+            };
+            if id.is_empty() {
+                return Err("invalid secret mount: empty id".to_string());
+            }
+            Mount::Secret {
+                id,
+                target,
+                env,
+                required,
+                mode: mode.unwrap_or(0o400),
+                uid: uid.unwrap_or(0),
+                gid: gid.unwrap_or(0),
+            }
+        }
+        MountType::Ssh => Mount::Ssh {
+            id,
+            target,
+            required,
+        },
+    })
+}
+
+/// Docker's `units.RAMInBytes`: a number (fraction allowed), an optional space, an optional
+/// `k/m/g/t/p` (binary multiples, case-insensitive), optional `i`, optional `b`.
+fn parse_ram_bytes(value: &str) -> Option<u64> {
+    let number_end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(number_end);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let mut rest = unit.as_str();
+    let mut multiplier: u64 = 1;
+    if let Some(first) = rest.chars().next() {
+        let power = match first {
+            'k' => Some(1),
+            'm' => Some(2),
+            'g' => Some(3),
+            't' => Some(4),
+            'p' => Some(5),
+            _ => None,
+        };
+        if let Some(power) = power {
+            multiplier = 1024u64.pow(power);
+            rest = &rest[1..];
+        }
+    }
+    let rest = rest.strip_prefix('i').unwrap_or(rest);
+    let rest = rest.strip_prefix('b').unwrap_or(rest);
+    if !rest.is_empty() {
+        return None;
+    }
+    let bytes = number * multiplier as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return None;
+    }
+    Some(bytes as u64)
+}
+
+/// Parse a Go-style duration (`30s`, `1m30s`, `500ms`, `1.5h`, `0`), as Docker's HEALTHCHECK
+/// flags use. Negative durations are rejected.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {value:?} (use a number and a unit: 30s, 1m30s, 500ms)");
+    let text = value.strip_prefix('+').unwrap_or(value);
+    if text.starts_with('-') {
+        return Err(format!("negative duration {value:?}"));
+    }
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let int_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (int_part, after) = rest.split_at(int_end);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(after) => {
+                let end = after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len());
+                after.split_at(end)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(bad());
+        }
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let nanos_per_unit: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(format!("missing unit in duration {value:?}")),
+            _ => return Err(format!("unknown unit {unit:?} in duration {value:?}")),
+        };
+        // Digits past what a u128 of nanoseconds can hold are overflow, not precision.
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| bad())?
+        };
+        let mut amount = int.checked_mul(nanos_per_unit).ok_or_else(bad)?;
+        let mut scale = nanos_per_unit;
+        for digit in frac_part.chars().take(30) {
+            scale /= 10;
+            if scale == 0 {
+                break;
+            }
+            amount += u128::from(digit.to_digit(10).unwrap_or(0)) * scale;
+        }
+        total = total.checked_add(amount).ok_or_else(bad)?;
+        rest = after;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| bad())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
+}
+
+/// `--chmod` value: octal (`755`, `0644`, up to `7777`) → mode bits. Symbolic forms
+/// (`u+x`) are rejected: they need the source file's mode, which this tier-0 crate does not see.
+pub fn parse_chmod(value: &str) -> Result<u32, String> {
+    if value.is_empty() {
+        return Err("empty --chmod value".to_string());
+    }
+    if !value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "unsupported --chmod value {value:?}: use an octal mode like 0755 (symbolic modes are not supported)"
+        ));
+    }
+    match u32::from_str_radix(value, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!(
+            "invalid --chmod value {value:?}: not an octal mode up to 7777"
+        )),
+    }
+}
