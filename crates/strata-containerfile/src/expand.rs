@@ -582,3 +582,278 @@ fn trim_suffix(value: &str, glob: &str, longest: bool) -> String {
     }
     value.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{expand, expand_words};
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "PWD" => Some("/home".to_string()),
+            "SHELL" => Some("bash".to_string()),
+            "KOREAN" => Some("한국어".to_string()),
+            "NULL" => Some(String::new()),
+            "FILE" => Some("archive.tar.gz".to_string()),
+            "PATHV" => Some("/usr/local/bin:/usr/bin:/bin".to_string()),
+            "SPACED" => Some("abc  def".to_string()),
+            "LEADING" => Some("  ab c".to_string()),
+            "TRAILING" => Some("ab c   ".to_string()),
+            _ => None,
+        }
+    }
+
+    /// One word per row: (input, expected output or `None` for an error). The first block
+    /// follows the cases of BuildKit's `shell/envVarTest` (rewritten from its documented
+    /// semantics), the rest covers the newer modifiers.
+    const WORDS: &[(&str, Option<&str>)] = &[
+        ("hello", Some("hello")),
+        ("he'll'o", Some("hello")),
+        ("he'llo", None),
+        ("he\\'llo", Some("he'llo")),
+        ("he\\\\'llo", None),
+        ("abc\\tdef", Some("abctdef")),
+        ("\"abc\\tdef\"", Some("abc\\tdef")),
+        ("\"abc\\\\tdef\"", Some("abc\\tdef")),
+        ("'abc\\tdef'", Some("abc\\tdef")),
+        ("hello\\", Some("hello")),
+        ("hello\\\\", Some("hello\\")),
+        ("\"hello", None),
+        ("\"hello\\\"", None),
+        ("\"hel'lo\"", Some("hel'lo")),
+        ("'hello", None),
+        ("'hello\\'", Some("hello\\")),
+        ("'hello\\there'", Some("hello\\there")),
+        ("\"''\"", Some("''")),
+        ("$.", Some("$.")),
+        ("$", Some("$")),
+        ("he$1x", Some("hex")),
+        ("he$.x", Some("he$.x")),
+        ("he$pwd.", Some("he.")),
+        ("he$PWD", Some("he/home")),
+        ("he\\$PWD", Some("he$PWD")),
+        ("he\\\\$PWD", Some("he\\/home")),
+        ("\"he\\$PWD\"", Some("he$PWD")),
+        ("\"he\\\\$PWD\"", Some("he\\/home")),
+        ("\\${}", Some("${}")),
+        ("\\${}aaa", Some("${}aaa")),
+        ("he\\${}xx", Some("he${}xx")),
+        ("${}", None),
+        ("${}aaa", None),
+        ("he${}xx", None),
+        ("he${hi}", Some("he")),
+        ("he${hi}xx", Some("hexx")),
+        ("he${PWD}", Some("he/home")),
+        ("he${.}", None),
+        ("he${XXX:-000}xx", Some("he000xx")),
+        ("he${PWD:-000}xx", Some("he/homexx")),
+        ("he${XXX:-$PWD}xx", Some("he/homexx")),
+        ("he${XXX:-${PWD:-yyy}}xx", Some("he/homexx")),
+        ("he${XXX:-${YYY:-yyy}}xx", Some("heyyyxx")),
+        ("he${XXX:YYY}", None),
+        ("he${XXX?}", None),
+        ("he${XXX:?}", None),
+        ("he${PWD?}", Some("he/home")),
+        ("he${PWD:?}", Some("he/home")),
+        ("he${NULL?}", Some("he")),
+        ("he${NULL:?}", None),
+        ("he${XXX:+${PWD}}xx", Some("hexx")),
+        ("he${PWD:+${XXX}}xx", Some("hexx")),
+        ("he${PWD:+${SHELL}}xx", Some("hebashxx")),
+        ("he${XXX:+000}xx", Some("hexx")),
+        ("he${PWD:+000}xx", Some("he000xx")),
+        ("'he${XX}'", Some("he${XX}")),
+        ("\"he${PWD}\"", Some("he/home")),
+        ("\"he'$PWD'\"", Some("he'/home'")),
+        ("\"$PWD\"", Some("/home")),
+        ("'$PWD'", Some("$PWD")),
+        ("'\\$PWD'", Some("\\$PWD")),
+        ("'\"hello\"'", Some("\"hello\"")),
+        ("he${PWD", None),
+        ("he${PWD:=000}xx", None),
+        ("he${PWD:+${PWD}:}xx", Some("he/home:xx")),
+        ("he${XXX:-\\$PWD:}xx", Some("he$PWD:xx")),
+        ("he${XXX:-\\${PWD}z}xx", Some("he${PWDz}xx")),
+        ("안녕하세요", Some("안녕하세요")),
+        ("안'녕'하세요", Some("안녕하세요")),
+        ("안'녕하세요", None),
+        ("안녕\\'하세요", Some("안녕'하세요")),
+        ("안녕$1x", Some("안녕x")),
+        ("안녕${PWD}", Some("안녕/home")),
+        ("안녕${XXX:-${YYY:-yyy}}xx", Some("안녕yyyxx")),
+        ("$KOREAN", Some("한국어")),
+        ("안녕$KOREAN", Some("안녕한국어")),
+        ("${{aaa}", None),
+        ("${aaa}}", Some("}")),
+        ("${aaa", None),
+        ("${{aaa", None),
+        ("${aaa}}}", Some("}}")),
+        ("${:}", None),
+        // `${V-x}` / `${V+x}`: only an unset variable counts (an empty one is set).
+        ("${NULL-def}", Some("")),
+        ("${NULL:-def}", Some("def")),
+        ("${XXX-def}", Some("def")),
+        ("${NULL+alt}", Some("alt")),
+        ("${NULL:+alt}", Some("")),
+        ("${XXX+alt}", Some("")),
+        ("${PWD-def}", Some("/home")),
+        ("${XXX-\"a b\"}", Some("a b")),
+        ("${XXX:-'$PWD'}", Some("$PWD")),
+        // Special parameters expand like unset variables.
+        ("$$", Some("")),
+        ("a$@b", Some("ab")),
+        ("${#}", Some("")),
+        // Pattern removal.
+        ("${FILE#*.}", Some("tar.gz")),
+        ("${FILE##*.}", Some("gz")),
+        ("${FILE%.*}", Some("archive.tar")),
+        ("${FILE%%.*}", Some("archive")),
+        ("${FILE#archive}", Some(".tar.gz")),
+        ("${FILE#nomatch}", Some("archive.tar.gz")),
+        ("${FILE%.gz}", Some("archive.tar")),
+        ("${FILE%[.]gz}", Some("archive.tar")),
+        ("${FILE#a?c}", Some("hive.tar.gz")),
+        ("${FILE#\\*}", Some("archive.tar.gz")),
+        ("${XXX#a}", Some("")),
+        ("${PATHV##*:}", Some("/bin")),
+        ("${PATHV%%:*}", Some("/usr/local/bin")),
+        ("${FILE:#x}", None),
+        // Substitution.
+        ("${PATHV/:/;}", Some("/usr/local/bin;/usr/bin:/bin")),
+        ("${PATHV//:/;}", Some("/usr/local/bin;/usr/bin;/bin")),
+        ("${PATHV//\\/usr/}", Some("/local/bin:/bin:/bin")),
+        ("${FILE/.tar}", Some("archive.gz")),
+        ("${FILE/t*r/X}", Some("archive.X.gz")),
+        ("${FILE//a/}", Some("rchive.tr.gz")),
+        ("${XXX/a/b}", Some("")),
+        ("${FILE/a/b", None),
+    ];
+
+    #[test]
+    fn words_expand_like_buildkit() {
+        for (input, expected) in WORDS {
+            let got = expand(input, &env, '\\');
+            match expected {
+                Some(expected) => assert_eq!(
+                    got.as_deref().map_err(|e| e.to_string()),
+                    Ok(*expected),
+                    "input {input:?}"
+                ),
+                None => assert!(got.is_err(), "input {input:?} should fail, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_name_the_word_and_the_problem() {
+        let e = expand("x${NOPE:?set NOPE first}", &env, '\\').unwrap_err();
+        assert_eq!(e.word, "x${NOPE:?set NOPE first}");
+        assert_eq!(e.message, "NOPE: set NOPE first");
+        let e = expand("${NOPE?}", &env, '\\').unwrap_err();
+        assert_eq!(e.message, "NOPE: is not allowed to be unset");
+        let e = expand("${NULL:?}", &env, '\\').unwrap_err();
+        assert_eq!(e.message, "NULL: is not allowed to be empty");
+        let e = expand("${PWD:=x}", &env, '\\').unwrap_err();
+        assert!(e.message.contains("unsupported modifier (:=)"), "{e}");
+        let e = expand("'open", &env, '\\').unwrap_err();
+        assert!(e.message.contains("single-quote"), "{e}");
+        assert!(e.to_string().contains("'open"));
+    }
+
+    /// (input, expected words; `["error"]` for an error), following BuildKit's
+    /// `shell/wordsTest`: whitespace from variable values splits, quoted whitespace does not.
+    const SPLITS: &[(&str, &[&str])] = &[
+        ("hello", &["hello"]),
+        ("hello${hi}bye", &["hellobye"]),
+        ("hello${SHELL}bye", &["hellobashbye"]),
+        ("hello${SPACED}bye", &["helloabc", "defbye"]),
+        ("hello\"${SPACED}\"bye", &["helloabc  defbye"]),
+        ("hello \"${SPACED}\"bye", &["hello", "abc  defbye"]),
+        ("hello${LEADING}def", &["hello", "ab", "cdef"]),
+        ("hello\"${LEADING}\" def", &["hello  ab c", "def"]),
+        ("hello\"${LEADING}\"", &["hello  ab c"]),
+        ("hello${LEADING}", &["hello", "ab", "c"]),
+        ("hello${TRAILING}", &["helloab", "c"]),
+        ("hello${TRAILING}d", &["helloab", "c", "d"]),
+        ("hello\"${TRAILING}\"d", &["helloab c   d"]),
+        ("hel\"lo${TRAILING}\"", &["helloab c   "]),
+        ("hello\" there  \"", &["hello there  "]),
+        ("hello there     ", &["hello", "there"]),
+        ("hello\\ there", &["hello there"]),
+        ("hello\" there", &["error"]),
+        ("hello\\\" there", &["hello\"", "there"]),
+        ("hello\"\\\\there\"", &["hello\\there"]),
+        ("hello\"\\there\"", &["hello\\there"]),
+        ("hello'\\\\there'", &["hello\\\\there"]),
+        ("hello'\\there'", &["hello\\there"]),
+        ("hello'$there'", &["hello$there"]),
+        ("a \"\" b", &["a", "b"]),
+        ("  ", &[]),
+        ("80/tcp $PWD", &["80/tcp", "/home"]),
+    ];
+
+    #[test]
+    fn words_split_like_buildkit() {
+        for (input, expected) in SPLITS {
+            let got = match expand_words(input, &env, '\\') {
+                Ok(words) => words,
+                Err(_) => vec!["error".to_string()],
+            };
+            assert_eq!(&got, expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn backtick_escape_leaves_backslashes_alone() {
+        let cases: &[(&str, &str)] = &[
+            ("C:\\Program Files\\$SHELL", "C:\\Program Files\\bash"),
+            ("`$PWD", "$PWD"),
+            ("a` b", "a b"),
+            ("\"q`\"q\"", "q\"q"),
+            ("\"c:\\dir\"", "c:\\dir"),
+            ("tail`", "tail"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                expand(input, &env, '`').unwrap(),
+                *expected,
+                "input {input:?}"
+            );
+        }
+        assert_eq!(
+            expand_words("a` b c:\\x", &env, '`').unwrap(),
+            vec!["a b", "c:\\x"]
+        );
+    }
+
+    #[test]
+    fn raw_mode_keeps_the_text() {
+        use super::{Options, process};
+        let none = |_: &str| None;
+        let scanned = process(
+            "RUN cat \"a b\" <<'EOF' $X ${Y:-z} \\<<",
+            &none,
+            '\\',
+            Options::raw(),
+        )
+        .unwrap();
+        assert_eq!(
+            scanned.words,
+            vec!["RUN", "cat", "\"a b\"", "<<'EOF'", "$X", "${Y:-z}", "\\<<"]
+        );
+    }
+
+    #[test]
+    fn hostile_patterns_do_not_hang_or_panic() {
+        let long = "a".repeat(5000);
+        let lookup = |n: &str| (n == "L").then(|| long.clone());
+        let out = expand("${L%%*b*}", &lookup, '\\').unwrap();
+        assert_eq!(out.len(), 5000);
+        assert_eq!(expand("${L//a/}", &lookup, '\\').unwrap(), "");
+        // Malformed classes are literals, as in the shell.
+        assert_eq!(expand("${PWD#[}", &env, '\\').unwrap(), "/home");
+        assert_eq!(expand("${PWD#[z-a]}", &env, '\\').unwrap(), "/home");
+        assert_eq!(expand("${PWD/[/x}", &env, '\\').unwrap(), "/home");
+        // An escaped `}` does not close the substitution.
+        assert!(expand("${PWD#\\}", &env, '\\').is_err());
+    }
+}

@@ -940,3 +940,7 @@ fn parse_healthcheck(
         retries,
     }))
 }
+
+#[cfg(test)]
+#[path = "parser_tests.rs"]
+mod tests;
