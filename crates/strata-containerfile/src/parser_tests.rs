@@ -34,6 +34,11 @@ fn fails(body: &str) -> ParseError {
     }
 }
 
+/// Expected ARG declarations: (name, default).
+type ArgRow = &'static [(&'static str, Option<&'static str>)];
+/// Expected heredocs: (name, content, expand).
+type HeredocRow = &'static [(&'static str, &'static str, bool)];
+
 fn s(text: &str) -> String {
     text.to_string()
 }
@@ -266,7 +271,7 @@ fn from_errors() {
 
 #[test]
 fn arg_forms() {
-    let cases: &[(&str, &[(&str, Option<&str>)])] = &[
+    let cases: &[(&str, ArgRow)] = &[
         ("ARG A", &[("A", None)]),
         ("ARG A=1", &[("A", Some("1"))]),
         ("ARG A=", &[("A", Some(""))]),
@@ -655,7 +660,7 @@ fn run_heredocs() {
 #[test]
 fn heredoc_variants() {
     // (body, expected heredocs)
-    let cases: &[(&str, &[(&str, &str, bool)])] = &[
+    let cases: &[(&str, HeredocRow)] = &[
         (
             "RUN <<-EOF\n\techo a\n\t\techo b\n\tEOF\n",
             &[("EOF", "echo a\necho b\n", true)],
