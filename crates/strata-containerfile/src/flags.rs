@@ -484,3 +484,257 @@ pub fn parse_chmod(value: &str) -> Result<u32, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        text.to_string()
+    }
+
+    #[test]
+    fn mounts() {
+        let cases: Vec<(&str, Mount)> = vec![
+            (
+                "target=/src",
+                Mount::Bind {
+                    target: s("/src"),
+                    source: None,
+                    from: None,
+                    read_write: false,
+                },
+            ),
+            (
+                "type=bind,from=build,source=/out,target=/in,rw",
+                Mount::Bind {
+                    target: s("/in"),
+                    source: Some(s("/out")),
+                    from: Some(s("build")),
+                    read_write: true,
+                },
+            ),
+            (
+                "type=bind,src=.,dst=/x,readwrite=true",
+                Mount::Bind {
+                    target: s("/x"),
+                    source: Some(s(".")),
+                    from: None,
+                    read_write: true,
+                },
+            ),
+            (
+                "type=cache,target=/root/.cache/go-build",
+                Mount::Cache {
+                    target: s("/root/.cache/go-build"),
+                    id: None,
+                    sharing: CacheSharing::Shared,
+                    from: None,
+                    source: None,
+                    read_only: false,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                },
+            ),
+            (
+                "TYPE=Cache,id=apt,sharing=locked,target=/var/cache/apt,mode=0700,uid=100,gid=101,ro",
+                Mount::Cache {
+                    target: s("/var/cache/apt"),
+                    id: Some(s("apt")),
+                    sharing: CacheSharing::Locked,
+                    from: None,
+                    source: None,
+                    read_only: true,
+                    mode: Some(0o700),
+                    uid: Some(100),
+                    gid: Some(101),
+                },
+            ),
+            (
+                "type=tmpfs,target=/tmp,size=64m",
+                Mount::Tmpfs {
+                    target: s("/tmp"),
+                    size: Some(64 * 1024 * 1024),
+                },
+            ),
+            (
+                "type=secret,id=npmrc,target=/root/.npmrc,required",
+                Mount::Secret {
+                    id: s("npmrc"),
+                    target: Some(s("/root/.npmrc")),
+                    env: None,
+                    required: true,
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
+            (
+                "type=secret,target=/run/secrets/token.txt",
+                Mount::Secret {
+                    id: s("token.txt"),
+                    target: Some(s("/run/secrets/token.txt")),
+                    env: None,
+                    required: false,
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
+            (
+                "type=secret,source=aws,env=AWS_CREDS,mode=0440,uid=1000,required=false",
+                Mount::Secret {
+                    id: s("aws"),
+                    target: None,
+                    env: Some(s("AWS_CREDS")),
+                    required: false,
+                    mode: 0o440,
+                    uid: 1000,
+                    gid: 0,
+                },
+            ),
+            (
+                "type=ssh",
+                Mount::Ssh {
+                    id: None,
+                    target: None,
+                    required: false,
+                },
+            ),
+            (
+                "type=ssh,id=github,required=true",
+                Mount::Ssh {
+                    id: Some(s("github")),
+                    target: None,
+                    required: true,
+                },
+            ),
+            (
+                "type=bind,\"target=/a,b\"",
+                Mount::Bind {
+                    target: s("/a,b"),
+                    source: None,
+                    from: None,
+                    read_write: false,
+                },
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_mount(value), Ok(expected), "{value}");
+        }
+    }
+
+    #[test]
+    fn mount_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("type=volume,target=/x", "unsupported mount type"),
+            ("type=bind", "requires a target"),
+            ("type=cache,target=", "requires a target"),
+            ("target=/x,foo=bar", "unexpected key 'foo'"),
+            ("target=/x,bogus", "key=value"),
+            ("type=bind,target=/x,required", "'required'"),
+            ("required,type=secret,id=x", "'required'"),
+            ("type=bind,target=/x,size=1m", "'size'"),
+            ("type=tmpfs,target=/x,size=lots", "invalid value for size"),
+            ("type=bind,target=/x,sharing=locked", "sharing"),
+            ("type=cache,target=/x,sharing=sometimes", "sharing"),
+            ("type=tmpfs,target=/x,mode=0700", "mode not allowed"),
+            ("type=bind,target=/x,uid=1", "uid not allowed"),
+            ("type=cache,target=/x,mode=999", "mode"),
+            ("type=cache,target=/x,uid=-1", "uid"),
+            ("type=cache,target=/x,ro=maybe", "invalid value for ro"),
+            ("type=secret", "one of id, source, target"),
+            ("type=secret,id=a,source=b", "both source and id"),
+            ("type=secret,id=a,from=x", "should not have a from"),
+            ("type=cache,target=/x,env=A", "'env'"),
+            ("\"target=/x", "unterminated quote"),
+            ("target=/x\"y", "bare quote"),
+            ("\"target=/x\"y", "extraneous"),
+        ];
+        for (value, message) in cases {
+            let e = parse_mount(value).unwrap_err();
+            assert!(e.contains(message), "{value:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn ram_sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("1024", Some(1024)),
+            ("64k", Some(65536)),
+            ("64K", Some(65536)),
+            ("64kb", Some(65536)),
+            ("64KiB", Some(65536)),
+            ("1.5g", Some(1_610_612_736)),
+            ("2 m", Some(2 * 1024 * 1024)),
+            ("1t", Some(1 << 40)),
+            ("", None),
+            ("m", None),
+            ("1x", None),
+            ("-1m", None),
+            ("1.m", None),
+            ("99999999999999999999p", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_ram_bytes(value), *expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn durations_like_go() {
+        let ms = Duration::from_millis;
+        let cases: &[(&str, Duration)] = &[
+            ("0", Duration::ZERO),
+            ("30s", Duration::from_secs(30)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", ms(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            (".5s", ms(500)),
+            ("1h2m3s4ms5us6ns", Duration::new(3723, 4_005_006)),
+            ("10\u{b5}s", Duration::from_micros(10)),
+            ("10\u{3bc}s", Duration::from_micros(10)),
+            ("+5s", Duration::from_secs(5)),
+            ("0s", Duration::ZERO),
+            ("1.0000000001s", Duration::new(1, 0)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_duration(value), Ok(*expected), "{value:?}");
+        }
+        for value in [
+            "",
+            "5",
+            "s",
+            "1d",
+            "-5s",
+            ".s",
+            "1.2.3s",
+            "5 s",
+            "99999999999999999999999999999h",
+        ] {
+            assert!(parse_duration(value).is_err(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn chmod_values() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("755", Some(0o755)),
+            ("0644", Some(0o644)),
+            ("4755", Some(0o4755)),
+            ("7777", Some(0o7777)),
+            ("0", Some(0)),
+            ("10000", None),
+            ("888", None),
+            ("u+x", None),
+            ("a=rX", None),
+            ("", None),
+            ("-755", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_chmod(value).ok(), *expected, "{value:?}");
+        }
+        assert!(parse_chmod("u+x").unwrap_err().contains("symbolic"));
+    }
+}

@@ -466,3 +466,311 @@ fn clean_relative(path: &str) -> String {
         None => cleaned,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(patterns: &[&str]) -> IgnoreMatcher {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        IgnoreMatcher::from_patterns(&patterns).unwrap()
+    }
+
+    /// (pattern, path, excluded), the cases of moby patternmatcher's `TestMatches`
+    /// (rewritten from its documented semantics).
+    const SINGLE: &[(&str, &str, bool)] = &[
+        ("**", "file", true),
+        ("**", "file/", true),
+        ("**/", "file", true),
+        ("**/", "file/", true),
+        ("**", "dir/file", true),
+        ("**/", "dir/file", true),
+        ("**", "dir/file/", true),
+        ("**/", "dir/file/", true),
+        ("**/**", "dir/file", true),
+        ("**/**", "dir/file/", true),
+        ("dir/**", "dir/file", true),
+        ("dir/**", "dir/file/", true),
+        ("dir/**", "dir/dir2/file", true),
+        ("dir/**", "dir/dir2/file/", true),
+        ("**/dir", "dir", true),
+        ("**/dir", "dir/file", true),
+        ("**/dir2/*", "dir/dir2/file", true),
+        ("**/dir2/*", "dir/dir2/file/", true),
+        ("**/dir2/**", "dir/dir2/dir3/file", true),
+        ("**/dir2/**", "dir/dir2/dir3/file/", true),
+        ("**file", "file", true),
+        ("**file", "dir/file", true),
+        ("**/file", "dir/file", true),
+        ("**file", "dir/dir/file", true),
+        ("**/file", "dir/dir/file", true),
+        ("**/file*", "dir/dir/file", true),
+        ("**/file*", "dir/dir/file.txt", true),
+        ("**/file*txt", "dir/dir/file.txt", true),
+        ("**/file*.txt", "dir/dir/file.txt", true),
+        ("**/file*.txt*", "dir/dir/file.txt", true),
+        ("**/**/*.txt", "dir/dir/file.txt", true),
+        ("**/**/*.txt2", "dir/dir/file.txt", false),
+        ("**/*.txt", "file.txt", true),
+        ("**/**/*.txt", "file.txt", true),
+        ("a**/*.txt", "a/file.txt", true),
+        ("a**/*.txt", "a/dir/file.txt", true),
+        ("a**/*.txt", "a/dir/dir/file.txt", true),
+        ("a/*.txt", "a/dir/file.txt", false),
+        ("a/*.txt", "a/file.txt", true),
+        ("a/*.txt**", "a/file.txt", true),
+        ("a[b-d]e", "ae", false),
+        ("a[b-d]e", "ace", true),
+        ("a[b-d]e", "aae", false),
+        ("a[^b-d]e", "aze", true),
+        (".*", ".foo", true),
+        (".*", "foo", false),
+        ("abc.def", "abcdef", false),
+        ("abc.def", "abc.def", true),
+        ("abc.def", "abcZdef", false),
+        ("abc?def", "abcZdef", true),
+        ("abc?def", "abcdef", false),
+        ("a\\\\", "a\\", true),
+        ("**/foo/bar", "foo/bar", true),
+        ("**/foo/bar", "dir/foo/bar", true),
+        ("**/foo/bar", "dir/dir2/foo/bar", true),
+        ("abc/**", "abc", false),
+        ("abc/**", "abc/def", true),
+        ("abc/**", "abc/def/ghi", true),
+        ("**/.foo", ".foo", true),
+        ("**/.foo", "bar.foo", false),
+        ("a(b)c/def", "a(b)c/def", true),
+        ("a(b)c/def", "a(b)c/xyz", false),
+        ("a.|)$(}+{bc", "a.|)$(}+{bc", true),
+        (
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            true,
+        ),
+        (
+            "dist/*.whl",
+            "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+            true,
+        ),
+        // Anchored at the root; `*` and `?` do not cross `/`.
+        ("*.log", "err.log", true),
+        ("*.log", "sub/err.log", false),
+        ("*/*.log", "sub/err.log", true),
+        ("?", "a/b", true),
+        ("?", "ab", false),
+        ("a*", "abc/x", true),
+        // A matched parent excludes everything under it.
+        ("node_modules", "node_modules/x/y/z.js", true),
+        ("node_modules", "src/node_modules/x", false),
+        ("a/b", "a/b/c", true),
+        ("a/b", "a/bc", false),
+        // moby's `**foo` is a plain suffix test.
+        ("**foo", "barfoo", true),
+        ("**foo", "bar/xfoo", true),
+        // Escapes.
+        ("\\*.txt", "*.txt", true),
+        ("\\*.txt", "a.txt", false),
+        ("[*]", "*", true),
+        ("a[\\]]b", "a]b", true),
+        // Patterns are cleaned; `^` is a literal.
+        ("./a/../b//c/", "b/c", true),
+        ("a^b", "a^b", true),
+    ];
+
+    #[test]
+    fn single_patterns_like_moby() {
+        for (pattern, path, excluded) in SINGLE {
+            assert_eq!(
+                matcher(&[pattern]).is_excluded(path),
+                *excluded,
+                "pattern {pattern:?} path {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_patterns_win() {
+        // (patterns, path, excluded), including moby's multi-pattern cases.
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["**", "!util/docker/web"], "util/docker/web/foo", false),
+            (
+                &["**", "!util/docker/web", "util/docker/web/foo"],
+                "util/docker/web/foo",
+                true,
+            ),
+            (
+                &[
+                    "**",
+                    "!dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                ],
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                false,
+            ),
+            (
+                &["**", "!dist/*.whl"],
+                "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl",
+                false,
+            ),
+            (&["*.md", "!README.md"], "README.md", false),
+            (&["*.md", "!README.md"], "CHANGES.md", true),
+            (&["!README.md", "*.md"], "README.md", true),
+            (&["docs", "!docs/keep.txt"], "docs/keep.txt", false),
+            (&["docs", "!docs/keep.txt"], "docs/other.txt", true),
+            (&["docs", "!docs/keep.txt"], "docs", true),
+            (&["!a"], "a", false),
+        ];
+        for (patterns, path, excluded) in cases {
+            assert_eq!(
+                matcher(patterns).is_excluded(path),
+                *excluded,
+                "{patterns:?} {path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn b3_secret_excluded_and_keep_included() {
+        // RELIABILITY row B3: `.dockerignore` has `secret`, `!keep`.
+        let m = IgnoreMatcher::parse("secret\n!keep\n").unwrap();
+        assert!(m.is_excluded("secret"));
+        assert!(m.is_excluded("secret/inner/file"));
+        assert!(!m.is_excluded("keep"));
+        assert!(!m.is_excluded("other"));
+        assert!(!m.may_include_below("secret"));
+    }
+
+    #[test]
+    fn dockerignore_file_format() {
+        let text = "\u{FEFF}test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n  spaced  \n ./dot/../x \n";
+        let m = IgnoreMatcher::parse(text).unwrap();
+        let texts: Vec<String> = m
+            .patterns
+            .iter()
+            .map(|p| format!("{}{}", if p.exclusion { "!" } else { "" }, p.text))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                "test1",
+                "test2",
+                "a/file/here",
+                "lastfile",
+                "!inverted/abs/path",
+                "spaced",
+                "x"
+            ]
+        );
+        // A `#` only starts a comment in the first column.
+        let m = IgnoreMatcher::parse(" #not-a-comment\n").unwrap();
+        assert!(m.is_excluded("#not-a-comment"));
+        // CRLF files.
+        let m = IgnoreMatcher::parse("a\r\nb\r\n").unwrap();
+        assert!(m.is_excluded("a") && m.is_excluded("b"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_errors_with_their_line() {
+        for (text, line) in [
+            ("ok\n!\n", 2),
+            ("a\n\n[\n", 3),
+            ("x[]y\n", 1),
+            ("a[z-a]\n", 1),
+            ("a\\\n", 1),
+        ] {
+            let e = IgnoreMatcher::parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+        }
+        let e = IgnoreMatcher::from_patterns(&["ok".to_string(), "[".to_string()]).unwrap_err();
+        assert_eq!((e.line, e.text.as_str()), (2, "["));
+    }
+
+    #[test]
+    fn paths_are_cleaned_before_matching() {
+        let m = matcher(&["a/b"]);
+        for path in ["a/b", "./a/b", "/a/b", "a//b", "a/c/../b", "a/b/"] {
+            assert!(m.is_excluded(path), "{path}");
+        }
+        for path in ["", ".", "/", "./"] {
+            assert!(
+                !matcher(&["**"]).is_excluded(path),
+                "{path:?}: the root is never excluded"
+            );
+        }
+    }
+
+    #[test]
+    fn pruning_below_excluded_directories() {
+        // (patterns, excluded dir, may a path below it be re-included)
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["node_modules"], "node_modules", false),
+            (
+                &["node_modules", "!node_modules/keep"],
+                "node_modules",
+                true,
+            ),
+            (&["node_modules", "!src"], "node_modules", false),
+            (&["a", "!a/b/c"], "a", true),
+            (&["a", "!a/b/c"], "a/b", true),
+            (&["a", "!a/b/c"], "a/x", false),
+            (&["a", "!a/*/c"], "a/x", true),
+            (&["a", "!**/keep"], "a/deep/dir", true),
+            (&["a", "!*.md"], "a", false),
+            (&["a", "!*/*.md"], "a", true),
+            (&["a", "!*/*.md"], "a/b", false),
+            (&["**", "!a/b"], "a", true),
+            (&["**", "!a/b"], "c", false),
+            (&["a", "![ab]/x"], "a", true),
+            (&["a", "!a"], "a", true),
+            (&["*"], ".", false),
+            (&["*", "!x/y"], ".", true),
+        ];
+        for (patterns, dir, expected) in cases {
+            let m = matcher(patterns);
+            assert_eq!(m.may_include_below(dir), *expected, "{patterns:?} {dir:?}");
+            // Soundness: whenever pruning is allowed, nothing below is actually included.
+            if !expected && m.is_excluded(dir) {
+                for below in [
+                    "keep",
+                    "b/c",
+                    "x/c",
+                    "deep/keep",
+                    "x.md",
+                    "y/z.md",
+                    "b",
+                    "y",
+                ] {
+                    let path = if *dir == "." {
+                        below.to_string()
+                    } else {
+                        format!("{dir}/{below}")
+                    };
+                    assert!(
+                        m.is_excluded(&path),
+                        "{patterns:?}: {path} would be re-included"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn clean_like_go() {
+        let cases = [
+            ("", "."),
+            (".", "."),
+            ("./", "."),
+            ("/", "/"),
+            ("a/b/", "a/b"),
+            ("a//b", "a/b"),
+            ("./a", "a"),
+            ("a/../b", "b"),
+            ("../a", "../a"),
+            ("/../a", "/a"),
+            ("a/../..", ".."),
+            ("/a/./b/../c", "/a/c"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(clean_path(input), expected, "{input:?}");
+        }
+    }
+}

@@ -217,3 +217,229 @@ impl Scope {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn predefined() -> BTreeMap<String, String> {
+        map(&[
+            ("TARGETPLATFORM", "linux/arm64"),
+            ("TARGETOS", "linux"),
+            ("TARGETARCH", "arm64"),
+            ("BUILDPLATFORM", "linux/amd64"),
+        ])
+    }
+
+    /// Run a stage's ARG/ENV instructions through a scope, the way the build engine does.
+    fn stage_scope(text: &str, build_args: &[(&str, &str)], base_env: &[&str]) -> Scope {
+        let file = parse(text).unwrap();
+        let build_args = map(build_args);
+        let global = Scope::global(&file.global_args, &build_args, &predefined(), '\\').unwrap();
+        let base_env: Vec<String> = base_env.iter().map(|s| s.to_string()).collect();
+        let mut scope = Scope::stage(&global, &base_env);
+        for instruction in &file.stages[0].instructions {
+            match &instruction.kind {
+                InstructionKind::Arg(decls) => {
+                    for decl in decls {
+                        scope.declare_arg(decl, &global, &build_args, '\\').unwrap();
+                    }
+                }
+                InstructionKind::Env(pairs) => {
+                    for pair in pairs {
+                        let key = scope.expand(&pair.key, '\\').unwrap();
+                        let value = scope.expand(&pair.value, '\\').unwrap();
+                        scope.set_env(&key, &value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        scope
+    }
+
+    #[test]
+    fn global_scope_for_from_lines() {
+        let file = parse(
+            "ARG REGISTRY=docker.io\nARG IMAGE=${REGISTRY}/library/alpine\nARG TAG\nARG TARGETARCH\nARG UNSET\nFROM $IMAGE:${TAG:-latest}\n",
+        )
+        .unwrap();
+        let build_args = map(&[("TAG", "3.20"), ("UNDECLARED", "x")]);
+        let global = Scope::global(&file.global_args, &build_args, &predefined(), '\\').unwrap();
+        let from = &file.stages[0].from.image;
+        assert_eq!(
+            global.expand(from, '\\').unwrap(),
+            "docker.io/library/alpine:3.20"
+        );
+        assert_eq!(global.lookup("TARGETARCH").as_deref(), Some("arm64"));
+        assert_eq!(global.lookup("TARGETOS").as_deref(), Some("linux"));
+        assert_eq!(global.lookup("UNDECLARED"), None);
+        assert_eq!(global.lookup("UNSET"), None);
+        // A build arg overrides the default, and later defaults see it.
+        let build_args = map(&[("REGISTRY", "quay.io")]);
+        let global = Scope::global(&file.global_args, &build_args, &predefined(), '\\').unwrap();
+        assert_eq!(
+            global.lookup("IMAGE").as_deref(),
+            Some("quay.io/library/alpine")
+        );
+    }
+
+    #[test]
+    fn build_arg_values_are_taken_literally() {
+        let file = parse("ARG A\nFROM x\n").unwrap();
+        let build_args = map(&[("A", "$HOME '")]);
+        let global = Scope::global(&file.global_args, &build_args, &BTreeMap::new(), '\\').unwrap();
+        assert_eq!(global.lookup("A").as_deref(), Some("$HOME '"));
+    }
+
+    #[test]
+    fn global_args_must_be_redeclared_in_a_stage() {
+        let text = "ARG V=1\nARG W=2\nFROM x\nARG V\nARG TARGETARCH\n";
+        let scope = stage_scope(text, &[], &[]);
+        assert_eq!(scope.lookup("V").as_deref(), Some("1"));
+        assert_eq!(scope.lookup("W"), None, "not redeclared");
+        assert_eq!(scope.lookup("TARGETARCH").as_deref(), Some("arm64"));
+        assert_eq!(scope.lookup("TARGETOS"), None, "predefined, not declared");
+        assert_eq!(scope.args(), &map(&[("TARGETARCH", "arm64"), ("V", "1")]));
+    }
+
+    #[test]
+    fn arg_value_precedence() {
+        // (stage body, build args, expected V)
+        type Pairs = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, Pairs, Option<&str>)] = &[
+            ("ARG V", &[], Some("global")),
+            ("ARG V", &[("V", "cli")], Some("cli")),
+            ("ARG V=stage", &[], Some("stage")),
+            ("ARG V=stage", &[("V", "cli")], Some("cli")),
+            ("ARG V=\"a b\"", &[], Some("a b")),
+            ("ARG U", &[], None),
+            ("ARG U", &[("U", "")], Some("")),
+            ("ENV E=env\nARG V=${E}-x", &[], Some("env-x")),
+            // BuildKit: a bare redeclaration takes the global value again.
+            ("ARG V=1\nARG V", &[], Some("global")),
+            ("ARG U=1\nARG U", &[], Some("1")),
+        ];
+        for (body, build_args, expected) in cases {
+            let text = format!("ARG V=global\nFROM x\n{body}\n");
+            let scope = stage_scope(&text, build_args, &[]);
+            // `U` has no global declaration; `V` has one.
+            let name = if body.contains("ARG U") { "U" } else { "V" };
+            assert_eq!(
+                scope.lookup(name).as_deref(),
+                *expected,
+                "{body:?} {build_args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_shadows_arg() {
+        let scope = stage_scope("FROM x\nARG V=arg\nENV V=env\nARG W=w\n", &[], &[]);
+        assert_eq!(scope.lookup("V").as_deref(), Some("env"));
+        assert_eq!(scope.expand("$V-$W", '\\').unwrap(), "env-w");
+        // Declaring the ARG after the ENV does not change what `$V` is.
+        let scope = stage_scope("FROM x\nENV V=env\nARG V=arg\n", &[("V", "cli")], &[]);
+        assert_eq!(scope.lookup("V").as_deref(), Some("env"));
+        assert_eq!(
+            scope.run_env(),
+            vec![("V".to_string(), "env".to_string())],
+            "the shadowed ARG does not reach RUN"
+        );
+    }
+
+    #[test]
+    fn base_image_env_starts_the_stage() {
+        let scope = stage_scope(
+            "FROM x\nENV PATH=/opt/bin:$PATH LANG=C.UTF-8\nENV HOME=/root\n",
+            &[],
+            &["PATH=/usr/bin:/bin", "HOME=/home/app", "EMPTY"],
+        );
+        assert_eq!(
+            scope.env(),
+            vec![
+                "PATH=/opt/bin:/usr/bin:/bin",
+                "HOME=/root",
+                "EMPTY=",
+                "LANG=C.UTF-8"
+            ]
+        );
+    }
+
+    #[test]
+    fn run_env_and_proxy_args() {
+        let scope = stage_scope(
+            "FROM x\nARG A=1\nENV E=2\nARG https_proxy\n",
+            &[
+                ("HTTP_PROXY", "http://proxy:3128"),
+                ("https_proxy", "http://declared:3128"),
+                ("NOT_DECLARED", "x"),
+            ],
+            &["BASE=0"],
+        );
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            scope.run_env(),
+            pairs(&[
+                ("BASE", "0"),
+                ("E", "2"),
+                ("A", "1"),
+                ("https_proxy", "http://declared:3128"),
+                ("HTTP_PROXY", "http://proxy:3128"),
+            ])
+        );
+        // Undeclared proxy args reach RUN but are not Containerfile variables or ARGs.
+        assert_eq!(scope.lookup("HTTP_PROXY"), None);
+        assert!(!scope.args().contains_key("HTTP_PROXY"));
+        assert_eq!(scope.lookup("NOT_DECLARED"), None);
+        assert_eq!(
+            scope.env(),
+            vec!["BASE=0", "E=2"],
+            "ARGs never reach the image env"
+        );
+    }
+
+    #[test]
+    fn unused_build_args_are_reported() {
+        let file = parse("ARG A\nFROM x\nARG B=1\nFROM y\nARG C D\n").unwrap();
+        let build_args = map(&[
+            ("A", "1"),
+            ("B", "2"),
+            ("D", "3"),
+            ("TYPO", "4"),
+            ("HTTP_PROXY", "p"),
+            ("TARGETARCH", "amd64"),
+        ]);
+        assert_eq!(
+            Scope::unused_build_args(&file, &build_args),
+            vec!["TYPO".to_string()]
+        );
+    }
+
+    #[test]
+    fn expansion_errors_surface() {
+        let file = parse("ARG A=\"${B:?B is required}\"\nFROM x\n").unwrap();
+        let e =
+            Scope::global(&file.global_args, &BTreeMap::new(), &BTreeMap::new(), '\\').unwrap_err();
+        assert_eq!(e.message, "B: B is required");
+        let ok = Scope::global(
+            &file.global_args,
+            &map(&[("A", "given")]),
+            &BTreeMap::new(),
+            '\\',
+        );
+        assert_eq!(ok.unwrap().lookup("A").as_deref(), Some("given"));
+    }
+}
