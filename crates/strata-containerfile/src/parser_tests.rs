@@ -1023,3 +1023,18 @@ fn errors_never_panic_on_odd_input() {
     };
     assert_eq!(copy.sources.len(), 2);
 }
+
+#[test]
+fn b9_git_ref_with_dashes_is_an_operand_not_a_flag() {
+    // RELIABILITY B9 (CVE-2019-13139): a git ref that looks like an option stays a source.
+    let InstructionKind::Add(add) =
+        kind("ADD https://github.com/x/y.git#--upload-pack=touch_/tmp/probe:dir /src")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        add.copy.sources,
+        paths(&["https://github.com/x/y.git#--upload-pack=touch_/tmp/probe:dir"])
+    );
+    assert_eq!(add.copy.dest, "/src");
+}
