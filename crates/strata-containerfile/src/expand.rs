@@ -32,10 +32,14 @@ impl Options {
     }
 }
 
-/// Longest value a `#`/`%` pattern is tried against position by position; past this the
-/// quadratic search is skipped and the value returned unchanged, so a hostile build arg cannot
-/// stall the parser. Real values (paths, versions) are far shorter.
-const MAX_PATTERN_TRIM_LEN: usize = 64 * 1024;
+/// Longest value a `#`/`%` pattern is tried against, position by position (quadratic work):
+/// longer values are an error, so a hostile build arg cannot stall the build. Real values
+/// (paths, versions, URLs) are far shorter.
+const MAX_PATTERN_TRIM_LEN: usize = 8 * 1024;
+
+/// Deepest `${…${…}…}` nesting accepted: the scanner recurses once per level, and a file of
+/// nested braces must not exhaust the stack. Real words nest two or three levels.
+const MAX_NESTING: usize = 64;
 
 /// Result of scanning: the joined word, and the same text split into words.
 pub(crate) struct Scanned {
@@ -56,6 +60,7 @@ pub(crate) fn process(
         escape,
         lookup,
         opts,
+        depth: 0,
     };
     match lexer.process_until(&[], false) {
         Ok((word, words, _)) => Ok(Scanned { word, words }),
@@ -114,6 +119,8 @@ struct Lexer<'a> {
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     opts: Options,
+    /// Current `${` nesting.
+    depth: usize,
 }
 
 type Stopped = (String, Vec<String>, Option<char>);
@@ -264,6 +271,18 @@ impl Lexer<'_> {
 
     /// `$NAME`, `${NAME}` and `${NAME<modifier>…}`.
     fn dollar(&mut self) -> Result<String, String> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "substitutions nested deeper than {MAX_NESTING} levels"
+            ));
+        }
+        self.depth += 1;
+        let result = self.dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.name();
@@ -359,6 +378,11 @@ impl Lexer<'_> {
                     None => (false, word),
                 };
                 let glob = glob_regex(&pattern, self.escape)?;
+                if value.len() > MAX_PATTERN_TRIM_LEN {
+                    return Err(format!(
+                        "{name}: value longer than {MAX_PATTERN_TRIM_LEN} bytes for pattern removal"
+                    ));
+                }
                 Ok(if op == '#' {
                     trim_prefix(&value, &glob, longest)
                 } else {
@@ -546,9 +570,6 @@ fn trim_prefix(value: &str, glob: &str, longest: bool) -> String {
     let Some(re) = anchored(glob) else {
         return value.to_string();
     };
-    if value.len() > MAX_PATTERN_TRIM_LEN {
-        return value.to_string();
-    }
     let mut ends: Vec<usize> = value.char_indices().map(|(i, _)| i).collect();
     ends.push(value.len());
     if longest {
@@ -567,9 +588,6 @@ fn trim_suffix(value: &str, glob: &str, longest: bool) -> String {
     let Some(re) = anchored(glob) else {
         return value.to_string();
     };
-    if value.len() > MAX_PATTERN_TRIM_LEN {
-        return value.to_string();
-    }
     let mut starts: Vec<usize> = value.char_indices().map(|(i, _)| i).collect();
     starts.push(value.len());
     if !longest {
@@ -845,10 +863,24 @@ mod tests {
     #[test]
     fn hostile_patterns_do_not_hang_or_panic() {
         let long = "a".repeat(5000);
-        let lookup = |n: &str| (n == "L").then(|| long.clone());
+        let huge = "a".repeat(100_000);
+        let lookup = |n: &str| match n {
+            "L" => Some(long.clone()),
+            "H" => Some(huge.clone()),
+            _ => None,
+        };
         let out = expand("${L%%*b*}", &lookup, '\\').unwrap();
         assert_eq!(out.len(), 5000);
         assert_eq!(expand("${L//a/}", &lookup, '\\').unwrap(), "");
+        assert_eq!(expand("${H//a/}", &lookup, '\\').unwrap(), "");
+        let e = expand("${H%a}", &lookup, '\\').unwrap_err();
+        assert!(e.message.contains("longer than"), "{e}");
+        // Deep nesting is an error, not a stack overflow.
+        let nested = "${A:-".repeat(100_000) + &"}".repeat(100_000);
+        let e = expand(&nested, &lookup, '\\').unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{e}");
+        let fine = "${A:-".repeat(10) + "x" + &"}".repeat(10);
+        assert_eq!(expand(&fine, &lookup, '\\').unwrap(), "x");
         // Malformed classes are literals, as in the shell.
         assert_eq!(expand("${PWD#[}", &env, '\\').unwrap(), "/home");
         assert_eq!(expand("${PWD#[z-a]}", &env, '\\').unwrap(), "/home");

@@ -34,6 +34,8 @@ struct Pattern {
     text: String,
     exclusion: bool,
     matcher: Matcher,
+    /// Components, for [`IgnoreMatcher::may_include_below`] (`!` patterns only).
+    parts: Vec<Part>,
 }
 
 impl Pattern {
@@ -177,58 +179,75 @@ impl IgnoreMatcher {
 }
 
 /// Pattern component kinds for [`could_match_below`].
+#[derive(Debug, Clone)]
 enum Part {
     /// `**`: zero or more directories.
     AnyDepth,
-    /// One path component.
+    /// One path component, literally.
+    Literal(String),
+    /// One path component with `*`, `?` or escapes.
     One(Regex),
     /// Something the component walk cannot judge (a class that may match `/`, `**` inside a
     /// name): assume it can match.
     Unknown,
 }
 
-/// Can pattern `p` match a path strictly below the directory `dir`?
-fn could_match_below(p: &Pattern, dir: &[&str]) -> bool {
-    let mut parts = Vec::new();
-    for component in p.text.split('/') {
-        if component == "**" {
-            parts.push(Part::AnyDepth);
-        } else if component.contains("**") || component.contains('[') {
-            parts.push(Part::Unknown);
-        } else {
-            match component_regex(component) {
-                Some(re) => parts.push(Part::One(re)),
-                None => parts.push(Part::Unknown),
+/// Split a pattern into components for [`could_match_below`].
+fn parts_of(text: &str) -> Vec<Part> {
+    text.split('/')
+        .map(|component| {
+            if component == "**" {
+                Part::AnyDepth
+            } else if component.contains("**") || component.contains('[') {
+                Part::Unknown
+            } else if !component.contains(['*', '?', '\\']) {
+                Part::Literal(component.to_string())
+            } else {
+                component_regex(component).map_or(Part::Unknown, Part::One)
             }
-        }
-    }
-    // reachable[i][j]: parts[i..] against dir[j..] was already explored without success.
-    let mut failed = vec![vec![false; dir.len() + 1]; parts.len() + 1];
-    walk(&parts, 0, dir, 0, &mut failed)
+        })
+        .collect()
 }
 
-fn walk(parts: &[Part], pi: usize, dir: &[&str], di: usize, failed: &mut [Vec<bool>]) -> bool {
-    if failed[pi][di] {
-        return false;
-    }
-    let result = if di == dir.len() {
-        // The directory is consumed: any remaining component can match something below.
-        pi < parts.len()
-    } else if pi == parts.len() {
-        false
-    } else {
-        match &parts[pi] {
-            Part::AnyDepth => {
-                walk(parts, pi + 1, dir, di, failed) || walk(parts, pi, dir, di + 1, failed)
+/// Can pattern `p` match a path strictly below the directory `dir`?
+fn could_match_below(p: &Pattern, dir: &[&str]) -> bool {
+    let parts = &p.parts;
+    // Walk the directory's components, tracking which pattern positions are still alive (an
+    // NFA run, iterative so a pattern or path with thousands of components cannot overflow
+    // the stack).
+    let closure = |mut states: Vec<usize>| {
+        // `**` may match zero components.
+        let mut i = 0;
+        while i < states.len() {
+            let pi = states[i];
+            if matches!(parts.get(pi), Some(Part::AnyDepth)) && !states.contains(&(pi + 1)) {
+                states.push(pi + 1);
             }
-            Part::Unknown => true,
-            Part::One(re) => re.is_match(dir[di]) && walk(parts, pi + 1, dir, di + 1, failed),
+            i += 1;
         }
+        states
     };
-    if !result {
-        failed[pi][di] = true;
+    let mut states = closure(vec![0]);
+    for component in dir {
+        let mut next = Vec::new();
+        for &pi in &states {
+            match parts.get(pi) {
+                Some(Part::Unknown) => return true,
+                Some(Part::AnyDepth) => next.push(pi),
+                Some(Part::One(re)) if re.is_match(component) => next.push(pi + 1),
+                Some(Part::Literal(text)) if text == component => next.push(pi + 1),
+                _ => {}
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        states = closure(next);
+        if states.is_empty() {
+            return false;
+        }
     }
-    result
+    // The directory is consumed: any pattern component left can match something below it.
+    states.iter().any(|&pi| pi < parts.len())
 }
 
 /// A single component (no `/`, no `**`, no class) as an anchored regex.
@@ -267,10 +286,16 @@ fn compile(pattern: &str) -> Result<Option<Pattern>, String> {
     let text = clean_path(body);
     validate(&text)?;
     let matcher = build_matcher(&text)?;
+    let parts = if exclusion {
+        parts_of(&text)
+    } else {
+        Vec::new()
+    };
     Ok(Some(Pattern {
         text,
         exclusion,
         matcher,
+        parts,
     }))
 }
 

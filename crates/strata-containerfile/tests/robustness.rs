@@ -21,11 +21,54 @@ impl Rng {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "\\\n", "`\n", "\n", "<<EOF", "<<-EOF", "<<'EOF'", "EOF\n", "\tEOF\n", "\"", "'", "[", "]",
-    "[\"a\", \"b\"]", "${", "}", "${A:-", "${A#", "${A/", "$", "--", "--mount=", "--from=x ",
-    "#", "# escape=`\n", "FROM x\n", "FROM a AS b\n", "ONBUILD ", "RUN ", "COPY ", "ADD ",
-    "ENV ", "ARG ", "HEALTHCHECK ", "CMD ", "=", " ", "\r\n", "\u{FEFF}", "é", "\u{0}", "!",
-    "**", "*", "?", "\\", "/", "..", "./",
+    "\\\n",
+    "`\n",
+    "\n",
+    "<<EOF",
+    "<<-EOF",
+    "<<'EOF'",
+    "EOF\n",
+    "\tEOF\n",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "[\"a\", \"b\"]",
+    "${",
+    "}",
+    "${A:-",
+    "${A#",
+    "${A/",
+    "$",
+    "--",
+    "--mount=",
+    "--from=x ",
+    "#",
+    "# escape=`\n",
+    "FROM x\n",
+    "FROM a AS b\n",
+    "ONBUILD ",
+    "RUN ",
+    "COPY ",
+    "ADD ",
+    "ENV ",
+    "ARG ",
+    "HEALTHCHECK ",
+    "CMD ",
+    "=",
+    " ",
+    "\r\n",
+    "\u{FEFF}",
+    "é",
+    "\u{0}",
+    "!",
+    "**",
+    "*",
+    "?",
+    "\\",
+    "/",
+    "..",
+    "./",
 ];
 
 fn mutate(rng: &mut Rng, base: &str) -> String {
@@ -56,7 +99,10 @@ fn corpus() -> Vec<String> {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    files.into_iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    files
+        .into_iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
 }
 
 #[test]
@@ -72,15 +118,17 @@ fn mutated_containerfiles_never_panic() {
             Ok(file) => {
                 ok += 1;
                 let mut last = 0;
-                let all = file
-                    .global_args
-                    .iter()
-                    .map(|i| i.span)
-                    .chain(file.stages.iter().flat_map(|s| {
-                        std::iter::once(s.span).chain(s.instructions.iter().map(|i| i.span))
-                    }));
+                let all =
+                    file.global_args
+                        .iter()
+                        .map(|i| i.span)
+                        .chain(file.stages.iter().flat_map(|s| {
+                            std::iter::once(s.span).chain(s.instructions.iter().map(|i| i.span))
+                        }));
                 for span in all {
-                    assert!(span.line > last && span.line <= span.end_line && span.end_line <= lines);
+                    assert!(
+                        span.line > last && span.line <= span.end_line && span.end_line <= lines
+                    );
                     last = span.end_line;
                 }
                 for stage in &file.stages {
@@ -148,10 +196,49 @@ fn mutated_ignore_files_never_panic_and_pruning_stays_sound() {
             if matcher.is_excluded(dir) && !matcher.may_include_below(dir) {
                 for child in ["keep", "x", "a/b.log", "node_modules/keep"] {
                     let below = format!("{dir}/{child}");
-                    assert!(matcher.is_excluded(&below), "{text:?}: {dir} pruned, {below} included");
+                    assert!(
+                        matcher.is_excluded(&below),
+                        "{text:?}: {dir} pruned, {below} included"
+                    );
                 }
             }
         }
     }
     assert!(parsed > 1000, "only {parsed} parsed");
+}
+
+#[test]
+fn hostile_sizes_stay_linear_and_on_the_stack() {
+    // 50,000 instructions.
+    let mut text = String::from("FROM x\n");
+    for i in 0..50_000 {
+        text.push_str(&format!("RUN echo {i}\n"));
+    }
+    assert_eq!(parse(&text).unwrap().stages[0].instructions.len(), 50_000);
+    // One instruction continued over 200,000 lines.
+    let text = format!("FROM x\nRUN a{}\n", " \\\n b".repeat(200_000));
+    let file = parse(&text).unwrap();
+    assert_eq!(file.stages[0].instructions[0].span.end_line, 200_002);
+    // A heredoc of 200,000 lines.
+    let text = format!("FROM x\nRUN <<EOF\n{}EOF\n", "line\n".repeat(200_000));
+    let file = parse(&text).unwrap();
+    let InstructionKind::Run(run) = &file.stages[0].instructions[0].kind else {
+        panic!()
+    };
+    assert_eq!(run.heredocs[0].content.len(), 1_000_000);
+    // 100,000 nested substitutions in a RUN line: no heredoc scan overflow, parse succeeds.
+    let text = format!(
+        "FROM x\nRUN {}{}\n",
+        "${A:-".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    assert!(parse(&text).is_ok());
+    // A pattern of 100,000 components, and a deep directory.
+    let pattern = format!("!{}", "a/".repeat(100_000));
+    let matcher = IgnoreMatcher::parse(&format!("a\n{pattern}\n**/deep\n")).unwrap();
+    let deep_dir = vec!["a"; 50_000].join("/");
+    assert!(matcher.is_excluded(&deep_dir));
+    assert!(matcher.may_include_below(&deep_dir));
+    let other = format!("b/{}", vec!["c"; 50_000].join("/"));
+    assert!(!matcher.may_include_below(&other));
 }
