@@ -466,15 +466,245 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
+/// What a [`Chmod`] is applied to (symbolic `X` differs for directories).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+}
+
+/// Permission classes of a symbolic clause.
+const CLASS_USER: u8 = 1;
+const CLASS_GROUP: u8 = 2;
+const CLASS_OTHER: u8 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Perms {
+    /// `r`, `w`, `x`, `X`, `s`, `t` letters.
+    Letters {
+        read: bool,
+        write: bool,
+        execute: bool,
+        /// `X`: execute for directories and already-executable files.
+        search: bool,
+        set_id: bool,
+        sticky: bool,
+    },
+    /// `g=u`: copy another class's current bits.
+    Copy(u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Action {
+    op: char,
+    perms: Perms,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Clause {
+    /// Classes named (0: none named, which means all).
+    who: u8,
+    actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChmodRepr {
+    Octal(u32),
+    Symbolic(Vec<Clause>),
+}
+
+/// A `COPY`/`ADD --chmod` value: octal (`0755`) or chmod(1) symbolic (`+x`, `g=u`,
+/// `u=rwX,go=rX`), as BuildKit accepts since Dockerfile 1.14. Symbolic modes transform each
+/// entry's source mode, so they are applied per entry with [`Chmod::apply`]. The symbolic
+/// rules are BSD `setmode`'s (BuildKit uses a port of it): no class named means all classes
+/// (no umask), `s` sets set-user/group-ID for the named classes, `t` is ignored for `o` alone.
+///
+/// ```
+/// use strata_containerfile::{Chmod, EntryKind};
+/// let chmod = Chmod::parse("u=rwX,go=rX").unwrap();
+/// assert_eq!(chmod.apply(0o600, EntryKind::File), 0o644);
+/// assert_eq!(chmod.apply(0o700, EntryKind::File), 0o755);
+/// assert_eq!(chmod.apply(0o700, EntryKind::Directory), 0o755);
+/// assert_eq!(Chmod::parse("0755").unwrap().octal(), Some(0o755));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chmod {
+    repr: ChmodRepr,
+}
+
+impl Chmod {
+    /// Parse an octal or symbolic mode.
+    pub fn parse(value: &str) -> Result<Chmod, String> {
+        if !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) {
+            return parse_chmod(value).map(|mode| Chmod {
+                repr: ChmodRepr::Octal(mode),
+            });
+        }
+        parse_symbolic(value)
+            .map(|clauses| Chmod {
+                repr: ChmodRepr::Symbolic(clauses),
+            })
+            .ok_or_else(|| {
+                format!(
+                    "invalid --chmod value {value:?}: use an octal mode (0755) or a symbolic one (u+x, g=u, u=rwX,go=rX)"
+                )
+            })
+    }
+
+    /// The mode when it does not depend on the source (octal), else `None`.
+    pub fn octal(&self) -> Option<u32> {
+        match self.repr {
+            ChmodRepr::Octal(mode) => Some(mode),
+            ChmodRepr::Symbolic(_) => None,
+        }
+    }
+
+    /// The mode an entry gets, from its source permission bits (`mode & 0o7777` is used).
+    pub fn apply(&self, mode: u32, kind: EntryKind) -> u32 {
+        let clauses = match &self.repr {
+            ChmodRepr::Octal(mode) => return *mode,
+            ChmodRepr::Symbolic(clauses) => clauses,
+        };
+        let mut mode = mode & 0o7777;
+        for clause in clauses {
+            let classes = if clause.who == 0 {
+                CLASS_USER | CLASS_GROUP | CLASS_OTHER
+            } else {
+                clause.who
+            };
+            let has = |class: u8| classes & class != 0;
+            let rwx_mask = (if has(CLASS_USER) { 0o700 } else { 0 })
+                | (if has(CLASS_GROUP) { 0o070 } else { 0 })
+                | (if has(CLASS_OTHER) { 0o007 } else { 0 });
+            let id_mask = (if has(CLASS_USER) { 0o4000 } else { 0 })
+                | (if has(CLASS_GROUP) { 0o2000 } else { 0 });
+            for action in &clause.actions {
+                let bits = match &action.perms {
+                    Perms::Letters {
+                        read,
+                        write,
+                        execute,
+                        search,
+                        set_id,
+                        sticky,
+                    } => {
+                        let searchable = kind == EntryKind::Directory || mode & 0o111 != 0;
+                        let mut bits = (if *read { 0o444 } else { 0 })
+                            | (if *write { 0o222 } else { 0 })
+                            | (if *execute || (*search && searchable) {
+                                0o111
+                            } else {
+                                0
+                            });
+                        bits &= rwx_mask;
+                        if *set_id {
+                            bits |= id_mask;
+                        }
+                        // BSD: the sticky bit is ignored when only "other" is named.
+                        if *sticky && (clause.who == 0 || clause.who & !CLASS_OTHER != 0) {
+                            bits |= 0o1000;
+                        }
+                        bits
+                    }
+                    Perms::Copy(class) => {
+                        let shift = match *class {
+                            CLASS_USER => 6,
+                            CLASS_GROUP => 3,
+                            _ => 0,
+                        };
+                        (((mode >> shift) & 0o7) * 0o111) & rwx_mask
+                    }
+                };
+                mode = match action.op {
+                    '+' => mode | bits,
+                    '-' => mode & !bits,
+                    _ => (mode & !(rwx_mask | id_mask)) | bits,
+                };
+            }
+        }
+        mode
+    }
+}
+
+/// `clause[,clause…]`, clause = `[ugoa]*` then one or more `[+-=]` actions, each followed by
+/// `[rwxXst]*` or one of `u`/`g`/`o` (copy).
+fn parse_symbolic(value: &str) -> Option<Vec<Clause>> {
+    let mut clauses = Vec::new();
+    for text in value.split(',') {
+        let mut chars = text.chars().peekable();
+        let mut who = 0;
+        while let Some(&c) = chars.peek() {
+            who |= match c {
+                'u' => CLASS_USER,
+                'g' => CLASS_GROUP,
+                'o' => CLASS_OTHER,
+                'a' => CLASS_USER | CLASS_GROUP | CLASS_OTHER,
+                _ => break,
+            };
+            chars.next();
+        }
+        let mut actions = Vec::new();
+        while let Some(op) = chars.next() {
+            if !matches!(op, '+' | '-' | '=') {
+                return None;
+            }
+            let copy = match chars.peek() {
+                Some('u') => Some(CLASS_USER),
+                Some('g') => Some(CLASS_GROUP),
+                Some('o') => Some(CLASS_OTHER),
+                _ => None,
+            };
+            if let Some(class) = copy {
+                chars.next();
+                actions.push(Action {
+                    op,
+                    perms: Perms::Copy(class),
+                });
+                continue;
+            }
+            let (mut read, mut write, mut execute, mut search, mut set_id, mut sticky) =
+                (false, false, false, false, false, false);
+            while let Some(&c) = chars.peek() {
+                match c {
+                    'r' => read = true,
+                    'w' => write = true,
+                    'x' => execute = true,
+                    'X' => search = true,
+                    's' => set_id = true,
+                    't' => sticky = true,
+                    _ => break,
+                }
+                chars.next();
+            }
+            actions.push(Action {
+                op,
+                perms: Perms::Letters {
+                    read,
+                    write,
+                    execute,
+                    search,
+                    set_id,
+                    sticky,
+                },
+            });
+        }
+        if actions.is_empty() {
+            return None;
+        }
+        clauses.push(Clause { who, actions });
+    }
+    Some(clauses)
+}
+
 /// `--chmod` value: octal (`755`, `0644`, up to `7777`) → mode bits. Symbolic forms
-/// (`u+x`) are rejected: they need the source file's mode, which this tier-0 crate does not see.
+/// (`u+x`) are rejected here because they need each entry's source mode: use [`Chmod`].
 pub fn parse_chmod(value: &str) -> Result<u32, String> {
     if value.is_empty() {
         return Err("empty --chmod value".to_string());
     }
     if !value.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
-            "unsupported --chmod value {value:?}: use an octal mode like 0755 (symbolic modes are not supported)"
+            "--chmod value {value:?} is not octal (symbolic modes need Chmod::parse and the source mode)"
         ));
     }
     match u32::from_str_radix(value, 8) {
@@ -736,5 +966,53 @@ mod tests {
             assert_eq!(parse_chmod(value).ok(), *expected, "{value:?}");
         }
         assert!(parse_chmod("u+x").unwrap_err().contains("symbolic"));
+    }
+
+    #[test]
+    fn symbolic_chmod_like_bsd_setmode() {
+        use EntryKind::{Directory as D, File as F};
+        // (mode spec, source mode, kind, result)
+        let cases: &[(&str, u32, EntryKind, u32)] = &[
+            ("0755", 0o600, F, 0o755),
+            ("644", 0o777, D, 0o644),
+            ("+x", 0o644, F, 0o755),
+            ("u+x", 0o644, F, 0o744),
+            ("go-w", 0o666, F, 0o644),
+            ("a+rX", 0o600, F, 0o644),
+            ("a+rX", 0o700, F, 0o755),
+            ("a+rX", 0o700, D, 0o755),
+            ("u=rwX,go=rX", 0o777, F, 0o755),
+            ("u=rwX,go=rX", 0o666, F, 0o644),
+            ("u=rwX,go=rX", 0o600, D, 0o755),
+            ("g=u", 0o640, F, 0o660),
+            ("g=u", 0o750, D, 0o770),
+            ("go=u-w", 0o750, F, 0o755),
+            ("u+r-w", 0o200, F, 0o400),
+            ("o=", 0o777, F, 0o770),
+            ("=r", 0o4755, F, 0o444),
+            ("a=,u=rw", 0o777, F, 0o600),
+            ("u+s", 0o755, F, 0o4755),
+            ("g+s", 0o755, D, 0o2755),
+            ("+s", 0o755, F, 0o6755),
+            ("+t", 0o755, D, 0o1755),
+            ("o+t", 0o755, D, 0o755),
+            ("u-s", 0o4755, F, 0o755),
+            ("ug+rw,o-rwx", 0o604, F, 0o660),
+        ];
+        for (spec, mode, kind, expected) in cases {
+            let chmod = Chmod::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(
+                chmod.apply(*mode, *kind),
+                *expected,
+                "{spec} on {mode:o} ({kind:?})"
+            );
+        }
+        assert_eq!(Chmod::parse("0644").unwrap().octal(), Some(0o644));
+        assert_eq!(Chmod::parse("+x").unwrap().octal(), None);
+        for bad in [
+            "", "u", "a", "u+q", "x+r", "u+x,", ",u+x", "99", "10000", "u+x y", "u+X7", "0o755",
+        ] {
+            assert!(Chmod::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

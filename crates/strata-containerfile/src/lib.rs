@@ -9,7 +9,7 @@
 //!   `${V:+x}`, `${V+x}`, `${V:?msg}`, `${V#p}`, `${V%p}`, `${V/p/r}`, quotes, escapes).
 //! - [`Scope`]: Docker's ARG/ENV scoping rules for one stage.
 //! - [`IgnoreMatcher`]: `.dockerignore` matching (moby patternmatcher semantics).
-//! - [`parse_mount`], [`parse_duration`], [`parse_chmod`]: flag values.
+//! - [`parse_mount`], [`parse_duration`], [`parse_chmod`] / [`Chmod`]: flag values.
 //!
 //! ```
 //! use strata_containerfile::{parse, expand, CommandForm, InstructionKind};
@@ -34,7 +34,7 @@ mod scope;
 mod words;
 
 pub use ast::*;
-pub use flags::{CacheSharing, Mount, parse_chmod, parse_duration, parse_mount};
+pub use flags::{CacheSharing, Chmod, EntryKind, Mount, parse_chmod, parse_duration, parse_mount};
 pub use ignore::IgnoreMatcher;
 pub use scope::{PREDEFINED_ARGS, PROXY_ARGS, Scope};
 

@@ -865,12 +865,13 @@ fn parse_sources(
     Ok(out)
 }
 
-/// Octal `--chmod` values are checked here; values with variables are left to the engine.
+/// `--chmod` values (octal or symbolic) are checked here; values with variables are left to
+/// the engine.
 fn check_chmod(ctx: &Ctx, chmod: Option<String>) -> Result<Option<String>, ParseError> {
     if let Some(value) = &chmod
         && !value.contains('$')
     {
-        crate::flags::parse_chmod(value).map_err(|e| ctx.error_at(e, value))?;
+        crate::flags::Chmod::parse(value).map_err(|e| ctx.error_at(e, value))?;
     }
     Ok(chmod)
 }

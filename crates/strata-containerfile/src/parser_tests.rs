@@ -431,6 +431,11 @@ fn copy_forms_and_flags() {
             ..CopyInstr::default()
         })
     );
+    // Symbolic modes (Dockerfile 1.14) are accepted and kept as written.
+    let InstructionKind::Copy(copy) = kind("COPY --chmod=u=rwX,go=rX . /app") else {
+        panic!()
+    };
+    assert_eq!(copy.chmod.as_deref(), Some("u=rwX,go=rX"));
     // Variables are kept for the engine to expand.
     assert_eq!(
         kind("COPY --from=$STAGE --chmod=$MODE ${SRC} $DST"),
@@ -491,7 +496,7 @@ fn flag_errors_name_the_flag() {
         ("COPY --from x y\n", "missing a value", "--from"),
         ("COPY --link= x y\n", "missing a value", "--link="),
         ("COPY --link=yes x y\n", "boolean", "--link=yes"),
-        ("COPY --chmod=u+x x y\n", "octal", "u+x"),
+        ("COPY --chmod=u+q x y\n", "symbolic", "u+q"),
         ("COPY --chmod=99 x y\n", "octal", "99"),
         (
             "RUN --mount=type=foo,target=/x make\n",
