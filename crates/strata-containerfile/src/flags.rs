@@ -161,6 +161,31 @@ fn parse_id(key: &str, value: &str) -> Result<u32, String> {
 /// `key=value` options (CSV quoting), keys case-insensitive, `type` first where other options
 /// depend on it.
 pub fn parse_mount(value: &str) -> Result<Mount, String> {
+    parse_mount_fields(value, None)
+}
+
+/// Parse a raw `--mount` value as BuildKit does at build time: split into options first, then
+/// expand each option's value in the stage's scope (so a value that expands to a comma stays
+/// one value). Use this rather than expanding the whole string.
+///
+/// ```
+/// use strata_containerfile::{parse_mount_expanding, Mount};
+/// let lookup = |n: &str| (n == "CACHE").then(|| "/root/.cache".to_string());
+/// let mount = parse_mount_expanding("type=cache,target=$CACHE", &lookup, '\\').unwrap();
+/// assert!(matches!(mount, Mount::Cache { target, .. } if target == "/root/.cache"));
+/// ```
+pub fn parse_mount_expanding(
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: char,
+) -> Result<Mount, String> {
+    let expand = |text: &str| crate::expand(text, lookup, escape).map_err(|e| e.to_string());
+    parse_mount_fields(value, Some(&expand))
+}
+
+type FieldExpander<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
+fn parse_mount_fields(value: &str, expander: Option<FieldExpander>) -> Result<Mount, String> {
     if value.is_empty() {
         return Err("empty mount value".to_string());
     }
@@ -196,6 +221,14 @@ pub fn parse_mount(value: &str) -> Result<Mount, String> {
             continue;
         };
         let key = key.to_ascii_lowercase();
+        let expanded;
+        let val = match expander {
+            Some(expand) => {
+                expanded = expand(val)?;
+                expanded.as_str()
+            }
+            None => val,
+        };
         match key.as_str() {
             "type" => {
                 kind = match val.to_ascii_lowercase().as_str() {
@@ -853,6 +886,35 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(parse_mount(value), Ok(expected), "{value}");
         }
+    }
+
+    #[test]
+    fn mount_values_expand_after_splitting() {
+        let lookup = |name: &str| match name {
+            "T" => Some("cache".to_string()),
+            "DIR" => Some("/a,b".to_string()),
+            "ID" => Some("go-build".to_string()),
+            _ => None,
+        };
+        let mount = parse_mount_expanding("type=$T,target=$DIR,id=${ID}-1", &lookup, '\\').unwrap();
+        assert_eq!(
+            mount,
+            Mount::Cache {
+                target: s("/a,b"),
+                id: Some(s("go-build-1")),
+                sharing: CacheSharing::Shared,
+                from: None,
+                source: None,
+                read_only: false,
+                mode: None,
+                uid: None,
+                gid: None,
+            }
+        );
+        let e = parse_mount_expanding("target=${X:?X needed}", &lookup, '\\').unwrap_err();
+        assert!(e.contains("X needed"), "{e}");
+        // Without expansion, `$T` is not a mount type.
+        assert!(parse_mount("type=$T,target=/x").is_err());
     }
 
     #[test]

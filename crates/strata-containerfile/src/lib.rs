@@ -11,6 +11,19 @@
 //! - [`IgnoreMatcher`]: `.dockerignore` matching (moby patternmatcher semantics).
 //! - [`parse_mount`], [`parse_duration`], [`parse_chmod`] / [`Chmod`]: flag values.
 //!
+//! # Who expands what (BuildKit's rules, for the build engine)
+//!
+//! The AST keeps words unexpanded. The engine expands, in the stage's [`Scope`]:
+//! - with [`expand`] (one word each, never split): FROM image and `--platform` (in the
+//!   *global* scope), ENV and LABEL keys and values, ARG defaults ([`Scope::declare_arg`]),
+//!   WORKDIR, USER, STOPSIGNAL, each VOLUME path, each COPY/ADD source and destination, and
+//!   COPY/ADD `--from`, `--chown`, `--chmod`; RUN `--mount` with [`parse_mount_expanding`];
+//! - with [`expand_words`] (split after expansion): each EXPOSE word;
+//! - COPY/ADD heredoc bodies whose [`Heredoc::expand`] is true, with [`expand`];
+//! - nothing in RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER (RUN heredocs are left
+//!   to the shell);
+//! - ONBUILD triggers only when they run in the child build.
+//!
 //! ```
 //! use strata_containerfile::{parse, expand, CommandForm, InstructionKind};
 //!
@@ -34,7 +47,10 @@ mod scope;
 mod words;
 
 pub use ast::*;
-pub use flags::{CacheSharing, Chmod, EntryKind, Mount, parse_chmod, parse_duration, parse_mount};
+pub use flags::{
+    CacheSharing, Chmod, EntryKind, Mount, parse_chmod, parse_duration, parse_mount,
+    parse_mount_expanding,
+};
 pub use ignore::IgnoreMatcher;
 pub use scope::{PREDEFINED_ARGS, PROXY_ARGS, Scope};
 
@@ -61,8 +77,9 @@ pub fn parse(text: &str) -> Result<Containerfile, ParseError> {
     parser::parse(text)
 }
 
-/// Expand one word: variables replaced, quotes removed, escapes resolved. Unset variables
-/// expand to the empty string.
+/// Expand one word: variables replaced, quotes removed, escapes resolved (`escape` is the
+/// file's escape character, [`Directives::escape`]). Unset variables expand to the empty
+/// string; `${V:?msg}` with V unset and malformed `${…}` are errors.
 pub fn expand(
     word: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -71,8 +88,10 @@ pub fn expand(
     expand::process(word, lookup, escape, expand::Options::default()).map(|s| s.word)
 }
 
-/// Expand and split into words on unquoted whitespace (Docker's `ProcessWords`, used for
-/// instructions whose operands are a list: COPY/ADD sources, EXPOSE, VOLUME).
+/// Expand and split into words on unquoted whitespace, including whitespace that comes from
+/// a variable's value (Docker's `ProcessWords`; BuildKit uses it for EXPOSE). COPY/ADD
+/// sources and VOLUME paths are already split by the parser and expanded one by one with
+/// [`expand`].
 pub fn expand_words(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
