@@ -651,7 +651,9 @@ fn describe(instruction: &Instruction, _text: &str) -> Comparable {
     }
 }
 
+/// The oracle's spans are offsets into the text after its byte-order mark.
 fn line_of(text: &str, offset: usize) -> usize {
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     text[..offset].matches('\n').count() + 1
 }
 
@@ -886,4 +888,47 @@ fn library_style() {
         instructions[7].kind,
         InstructionKind::Cmd(CommandForm::Exec(vec![s("python3")]))
     );
+}
+
+#[test]
+fn windows_crlf_with_byte_order_mark() {
+    let file = load("windows-crlf-bom.Dockerfile");
+    assert_eq!(file.directives.escape, '`');
+    let [build, runtime] = &file.stages[..] else {
+        panic!()
+    };
+    assert_eq!(build.from.alias.as_deref(), Some("build"));
+    assert_eq!(build.span.line, 3);
+    assert_eq!(
+        build.instructions[0].kind,
+        InstructionKind::Workdir(s("C:\\src"))
+    );
+    let publish = &build.instructions[4];
+    assert_eq!((publish.span.line, publish.span.end_line), (8, 10));
+    assert_eq!(
+        publish.kind,
+        InstructionKind::Run(strata_containerfile::RunInstr {
+            command: CommandForm::Shell(s(
+                "dotnet publish -c Release     -o C:\\publish     --no-restore"
+            )),
+            mounts: vec![],
+            network: None,
+            security: None,
+            heredocs: vec![],
+        })
+    );
+    let InstructionKind::Copy(copy) = &runtime.instructions[1].kind else {
+        panic!()
+    };
+    assert_eq!(copy.from.as_deref(), Some("build"));
+    assert_eq!(copy.sources, vec![Source::Path(s("C:\\publish"))]);
+    assert_eq!(
+        runtime.instructions[2].kind,
+        InstructionKind::Env(vec![
+            kv("ASPNETCORE_URLS", "http://+:8080"),
+            kv("DOTNET_RUNNING_IN_CONTAINER", "true")
+        ])
+    );
+    // No carriage return leaks into any value.
+    assert!(!format!("{file:?}").contains('\r'));
 }
