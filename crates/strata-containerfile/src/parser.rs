@@ -265,7 +265,7 @@ pub(crate) fn parse(text: &str) -> Result<Containerfile, ParseError> {
         let error = |message: String, text: &str| ParseError {
             line: number,
             message,
-            text: text.to_string(),
+            text: text.trim().to_string(),
         };
         let specs = heredocs_of_line(&logical).map_err(|m| error(m, &logical))?;
         let mut heredocs = Vec::with_capacity(specs.len());
