@@ -34,10 +34,31 @@ default_ulimits = ["nofile=$HN:$HN", "nproc=32768:32768"]
 runtime = "runc"
 CONF
 
-# binfmt_misc for qemu-user (no systemd on CI machines).
+# binfmt_misc for qemu-user (no systemd on CI machines): register qemu-aarch64 from the
+# binfmt.d file qemu-user-static ships (its lines are exactly what the register file takes).
 if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
   $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
 fi
-if [[ -e /proc/sys/fs/binfmt_misc/register && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
-  $SUDO /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf 2>/dev/null || true
+CONF=/usr/lib/binfmt.d/qemu-aarch64.conf
+if [[ -e /proc/sys/fs/binfmt_misc/register && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 && -f $CONF ]]; then
+  if [[ -x /usr/lib/systemd/systemd-binfmt ]]; then
+    $SUDO /usr/lib/systemd/systemd-binfmt "$CONF" 2>/dev/null || true
+  else
+    grep -v '^[#;]' "$CONF" | grep . | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null || true
+  fi
+fi
+
+# The aarch64 static busybox for foreign-architecture fixtures (strata-testkit reads it from
+# here): Debian's busybox-static:arm64, downloaded and unpacked, not installed.
+ARM64_DIR=/var/cache/strata-tests/arm64
+if [[ ! -x $ARM64_DIR/bin/busybox && $(dpkg --print-architecture) == amd64 ]]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+  fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -q busybox-static:arm64 >/dev/null 2>&1) || { $SUDO apt-get update -qq; (cd "$tmp" && apt-get download -q busybox-static:arm64 >/dev/null); }
+  $SUDO mkdir -p "$ARM64_DIR"
+  $SUDO dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$ARM64_DIR"
+  rm -rf "$tmp"
 fi
