@@ -186,7 +186,17 @@ impl UploadData {
     /// The next piece at `pos` (at most `max` bytes): from the spool if already read, else
     /// from the source (hashing and spooling it). The piece that completes the blob is only
     /// returned after the digest has been verified.
+    ///
+    /// Runs on its own task: when hyper drops a failed request's body mid-step, the bytes
+    /// already taken from the source still reach the spool and the count (cancel safety).
     async fn piece(&self, pos: u64, max: u64) -> Result<Bytes, std::io::Error> {
+        let data = self.clone();
+        tokio::spawn(async move { data.piece_inner(pos, max).await })
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    async fn piece_inner(&self, pos: u64, max: u64) -> Result<Bytes, std::io::Error> {
         let mut sh = self.shared.lock().await;
         if let Some(e) = &sh.error {
             return Err(std::io::Error::other(e.clone()));
