@@ -67,8 +67,7 @@ pub fn auth_file_search_path() -> Vec<PathBuf> {
     if let Some(run) = env_path("XDG_RUNTIME_DIR") {
         out.push(run.join("containers/auth.json"));
     }
-    if let Some(cfg) = env_path("XDG_CONFIG_HOME").or_else(|| home().map(|h| h.join(".config")))
-    {
+    if let Some(cfg) = env_path("XDG_CONFIG_HOME").or_else(|| home().map(|h| h.join(".config"))) {
         out.push(cfg.join("containers/auth.json"));
     }
     if let Some(d) = docker_config_file() {
@@ -118,9 +117,14 @@ pub(crate) fn normalise_registry(key: &str) -> Option<String> {
 /// A credential found for a registry. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Secret {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (`identitytoken`), used with the token endpoint's POST flow.
-    IdentityToken { token: String },
+    IdentityToken {
+        token: String,
+    },
 }
 
 impl fmt::Debug for Secret {
@@ -335,12 +339,18 @@ pub(crate) async fn run_helper(
         let err = child.stderr.take();
         let read_out = async {
             if let Some(o) = out {
-                let _ = o.take(MAX_HELPER_OUTPUT_BYTES + 1).read_to_end(&mut stdout).await;
+                let _ = o
+                    .take(MAX_HELPER_OUTPUT_BYTES + 1)
+                    .read_to_end(&mut stdout)
+                    .await;
             }
         };
         let read_err = async {
             if let Some(e) = err {
-                let _ = e.take(MAX_HELPER_OUTPUT_BYTES).read_to_end(&mut stderr).await;
+                let _ = e
+                    .take(MAX_HELPER_OUTPUT_BYTES)
+                    .read_to_end(&mut stderr)
+                    .await;
             }
         };
         tokio::join!(read_out, read_err);
@@ -358,13 +368,21 @@ pub(crate) async fn run_helper(
         s.chars().take(200).collect()
     };
     if !status.success() {
-        let msg = if stdout.is_empty() { said(&stderr) } else { said(&stdout) };
+        let msg = if stdout.is_empty() {
+            said(&stderr)
+        } else {
+            said(&stdout)
+        };
         if msg.to_ascii_lowercase().contains("credentials not found") {
             return Ok(None);
         }
         return Err(fail(format!(
             "exited with {status}{}",
-            if msg.is_empty() { String::new() } else { format!(": {msg}") }
+            if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {msg}")
+            }
         )));
     }
     if stdout.len() as u64 > MAX_HELPER_OUTPUT_BYTES {
