@@ -553,6 +553,65 @@ mod tests {
         }
     }
 
+    fn parse(json: &str) -> Map<String, Value> {
+        match serde_json::from_str(json).unwrap() {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn file_answers_in_docker_order() {
+        let p = Path::new("/x");
+        let f = parse(
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"a.io":{"auth":"dTpw"},"b.io":{}},
+                "credHelpers":{"a.io":"helper-a"},"credsStore":"store"}"#,
+        );
+        // credHelpers beat auths; auths beat credsStore; empty entries fall to credsStore.
+        assert!(
+            matches!(answer_of(p, &f, "a.io").unwrap(), FileAnswer::Helper(h) if h == "helper-a")
+        );
+        assert!(matches!(
+            answer_of(p, &f, "docker.io").unwrap(),
+            FileAnswer::Secret(Secret::Basic { username, password }) if username == "u" && password == "p"
+        ));
+        assert!(matches!(answer_of(p, &f, "b.io").unwrap(), FileAnswer::Helper(h) if h == "store"));
+        let f = parse(r#"{"auths":{"c.io":{"auth":"bm9jb2xvbg=="}}}"#);
+        assert!(
+            answer_of(p, &f, "c.io").is_err(),
+            "no ':' in the decoded auth"
+        );
+        let f = parse(r#"{"auths":{"c.io":{"identitytoken":"tok"}}}"#);
+        assert!(matches!(
+            answer_of(p, &f, "c.io").unwrap(),
+            FileAnswer::Secret(Secret::IdentityToken { .. })
+        ));
+        assert!(matches!(
+            answer_of(p, &f, "d.io").unwrap(),
+            FileAnswer::Nothing
+        ));
+    }
+
+    #[tokio::test]
+    async fn first_file_with_an_answer_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        let missing = dir.path().join("missing.json");
+        std::fs::write(&a, r#"{"auths":{"other.io":{"auth":"eDp5"}}}"#).unwrap();
+        std::fs::write(&b, r#"{"auths":{"r.io":{"auth":"dTpw"}}}"#).unwrap();
+        let found = find_credentials(&[missing, a.clone(), b.clone()], "r.io", &[])
+            .await
+            .unwrap();
+        assert!(matches!(found, Some(Secret::Basic { username, .. }) if username == "u"));
+        assert!(find_credentials(&[a], "r.io", &[]).await.unwrap().is_none());
+        std::fs::write(&b, "{not json").unwrap();
+        let err = find_credentials(&[b.clone()], "r.io", &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("b.json"), "{err}");
+    }
+
     #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::Basic {

@@ -636,7 +636,6 @@ impl Inner {
                                 .map(|w| w.min(self.options.retry.max_backoff))
                                 .unwrap_or_else(|| backoff(&self.options.retry, attempt));
                             tracing::debug!(host = target, what = req.what, attempt, %status, wait_ms = wait.as_millis() as u64, "retrying");
-                            // Drain a little so the connection can be reused; ignore errors.
                             drop(answer.response);
                             tokio::time::sleep(wait).await;
                             attempt += 1;
@@ -1227,6 +1226,66 @@ mod tests {
                 Duration::from_millis(100 * (1 << (attempt - 1))).min(Duration::from_millis(700));
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
+    }
+
+    fn host(base: &str) -> Host {
+        Host {
+            registry: "r".into(),
+            base: Url::parse(base).unwrap(),
+            challenge: Mutex::new(None),
+            secret: tokio::sync::OnceCell::new(),
+            tokens: Mutex::new(HashMap::new()),
+            token_fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn n3_realm_rules() {
+        let verify = Client::new(RegistryOptions::default()).unwrap();
+        let insecure = Client::new(RegistryOptions {
+            tls: TlsMode::Insecure,
+            ..RegistryOptions::default()
+        })
+        .unwrap();
+        let public = host("https://registry.example/");
+        let private = host("https://10.0.0.5:5000/");
+        let ok = |c: &Client, h: &Host, realm: &str| c.inner.check_realm(h, realm).is_ok();
+        assert!(ok(&verify, &public, "https://auth.example/token"));
+        assert!(
+            !ok(&verify, &public, "http://auth.example/token"),
+            "plain http"
+        );
+        assert!(ok(&insecure, &public, "http://auth.example/token"));
+        assert!(
+            !ok(&insecure, &public, "https://169.254.169.254/token"),
+            "metadata"
+        );
+        assert!(!ok(&insecure, &public, "https://[fe80::1]/token"));
+        assert!(
+            !ok(&verify, &public, "https://10.1.1.1/token"),
+            "private for public"
+        );
+        assert!(!ok(&verify, &public, "https://127.0.0.1/token"));
+        assert!(!ok(&verify, &public, "https://localhost/token"));
+        assert!(
+            ok(&verify, &private, "https://10.1.1.1/token"),
+            "private for private"
+        );
+        assert!(!ok(&verify, &private, "https://169.254.1.1/token"));
+        assert!(!ok(&verify, &public, "https://u:p@auth.example/token"));
+        assert!(!ok(&verify, &public, "file:///etc/passwd"));
+        assert!(!ok(&verify, &public, "not a url"));
+    }
+
+    #[test]
+    fn same_origin_is_scheme_host_and_port() {
+        let h = host("http://127.0.0.1:5000/");
+        assert!(h.same_origin(&Url::parse("http://127.0.0.1:5000/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("http://localhost:5000/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("http://127.0.0.1:5001/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("https://127.0.0.1:5000/v2/x").unwrap()));
+        let d = host("https://registry-1.docker.io/");
+        assert!(d.same_origin(&Url::parse("https://registry-1.docker.io:443/v2/").unwrap()));
     }
 
     #[test]

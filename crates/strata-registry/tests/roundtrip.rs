@@ -320,3 +320,66 @@ async fn manifest_by_digest_only_and_head() {
     let err = source.manifest(None).await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
 }
+
+/// The copy pipeline drives a registry source and sink: many blobs in flight over one pool,
+/// same-registry copies mount instead of uploading, every document keeps its digest.
+#[tokio::test]
+async fn copy_pipeline_between_registries_and_repositories() {
+    let a = TestRegistry::start();
+    let b = TestRegistry::start();
+    let index = random_index(12, &[30_000, 20_000, 10_000, 5_000]);
+    strata_testkit::push_image_raw(&a.host(), "src/app", "v1", &index, None).await;
+    let proxy_a = FaultProxy::start(&a.host()).await;
+    let client = client();
+    let source = client
+        .source(&reference(&proxy_a.host(), "src/app:v1"))
+        .await
+        .unwrap();
+    let options = strata_copy::CopyOptions {
+        selection: strata_copy::Selection::All,
+        tag: Some("copied".into()),
+        ..Default::default()
+    };
+    // Another registry: everything uploaded.
+    let sink_b = client
+        .sink(&reference(&b.host(), "dst/app:copied"))
+        .await
+        .unwrap();
+    let report = strata_copy::copy_image(&source, &sink_b, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.digest, index.digest());
+    assert_eq!(report.blobs_copied, index.blobs().count());
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/dst/app:copied", b.host()))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, index.manifest);
+    // The same registry, another repository: mounted, nothing uploaded.
+    let sink_a = client
+        .sink(&reference(&proxy_a.host(), "dst/app:copied"))
+        .await
+        .unwrap();
+    proxy_a.clear_log();
+    let report = strata_copy::copy_image(&source, &sink_a, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.blobs_skipped, index.blobs().count());
+    let log = proxy_a.requests();
+    assert!(
+        log.iter()
+            .all(|r| r.method != "PATCH" && !(r.method == "PUT" && r.path.contains("/blobs/"))),
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.iter().filter(|r| r.path.contains("mount=")).count(),
+        index.blobs().count()
+    );
+    let copied = client
+        .source(&reference(&a.host(), "dst/app:copied"))
+        .await
+        .unwrap();
+    assert_eq!(copied.manifest(None).await.unwrap().bytes, index.manifest);
+    assert_blobs(&copied, &index).await;
+}
