@@ -606,7 +606,7 @@ mod tests {
         assert!(matches!(found, Some(Secret::Basic { username, .. }) if username == "u"));
         assert!(find_credentials(&[a], "r.io", &[]).await.unwrap().is_none());
         std::fs::write(&b, "{not json").unwrap();
-        let err = find_credentials(&[b.clone()], "r.io", &[])
+        let err = find_credentials(std::slice::from_ref(&b), "r.io", &[])
             .await
             .unwrap_err();
         assert!(err.to_string().contains("b.json"), "{err}");
