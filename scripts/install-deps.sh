@@ -7,7 +7,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
 
-PKGS=(ca-certificates curl jq gcc pkg-config)
+PKGS=(ca-certificates curl jq gcc pkg-config openssl)
 if [[ ${1:-} != --minimal ]]; then
   PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
          qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file)

@@ -67,8 +67,7 @@ pub fn auth_file_search_path() -> Vec<PathBuf> {
     if let Some(run) = env_path("XDG_RUNTIME_DIR") {
         out.push(run.join("containers/auth.json"));
     }
-    if let Some(cfg) = env_path("XDG_CONFIG_HOME").or_else(|| home().map(|h| h.join(".config")))
-    {
+    if let Some(cfg) = env_path("XDG_CONFIG_HOME").or_else(|| home().map(|h| h.join(".config"))) {
         out.push(cfg.join("containers/auth.json"));
     }
     if let Some(d) = docker_config_file() {
@@ -118,9 +117,14 @@ pub(crate) fn normalise_registry(key: &str) -> Option<String> {
 /// A credential found for a registry. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Secret {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (`identitytoken`), used with the token endpoint's POST flow.
-    IdentityToken { token: String },
+    IdentityToken {
+        token: String,
+    },
 }
 
 impl fmt::Debug for Secret {
@@ -335,12 +339,18 @@ pub(crate) async fn run_helper(
         let err = child.stderr.take();
         let read_out = async {
             if let Some(o) = out {
-                let _ = o.take(MAX_HELPER_OUTPUT_BYTES + 1).read_to_end(&mut stdout).await;
+                let _ = o
+                    .take(MAX_HELPER_OUTPUT_BYTES + 1)
+                    .read_to_end(&mut stdout)
+                    .await;
             }
         };
         let read_err = async {
             if let Some(e) = err {
-                let _ = e.take(MAX_HELPER_OUTPUT_BYTES).read_to_end(&mut stderr).await;
+                let _ = e
+                    .take(MAX_HELPER_OUTPUT_BYTES)
+                    .read_to_end(&mut stderr)
+                    .await;
             }
         };
         tokio::join!(read_out, read_err);
@@ -358,13 +368,21 @@ pub(crate) async fn run_helper(
         s.chars().take(200).collect()
     };
     if !status.success() {
-        let msg = if stdout.is_empty() { said(&stderr) } else { said(&stdout) };
+        let msg = if stdout.is_empty() {
+            said(&stderr)
+        } else {
+            said(&stdout)
+        };
         if msg.to_ascii_lowercase().contains("credentials not found") {
             return Ok(None);
         }
         return Err(fail(format!(
             "exited with {status}{}",
-            if msg.is_empty() { String::new() } else { format!(": {msg}") }
+            if msg.is_empty() {
+                String::new()
+            } else {
+                format!(": {msg}")
+            }
         )));
     }
     if stdout.len() as u64 > MAX_HELPER_OUTPUT_BYTES {
@@ -533,6 +551,65 @@ mod tests {
         ] {
             assert_eq!(normalise_registry(k).as_deref(), want, "{k}");
         }
+    }
+
+    fn parse(json: &str) -> Map<String, Value> {
+        match serde_json::from_str(json).unwrap() {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn file_answers_in_docker_order() {
+        let p = Path::new("/x");
+        let f = parse(
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"a.io":{"auth":"dTpw"},"b.io":{}},
+                "credHelpers":{"a.io":"helper-a"},"credsStore":"store"}"#,
+        );
+        // credHelpers beat auths; auths beat credsStore; empty entries fall to credsStore.
+        assert!(
+            matches!(answer_of(p, &f, "a.io").unwrap(), FileAnswer::Helper(h) if h == "helper-a")
+        );
+        assert!(matches!(
+            answer_of(p, &f, "docker.io").unwrap(),
+            FileAnswer::Secret(Secret::Basic { username, password }) if username == "u" && password == "p"
+        ));
+        assert!(matches!(answer_of(p, &f, "b.io").unwrap(), FileAnswer::Helper(h) if h == "store"));
+        let f = parse(r#"{"auths":{"c.io":{"auth":"bm9jb2xvbg=="}}}"#);
+        assert!(
+            answer_of(p, &f, "c.io").is_err(),
+            "no ':' in the decoded auth"
+        );
+        let f = parse(r#"{"auths":{"c.io":{"identitytoken":"tok"}}}"#);
+        assert!(matches!(
+            answer_of(p, &f, "c.io").unwrap(),
+            FileAnswer::Secret(Secret::IdentityToken { .. })
+        ));
+        assert!(matches!(
+            answer_of(p, &f, "d.io").unwrap(),
+            FileAnswer::Nothing
+        ));
+    }
+
+    #[tokio::test]
+    async fn first_file_with_an_answer_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        let missing = dir.path().join("missing.json");
+        std::fs::write(&a, r#"{"auths":{"other.io":{"auth":"eDp5"}}}"#).unwrap();
+        std::fs::write(&b, r#"{"auths":{"r.io":{"auth":"dTpw"}}}"#).unwrap();
+        let found = find_credentials(&[missing, a.clone(), b.clone()], "r.io", &[])
+            .await
+            .unwrap();
+        assert!(matches!(found, Some(Secret::Basic { username, .. }) if username == "u"));
+        assert!(find_credentials(&[a], "r.io", &[]).await.unwrap().is_none());
+        std::fs::write(&b, "{not json").unwrap();
+        let err = find_credentials(std::slice::from_ref(&b), "r.io", &[])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("b.json"), "{err}");
     }
 
     #[test]

@@ -34,7 +34,12 @@ pub(crate) fn parse(value: &str) -> Option<Challenge> {
         }
         let scope = params
             .get("scope")
-            .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(String::from).collect())
+            .map(|s| {
+                s.split(' ')
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         return Some(Challenge::Bearer {
             realm,
@@ -117,10 +122,15 @@ mod tests {
                 error: None,
             }
         );
-        assert_eq!(parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse("basic"), Some(Challenge::Basic));
-        let c = parse(r#"bearer realm=http://x/t, error="insufficient_scope", scope="a:b:pull c:d:push""#)
-            .unwrap();
+        let c = parse(
+            r#"bearer realm=http://x/t, error="insufficient_scope", scope="a:b:pull c:d:push""#,
+        )
+        .unwrap();
         match c {
             Challenge::Bearer {
                 realm,
@@ -135,15 +145,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse(r#"Bearer realm="a\"b""#).map(|c| match c {
-            Challenge::Bearer { realm, .. } => realm,
-            _ => String::new(),
-        }), Some("a\"b".into()));
+        assert_eq!(
+            parse(r#"Bearer realm="a\"b""#).map(|c| match c {
+                Challenge::Bearer { realm, .. } => realm,
+                _ => String::new(),
+            }),
+            Some("a\"b".into())
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "Bearer", "Bearer service=x", r#"Bearer realm="unterminated"#, "Negotiate abc", "Bearer realm=\"\""] {
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer service=x",
+            r#"Bearer realm="unterminated"#,
+            "Negotiate abc",
+            "Bearer realm=\"\"",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }

@@ -240,7 +240,9 @@ impl Inner {
                 tokens: Mutex::new(HashMap::new()),
                 token_fetch: tokio::sync::Mutex::new(()),
             });
-            let url = base.join("v2/").map_err(|e| RegistryError::protocol(api_host, e.to_string()))?;
+            let url = base
+                .join("v2/")
+                .map_err(|e| RegistryError::protocol(api_host, e.to_string()))?;
             // With more schemes to try, an unanswered HTTPS ping falls through at once.
             let attempts = if i + 1 < schemes.len() {
                 1
@@ -333,9 +335,7 @@ impl Inner {
                 _ => Ok(None),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let token = self
-                    .token(host, &realm, service.as_deref(), scopes)
-                    .await?;
+                let token = self.token(host, &realm, service.as_deref(), scopes).await?;
                 let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                     RegistryError::protocol(&host.registry, "token server sent an unusable token")
                 })?;
@@ -419,7 +419,14 @@ impl Inner {
             let set: BTreeSet<&str> = scopes.iter().map(String::as_str).collect();
             set.into_iter().collect()
         };
-        let what = format!("token for {}", if scope_list.is_empty() { "login".to_string() } else { scope_list.join(" ") });
+        let what = format!(
+            "token for {}",
+            if scope_list.is_empty() {
+                "login".to_string()
+            } else {
+                scope_list.join(" ")
+            }
+        );
         let (method, body, auth_header) = match &secret {
             Some(Secret::IdentityToken { token }) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -469,8 +476,8 @@ impl Inner {
             None => AuthMode::None,
         };
         // Boxed: sending may itself need a token (recursion through `authorization`).
-        let answer = Box::pin(self.send_inner(host, req, self.options.retry.max_attempts, mode))
-            .await?;
+        let answer =
+            Box::pin(self.send_inner(host, req, self.options.retry.max_attempts, mode)).await?;
         let status = answer.response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = read_error(answer.response, MAX_ERROR_BODY_BYTES).await.1;
@@ -478,8 +485,16 @@ impl Inner {
                 registry: host.registry.clone(),
                 detail: format!(
                     "token server {realm_host} refused {} ({status}{})",
-                    if secret.is_some() { "the credentials" } else { "anonymous access" },
-                    if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                    if secret.is_some() {
+                        "the credentials"
+                    } else {
+                        "anonymous access"
+                    },
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
                 ),
             });
         }
@@ -505,7 +520,10 @@ impl Inner {
             parsed.token
         };
         if token.is_empty() {
-            return Err(RegistryError::protocol(&realm_host, "token answer holds no token"));
+            return Err(RegistryError::protocol(
+                &realm_host,
+                "token answer holds no token",
+            ));
         }
         let lifetime = parsed
             .expires_in
@@ -518,8 +536,13 @@ impl Inner {
 
     /// Send with the registry's auth, retries and (optionally) redirects.
     pub(crate) async fn send(&self, host: &Host, req: Request) -> Result<Answer, RegistryError> {
-        self.send_inner(host, req, self.options.retry.max_attempts, AuthMode::Registry)
-            .await
+        self.send_inner(
+            host,
+            req,
+            self.options.retry.max_attempts,
+            AuthMode::Registry,
+        )
+        .await
     }
 
     async fn send_inner(
@@ -596,7 +619,11 @@ impl Inner {
                             }
                             host.set_challenge(Some(c));
                             if replayable {
-                                tracing::debug!(host = target, what = req.what, "401: refreshing credentials once");
+                                tracing::debug!(
+                                    host = target,
+                                    what = req.what,
+                                    "401: refreshing credentials once"
+                                );
                                 continue;
                             }
                             // The caller replays the body itself (uploads) with fresh auth.
@@ -606,12 +633,9 @@ impl Inner {
                     if retryable_status(status) {
                         if replayable && attempt < max_attempts {
                             let wait = retry_after(answer.response.headers())
-                                .map(|w| {
-                                    w.min(self.options.retry.max_backoff)
-                                })
+                                .map(|w| w.min(self.options.retry.max_backoff))
                                 .unwrap_or_else(|| backoff(&self.options.retry, attempt));
                             tracing::debug!(host = target, what = req.what, attempt, %status, wait_ms = wait.as_millis() as u64, "retrying");
-                            // Drain a little so the connection can be reused; ignore errors.
                             drop(answer.response);
                             tokio::time::sleep(wait).await;
                             attempt += 1;
@@ -663,7 +687,10 @@ impl Inner {
             tracing::trace!(%method, url = %redact_url(&url), hop = hops, "request");
             let response = rb.send().await.map_err(SendError::Transport)?;
             let status = response.status();
-            if req.follow == Follow::Redirects && status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+            if req.follow == Follow::Redirects
+                && status.is_redirection()
+                && status != StatusCode::NOT_MODIFIED
+            {
                 let here = authority(&url);
                 let Some(location) = response
                     .headers()
@@ -721,7 +748,13 @@ impl Inner {
                 if status == StatusCode::SEE_OTHER && method != Method::HEAD {
                     method = Method::GET;
                 }
-                tracing::debug!(what = req.what, from = here, to = authority(&next), cross_host = !host.same_origin(&next), "following redirect");
+                tracing::debug!(
+                    what = req.what,
+                    from = here,
+                    to = authority(&next),
+                    cross_host = !host.same_origin(&next),
+                    "following redirect"
+                );
                 url = next;
                 continue;
             }
@@ -768,8 +801,13 @@ impl Inner {
                 .filter_map(|v| v.to_str().ok())
                 .find_map(next_link);
             let page_url = answer.url.clone();
-            let bytes =
-                read_capped(answer.response, MAX_TAGS_PAGE_BYTES, &host.host_port(), &what).await?;
+            let bytes = read_capped(
+                answer.response,
+                MAX_TAGS_PAGE_BYTES,
+                &host.host_port(),
+                &what,
+            )
+            .await?;
             #[derive(serde::Deserialize)]
             struct Page {
                 #[serde(default)]
@@ -885,7 +923,9 @@ fn next_link(value: &str) -> Option<String> {
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
         let is_next = params.split(';').any(|p| {
             let p = p.trim();
-            let Some((k, v)) = p.split_once('=') else { return false };
+            let Some((k, v)) = p.split_once('=') else {
+                return false;
+            };
             k.trim().eq_ignore_ascii_case("rel")
                 && v.trim()
                     .trim_matches('"')
@@ -1018,7 +1058,12 @@ fn clean(s: &str) -> String {
 }
 
 /// Turn a non-success answer into the right error.
-pub(crate) async fn error_from(answer: Answer, host: &str, what: &str, attempts: u32) -> RegistryError {
+pub(crate) async fn error_from(
+    answer: Answer,
+    host: &str,
+    what: &str,
+    attempts: u32,
+) -> RegistryError {
     let status = answer.response.status();
     let host = if authority(&answer.url) != host {
         authority(&answer.url)
@@ -1035,13 +1080,21 @@ pub(crate) async fn error_from(answer: Answer, host: &str, what: &str, attempts:
             registry: host,
             detail: format!(
                 "{what}: {}",
-                if message.is_empty() { "authentication required".into() } else { message }
+                if message.is_empty() {
+                    "authentication required".into()
+                } else {
+                    message
+                }
             ),
         },
         403 => RegistryError::Denied {
             host,
             what: what.to_string(),
-            detail: if message.is_empty() { "forbidden".into() } else { message },
+            detail: if message.is_empty() {
+                "forbidden".into()
+            } else {
+                message
+            },
         },
         s => RegistryError::Http {
             host,
@@ -1088,13 +1141,21 @@ impl Client {
     /// Open `reference` for reading (pings the registry the first time).
     pub async fn source(&self, reference: &Reference) -> Result<RegistrySource, RegistryError> {
         let host = self.inner.host(reference.registry()).await?;
-        Ok(RegistrySource::new(self.inner.clone(), host, reference.clone()))
+        Ok(RegistrySource::new(
+            self.inner.clone(),
+            host,
+            reference.clone(),
+        ))
     }
 
     /// Open `reference`'s repository for writing (pings the registry the first time).
     pub async fn sink(&self, reference: &Reference) -> Result<RegistrySink, RegistryError> {
         let host = self.inner.host(reference.registry()).await?;
-        Ok(RegistrySink::new(self.inner.clone(), host, reference.clone()))
+        Ok(RegistrySink::new(
+            self.inner.clone(),
+            host,
+            reference.clone(),
+        ))
     }
 
     /// Every tag of `repository`'s repository, following `Link: <…>; rel="next"` pages.
@@ -1139,8 +1200,14 @@ mod tests {
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         h.insert(header::RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
@@ -1155,9 +1222,70 @@ mod tests {
         };
         for attempt in 1..10 {
             let d = backoff(&p, attempt);
-            let full = Duration::from_millis(100 * (1 << (attempt - 1))).min(Duration::from_millis(700));
+            let full =
+                Duration::from_millis(100 * (1 << (attempt - 1))).min(Duration::from_millis(700));
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
+    }
+
+    fn host(base: &str) -> Host {
+        Host {
+            registry: "r".into(),
+            base: Url::parse(base).unwrap(),
+            challenge: Mutex::new(None),
+            secret: tokio::sync::OnceCell::new(),
+            tokens: Mutex::new(HashMap::new()),
+            token_fetch: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn n3_realm_rules() {
+        let verify = Client::new(RegistryOptions::default()).unwrap();
+        let insecure = Client::new(RegistryOptions {
+            tls: TlsMode::Insecure,
+            ..RegistryOptions::default()
+        })
+        .unwrap();
+        let public = host("https://registry.example/");
+        let private = host("https://10.0.0.5:5000/");
+        let ok = |c: &Client, h: &Host, realm: &str| c.inner.check_realm(h, realm).is_ok();
+        assert!(ok(&verify, &public, "https://auth.example/token"));
+        assert!(
+            !ok(&verify, &public, "http://auth.example/token"),
+            "plain http"
+        );
+        assert!(ok(&insecure, &public, "http://auth.example/token"));
+        assert!(
+            !ok(&insecure, &public, "https://169.254.169.254/token"),
+            "metadata"
+        );
+        assert!(!ok(&insecure, &public, "https://[fe80::1]/token"));
+        assert!(
+            !ok(&verify, &public, "https://10.1.1.1/token"),
+            "private for public"
+        );
+        assert!(!ok(&verify, &public, "https://127.0.0.1/token"));
+        assert!(!ok(&verify, &public, "https://localhost/token"));
+        assert!(
+            ok(&verify, &private, "https://10.1.1.1/token"),
+            "private for private"
+        );
+        assert!(!ok(&verify, &private, "https://169.254.1.1/token"));
+        assert!(!ok(&verify, &public, "https://u:p@auth.example/token"));
+        assert!(!ok(&verify, &public, "file:///etc/passwd"));
+        assert!(!ok(&verify, &public, "not a url"));
+    }
+
+    #[test]
+    fn same_origin_is_scheme_host_and_port() {
+        let h = host("http://127.0.0.1:5000/");
+        assert!(h.same_origin(&Url::parse("http://127.0.0.1:5000/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("http://localhost:5000/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("http://127.0.0.1:5001/v2/x").unwrap()));
+        assert!(!h.same_origin(&Url::parse("https://127.0.0.1:5000/v2/x").unwrap()));
+        let d = host("https://registry-1.docker.io/");
+        assert!(d.same_origin(&Url::parse("https://registry-1.docker.io:443/v2/").unwrap()));
     }
 
     #[test]

@@ -47,10 +47,12 @@ pub(crate) async fn open(
     repository: String,
     descriptor: &Descriptor,
 ) -> Result<BlobReader, RegistryError> {
-    let size = descriptor.size_u64().map_err(|source| RegistryError::Spec {
-        what: format!("descriptor of {}", descriptor.digest),
-        source,
-    })?;
+    let size = descriptor
+        .size_u64()
+        .map_err(|source| RegistryError::Spec {
+            what: format!("descriptor of {}", descriptor.digest),
+            source,
+        })?;
     let url = blob_url(&host, &repository, &descriptor.digest)?;
     let what = format!("blob {} in {repository}", descriptor.digest);
     let mut req = Request::new(
@@ -162,7 +164,10 @@ impl State {
         let wait = backoff(policy, self.failures);
         tracing::debug!(digest = %self.digest, at = self.delivered, cause = self.last_cause, wait_ms = wait.as_millis() as u64, "resuming blob download");
         tokio::time::sleep(wait).await;
-        let what = format!("blob {} in {} (resume at byte {})", self.digest, self.repository, self.delivered);
+        let what = format!(
+            "blob {} in {} (resume at byte {})",
+            self.digest, self.repository, self.delivered
+        );
         let mut req = Request::new(
             Method::GET,
             self.url.clone(),
@@ -174,7 +179,8 @@ impl State {
             let range = format!("bytes={}-", self.delivered);
             req.headers.insert(
                 header::RANGE,
-                HeaderValue::from_str(&range).map_err(|_| RegistryError::protocol(&host_port, "bad range"))?,
+                HeaderValue::from_str(&range)
+                    .map_err(|_| RegistryError::protocol(&host_port, "bad range"))?,
             );
         }
         let answer = match self.inner.send(&self.host, req).await {

@@ -139,8 +139,7 @@ impl RegistrySink {
         );
         req.body = Body::Bytes(Bytes::from(manifest.bytes.clone()));
         let answer = self.inner.send(&self.host, req).await?;
-        if answer.response.status() != StatusCode::CREATED
-            && !answer.response.status().is_success()
+        if answer.response.status() != StatusCode::CREATED && !answer.response.status().is_success()
         {
             return Err(error_from(answer, &self.host.host_port(), &what, 1).await);
         }

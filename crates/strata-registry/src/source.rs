@@ -35,13 +35,21 @@ impl std::fmt::Debug for RegistrySource {
     }
 }
 
-pub(crate) fn manifest_url(host: &Host, repository: &str, selector: &str) -> Result<url::Url, RegistryError> {
+pub(crate) fn manifest_url(
+    host: &Host,
+    repository: &str,
+    selector: &str,
+) -> Result<url::Url, RegistryError> {
     host.base
         .join(&format!("v2/{repository}/manifests/{selector}"))
         .map_err(|e| RegistryError::protocol(&host.host_port(), e.to_string()))
 }
 
-pub(crate) fn blob_url(host: &Host, repository: &str, digest: &Digest) -> Result<url::Url, RegistryError> {
+pub(crate) fn blob_url(
+    host: &Host,
+    repository: &str,
+    digest: &Digest,
+) -> Result<url::Url, RegistryError> {
     host.base
         .join(&format!("v2/{repository}/blobs/{digest}"))
         .map_err(|e| RegistryError::protocol(&host.host_port(), e.to_string()))
@@ -125,7 +133,10 @@ impl RegistrySource {
     }
 
     /// GET a manifest: `None` for what the reference names, or a digest (index children).
-    pub async fn fetch_manifest(&self, digest: Option<&Digest>) -> Result<RawManifest, RegistryError> {
+    pub async fn fetch_manifest(
+        &self,
+        digest: Option<&Digest>,
+    ) -> Result<RawManifest, RegistryError> {
         let selector = self.selector(digest);
         let expected = digest.or(self.reference.digest());
         let what = format!("manifest {}:{selector}", self.reference.repository());

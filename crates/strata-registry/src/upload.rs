@@ -11,7 +11,9 @@ use strata_spec::{Descriptor, Digest, DigestHasher};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
-use crate::client::{Answer, Body, Host, Inner, Request, authority, backoff, error_from, redact_url};
+use crate::client::{
+    Answer, Body, Host, Inner, Request, authority, backoff, error_from, redact_url,
+};
 use crate::{RegistryError, UploadSpool};
 
 /// Bytes read from the source per step (and per spool write).
@@ -55,10 +57,12 @@ impl UploadData {
         descriptor: &Descriptor,
         spool: &UploadSpool,
     ) -> Result<Self, RegistryError> {
-        let size = descriptor.size_u64().map_err(|source| RegistryError::Spec {
-            what: format!("descriptor of {}", descriptor.digest),
-            source,
-        })?;
+        let size = descriptor
+            .size_u64()
+            .map_err(|source| RegistryError::Spec {
+                what: format!("descriptor of {}", descriptor.digest),
+                source,
+            })?;
         let spool = match spool {
             UploadSpool::Off => None,
             UploadSpool::TempDir => Some(tempfile::tempfile()),
@@ -168,7 +172,9 @@ impl UploadData {
                 return;
             }
         }
-        let Some(hasher) = sh.hasher.take() else { return };
+        let Some(hasher) = sh.hasher.take() else {
+            return;
+        };
         let actual = hasher.finish();
         if actual != self.digest {
             let _ = self.fail(
@@ -186,7 +192,17 @@ impl UploadData {
     /// The next piece at `pos` (at most `max` bytes): from the spool if already read, else
     /// from the source (hashing and spooling it). The piece that completes the blob is only
     /// returned after the digest has been verified.
+    ///
+    /// Runs on its own task: when hyper drops a failed request's body mid-step, the bytes
+    /// already taken from the source still reach the spool and the count (cancel safety).
     async fn piece(&self, pos: u64, max: u64) -> Result<Bytes, std::io::Error> {
+        let data = self.clone();
+        tokio::spawn(async move { data.piece_inner(pos, max).await })
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    async fn piece_inner(&self, pos: u64, max: u64) -> Result<Bytes, std::io::Error> {
         let mut sh = self.shared.lock().await;
         if let Some(e) = &sh.error {
             return Err(std::io::Error::other(e.clone()));
@@ -323,7 +339,9 @@ impl Upload<'_> {
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::protocol(&here, format!("{what}: no Location in the answer")))?;
+            .ok_or_else(|| {
+                RegistryError::protocol(&here, format!("{what}: no Location in the answer"))
+            })?;
         let url = answer
             .url
             .join(loc)
@@ -334,7 +352,10 @@ impl Upload<'_> {
             _ => {
                 return Err(RegistryError::protocol(
                     &here,
-                    format!("{what}: upload Location {} refused (scheme)", redact_url(&url)),
+                    format!(
+                        "{what}: upload Location {} refused (scheme)",
+                        redact_url(&url)
+                    ),
                 ));
             }
         }
@@ -347,7 +368,11 @@ impl Upload<'_> {
             ));
         }
         if !self.host.same_origin(&url) {
-            tracing::debug!(what, to = authority(&url), "upload continues on another host, without credentials");
+            tracing::debug!(
+                what,
+                to = authority(&url),
+                "upload continues on another host, without credentials"
+            );
         }
         Ok(url)
     }
@@ -435,11 +460,13 @@ impl Upload<'_> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        req.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        if !final_put && len > 0 {
-            if let Ok(v) = HeaderValue::from_str(&format!("{}-{}", offset, offset + len - 1)) {
-                req.headers.insert(header::CONTENT_RANGE, v);
-            }
+        req.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        if !final_put
+            && len > 0
+            && let Ok(v) = HeaderValue::from_str(&format!("{}-{}", offset, offset + len - 1))
+        {
+            req.headers.insert(header::CONTENT_RANGE, v);
         }
         req.body = if len == 0 {
             Body::Bytes(Bytes::new())
@@ -469,18 +496,23 @@ impl Upload<'_> {
                 }
             }
             Err(e @ RegistryError::Connection { .. }) => Step::Retry(e),
-            Err(e @ RegistryError::Http { status, .. })
-                if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) =>
-            {
-                Step::Retry(e)
-            }
+            Err(
+                e @ RegistryError::Http {
+                    status: 408 | 429 | 500 | 502 | 503 | 504,
+                    ..
+                },
+            ) => Step::Retry(e),
             Err(e @ RegistryError::NotFound { .. }) => Step::Gone(e),
             Err(e) => Step::Fatal(e),
         }
     }
 
     /// `GET` the upload: where to continue (`Range: 0-E` → E+1) and the current Location.
-    async fn status(&self, location: &Url, digest: &Digest) -> Result<Option<(u64, Url)>, RegistryError> {
+    async fn status(
+        &self,
+        location: &Url,
+        digest: &Digest,
+    ) -> Result<Option<(u64, Url)>, RegistryError> {
         let what = format!("status of {}", self.what(digest));
         let req = Request::new(Method::GET, location.clone(), self.scopes(), what.clone());
         let answer = self.inner.send(self.host, req).await?;
@@ -531,22 +563,28 @@ impl Upload<'_> {
                 if final_put && len == 0 {
                     data.ensure_verified().await?;
                 }
-                let step = self.send_piece(&data, &location, offset, len, final_put).await;
+                let step = self
+                    .send_piece(&data, &location, offset, len, final_put)
+                    .await;
                 let err = match step {
                     Step::Done(answer) => {
                         if final_put {
                             tracing::debug!(%digest, size, repository = self.repository, "uploaded blob");
                             return Ok(());
                         }
-                        let next = parse_upload_range(answer.response.headers(), Some(offset + len))
-                            .unwrap_or(offset + len);
+                        let next =
+                            parse_upload_range(answer.response.headers(), Some(offset + len))
+                                .unwrap_or(offset + len);
                         if next != offset + len {
                             tracing::debug!(%digest, expected = offset + len, next, "registry reports another upload offset");
                         }
                         if next > data.read_so_far().await {
                             return Err(RegistryError::protocol(
                                 &authority(&answer.url),
-                                format!("{}: registry claims {next} bytes, more than were sent", self.what(digest)),
+                                format!(
+                                    "{}: registry claims {next} bytes, more than were sent",
+                                    self.what(digest)
+                                ),
                             ));
                         }
                         if answer.response.headers().contains_key(header::LOCATION) {

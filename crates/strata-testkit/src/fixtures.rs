@@ -43,7 +43,11 @@ impl TestImage {
             .iter()
             .map(|(mt, b)| (mt.clone(), b.clone(), Digest::sha256_of(b).to_string()))
             .collect();
-        out.push((self.media_type.clone(), self.manifest.clone(), tag.to_string()));
+        out.push((
+            self.media_type.clone(),
+            self.manifest.clone(),
+            tag.to_string(),
+        ));
         out
     }
 
@@ -175,7 +179,10 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
         manifests.push(d);
         children.push((img.media_type.clone(), img.manifest.clone()));
         for (bd, b) in &img.blob_list {
-            if !blob_list.iter().any(|(x, _): &(Descriptor, Vec<u8>)| x.digest == bd.digest) {
+            if !blob_list
+                .iter()
+                .any(|(x, _): &(Descriptor, Vec<u8>)| x.digest == bd.digest)
+            {
                 blob_list.push((bd.clone(), b.clone()));
             }
         }

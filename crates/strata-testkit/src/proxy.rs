@@ -312,8 +312,8 @@ async fn handle(
                 continue;
             }
             rule.seen += 1;
-            let fires = rule.seen >= rule.first
-                && rule.times.is_none_or(|t| rule.seen < rule.first + t);
+            let fires =
+                rule.seen >= rule.first && rule.times.is_none_or(|t| rule.seen < rule.first + t);
             if fires && chosen.is_none() {
                 chosen = Some(rule.fault.clone());
             }
@@ -464,7 +464,11 @@ async fn handle(
         Ok(r) => r,
         Err(e) => {
             set_status(502);
-            return Ok(full(502, &[], format!("proxy: upstream failed: {e}").into_bytes()));
+            return Ok(full(
+                502,
+                &[],
+                format!("proxy: upstream failed: {e}").into_bytes(),
+            ));
         }
     };
     let mut status = upstream.status().as_u16();

@@ -214,7 +214,12 @@ pub async fn push_image_raw(
             .send()
             .await
             .expect("POST upload");
-        assert_eq!(post.status().as_u16(), 202, "POST upload: {}", post.status());
+        assert_eq!(
+            post.status().as_u16(),
+            202,
+            "POST upload: {}",
+            post.status()
+        );
         let loc = post
             .headers()
             .get("location")

@@ -78,15 +78,34 @@ impl TokenServer {
         openssl(
             d,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-                "ca.pem", "-days", "3", "-subj", "/CN=strata-testkit-ca",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=strata-testkit-ca",
             ],
         );
         openssl(
             d,
             &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out",
-                "leaf.csr", "-subj", "/CN=strata-testkit-token",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=strata-testkit-token",
             ],
         );
         std::fs::write(
@@ -97,13 +116,28 @@ impl TokenServer {
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", "leaf.pem", "-days", "3", "-extfile", "ext",
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "3",
+                "-extfile",
+                "ext",
             ],
         );
         openssl(
             d,
-            &["x509", "-in", "leaf.pem", "-outform", "DER", "-out", "leaf.der"],
+            &[
+                "x509", "-in", "leaf.pem", "-outform", "DER", "-out", "leaf.der",
+            ],
         );
         let der = std::fs::read(d.join("leaf.der")).expect("leaf.der");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -175,7 +209,9 @@ fn reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())))
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(&body).unwrap_or_default(),
+        )))
         .expect("response")
 }
 
@@ -242,12 +278,8 @@ async fn handle(
         grant_type: grant_type.clone(),
         status: 0,
     };
-    let check_user = |user: &str, pass: &str| {
-        state
-            .users
-            .iter()
-            .any(|(u, p)| u == user && p == pass)
-    };
+    let check_user =
+        |user: &str, pass: &str| state.users.iter().any(|(u, p)| u == user && p == pass);
     // Who is asking?
     let subject: Result<Option<String>, &str> = if method == "POST" {
         match grant_type.as_deref() {
@@ -314,7 +346,8 @@ async fn handle(
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let ttl = *state.ttl.lock().expect("ttl");
-            let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [state.leaf_der_b64]});
+            let header =
+                serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [state.leaf_der_b64]});
             let claims = serde_json::json!({
                 "iss": ISSUER,
                 "sub": subject.clone().unwrap_or_default(),
