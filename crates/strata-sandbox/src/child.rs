@@ -305,30 +305,23 @@ fn probe_in(base: &std::path::Path, ids: IdMode) -> Result<(), WireError> {
             )
         }
     };
+    std::fs::create_dir(base).map_err(io(&base.display().to_string()))?;
     for d in ["lower", "upper", "work"] {
-        std::fs::create_dir_all(base.join(d)).map_err(io(&base.join(d).display().to_string()))?;
+        std::fs::create_dir(base.join(d)).map_err(io(&base.join(d).display().to_string()))?;
     }
     std::fs::write(base.join("lower/f"), b"x").map_err(io("lower/f"))?;
-    let spec_rootfs = crate::Rootfs::Overlay {
-        lower: vec![base.join("lower")],
-        upper: base.join("upper"),
-        work: base.join("work"),
-    };
-    let crate::Rootfs::Overlay { lower, upper, work } = &spec_rootfs else {
-        unreachable!()
-    };
+    let (lower, upper, work) = (base.join("lower"), base.join("upper"), base.join("work"));
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC);
     let unavailable = |e: Errno| WireError::OverlayUnavailable {
-        upper: upper.clone(),
+        upper: upper.to_path_buf(),
         detail: String::new(),
         errno: e.raw_os_error(),
     };
     let fs = fs.map_err(unavailable)?;
     let s = |p: &std::path::Path| p.display().to_string();
-    rustix::mount::fsconfig_set_string(&fs, "lowerdir", s(&lower[0]).as_str())
-        .map_err(unavailable)?;
-    rustix::mount::fsconfig_set_string(&fs, "upperdir", s(upper).as_str()).map_err(unavailable)?;
-    rustix::mount::fsconfig_set_string(&fs, "workdir", s(work).as_str()).map_err(unavailable)?;
+    rustix::mount::fsconfig_set_string(&fs, "lowerdir", s(&lower).as_str()).map_err(unavailable)?;
+    rustix::mount::fsconfig_set_string(&fs, "upperdir", s(&upper).as_str()).map_err(unavailable)?;
+    rustix::mount::fsconfig_set_string(&fs, "workdir", s(&work).as_str()).map_err(unavailable)?;
     if ids != IdMode::Root {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(unavailable)?;
     }

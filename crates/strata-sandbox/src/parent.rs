@@ -97,7 +97,14 @@ impl Sandbox {
         if let Some(arch) = &spec.platform_arch {
             crate::arch::check(arch, Path::new(crate::arch::BINFMT_DIR))?;
         }
-        let result = self.call(Task::Run(Box::new(spec.clone())), &spec.output)?;
+        let result = self.call(Task::Run(Box::new(spec.clone())), &spec.output);
+        if let Rootfs::Overlay { work, .. } = &spec.rootfs {
+            // The helper is gone, so the overlay was unmounted cleanly: the marker of the
+            // `volatile` mount (which makes overlayfs refuse the work dir until removed, in
+            // case the machine crashed) can go, and the pair stays usable.
+            let _ = fsutil::remove_tree(&work.join("work/incompat"));
+        }
+        let result = result?;
         if let (Rootfs::Dir(dir), Some(created)) = (&spec.rootfs, &result.created) {
             remove_created_targets(dir, created);
         }
@@ -118,6 +125,12 @@ impl Sandbox {
     /// caller to use [`Rootfs::Dir`] instead. A scratch directory is created in `dir` and
     /// removed.
     pub fn probe_overlay(&self, dir: &Path) -> Result<(), SandboxError> {
+        if !dir.is_absolute() || !dir.is_dir() {
+            return Err(invalid(
+                "dir",
+                format!("{} is not an absolute path to a directory", dir.display()),
+            ));
+        }
         let result = self.call(
             Task::ProbeOverlay {
                 dir: dir.to_path_buf(),

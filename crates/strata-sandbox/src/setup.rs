@@ -118,6 +118,8 @@ fn new_fs(
 ) -> R<OwnedFd> {
     let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(err(stage, "fsopen", fstype))?;
+    // What /proc/mounts shows as the source (the new mount API leaves "none").
+    let _ = rustix::mount::fsconfig_set_string(&fs, "source", fstype);
     for (key, value) in options {
         let r = match value {
             Some(v) => rustix::mount::fsconfig_set_string(&fs, *key, *v),
@@ -178,6 +180,7 @@ fn mount_overlay(
     };
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| unavailable(e, None))?;
+    let _ = rustix::mount::fsconfig_set_string(&fs, "source", "overlay");
     // One layer per `lowerdir+` (Linux 6.8): no length limit, no escaping. Older kernels get
     // one `lowerdir=` string (≤ 256 bytes: about 14 layers as /proc/self/fd paths).
     let mut plus = true;
