@@ -209,6 +209,20 @@ pub(crate) fn ensure_target(
     policy: Policy,
     create: &mut Create<'_>,
 ) -> Result<(), TargetError> {
+    ensure_target_hops(root, comps, kind, policy, create, 0)
+}
+
+/// Symlinks followed to reach a missing target (the kernel's own limit is 40).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+fn ensure_target_hops(
+    root: BorrowedFd<'_>,
+    comps: &[String],
+    kind: Kind,
+    policy: Policy,
+    create: &mut Create<'_>,
+    hops: usize,
+) -> Result<(), TargetError> {
     let Some((leaf, parents)) = comps.split_last() else {
         return Err(terr("the root itself cannot be a mount target"));
     };
@@ -262,8 +276,22 @@ pub(crate) fn ensure_target(
                                 )));
                             }
                         }
+                        Err(Errno::NOENT) if hops < MAX_SYMLINK_HOPS => {
+                            // A dangling symlink: create its target, inside the root (an
+                            // absolute target is relative to the root, `..` stops there).
+                            let link = rustix::fs::readlinkat(&parent, leaf.as_str(), Vec::new())
+                                .map_err(|e| terr(format!("readlink /{full}: {e}")))?;
+                            let link = link.to_string_lossy();
+                            let joined = if link.starts_with('/') {
+                                link.into_owned()
+                            } else {
+                                format!("/{}/{link}", parents.join("/"))
+                            };
+                            let next = clean_components(&joined);
+                            return ensure_target_hops(root, &next, kind, policy, create, hops + 1);
+                        }
                         Err(Errno::NOENT) => {
-                            return Err(terr(format!("/{full} is a symlink to a missing path")));
+                            return Err(terr(format!("/{full}: too many levels of symlinks")));
                         }
                         Err(Errno::NOTDIR) => {
                             return Err(terr(format!(
