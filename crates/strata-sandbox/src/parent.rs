@@ -102,7 +102,15 @@ impl Sandbox {
             // The helper is gone, so the overlay was unmounted cleanly: the marker of the
             // `volatile` mount (which makes overlayfs refuse the work dir until removed, in
             // case the machine crashed) can go, and the pair stays usable.
-            let _ = fsutil::remove_tree(&work.join("work/incompat"));
+            // overlayfs leaves work/work with mode 000; an unprivileged caller needs search
+            // permission to reach the marker (overlayfs recreates that dir at each mount).
+            let inner = work.join("work");
+            if inner.join("incompat").symlink_metadata().is_ok()
+                || rustix::fs::access(&inner, rustix::fs::Access::EXEC_OK).is_err()
+            {
+                let _ = rustix::fs::chmod(&inner, rustix::fs::Mode::from_raw_mode(0o700));
+            }
+            let _ = fsutil::remove_tree(&inner.join("incompat"));
         }
         let result = result?;
         if let (Rootfs::Dir(dir), Some(created)) = (&spec.rootfs, &result.created) {

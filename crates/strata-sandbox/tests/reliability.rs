@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use strata_sandbox::{Access, MountSpec, Rootfs, RunSpec, SandboxError};

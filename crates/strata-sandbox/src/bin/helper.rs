@@ -76,7 +76,7 @@ fn run(spec_path: &str) -> serde_json::Value {
 }
 
 mod signals {
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicI32, Ordering};
 
     static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
@@ -105,6 +105,6 @@ mod signals {
                 libc::sigaction(sig, &action, std::ptr::null_mut());
             }
         }
-        Some(std::fs::File::from(OwnedFd::from(read_end)))
+        Some(std::fs::File::from(read_end))
     }
 }
