@@ -121,7 +121,7 @@ fn helper_main() -> i32 {
         return 1;
     }
     let result = match request.task {
-        Task::Run(spec) => run_step(&spec, request.ids, &mut control),
+        Task::Run(spec) => run_step(&spec, request.ids, request.legacy_overlay, &mut control),
         Task::ProbeOverlay { dir } => probe_overlay(&dir, request.ids).map(|()| Report::Done),
         Task::Remove { path } => fsutil::remove_tree(&path)
             .map(|()| Report::Done)
@@ -198,6 +198,7 @@ fn enter_user_namespace(ids: IdMode, control: &mut UnixStream) -> Result<(), Wir
 fn run_step(
     spec: &crate::RunSpec,
     ids: IdMode,
+    legacy_overlay: bool,
     control: &mut UnixStream,
 ) -> Result<Report, WireError> {
     let mut flags = UnshareFlags::NEWNS
@@ -229,7 +230,7 @@ fn run_step(
         }
         sys::restore(&mask);
         let mut created = Vec::new();
-        let e = setup::setup_and_exec(spec, ids, control, &mut created);
+        let e = setup::setup_and_exec(spec, ids, legacy_overlay, control, &mut created);
         if matches!(spec.rootfs, crate::Rootfs::Dir(_)) && !created.is_empty() {
             let _ = write_message(&mut *control, &Report::CreatedTargets(created));
         }

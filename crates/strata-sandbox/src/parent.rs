@@ -58,6 +58,7 @@ pub fn interrupt_all() {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     helper: PathBuf,
+    legacy_overlay: bool,
 }
 
 impl Default for Sandbox {
@@ -76,6 +77,7 @@ impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             helper: PathBuf::from("/proc/self/exe"),
+            legacy_overlay: false,
         }
     }
 
@@ -84,7 +86,16 @@ impl Sandbox {
     pub fn with_helper(helper: impl Into<PathBuf>) -> Self {
         Sandbox {
             helper: helper.into(),
+            legacy_overlay: false,
         }
+    }
+
+    /// Mount overlayfs the way kernels before 6.8 require (one `lowerdir=` string), to test
+    /// that path on newer kernels. Not for production use.
+    #[doc(hidden)]
+    pub fn force_legacy_overlay_syntax(mut self) -> Self {
+        self.legacy_overlay = true;
+        self
     }
 
     /// Run one step; blocks until it ended and every process of it is gone.
@@ -211,13 +222,25 @@ impl Sandbox {
         let sink = sink.clone();
         let output = std::thread::Builder::new()
             .name("strata-sandbox-output".into())
-            .spawn(move || pump_output(output_reader, &sink, tail_lines))
-            .map_err(io("starting the output thread"))?;
+            .spawn(move || pump_output(output_reader, &sink, tail_lines));
+        let output = match output {
+            Ok(handle) => handle,
+            Err(source) => {
+                unregister(pid);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SandboxError::Io {
+                    op: "starting the output thread",
+                    source,
+                });
+            }
+        };
 
         let mut result = CallResult::default();
         let request = Request {
             parent_pid: std::process::id() as i32,
             ids: mapping.mode,
+            legacy_overlay: self.legacy_overlay,
             task,
         };
         if let Err(e) = write_message(&mut control, &request) {
@@ -258,11 +281,10 @@ impl Sandbox {
         if result.protocol.is_some() {
             let _ = child.kill();
         }
+        // Out of LIVE before reaping: interrupt_all must never signal a recycled pid. (The
+        // helper is done with the step by now: the control socket closed.)
+        unregister(pid);
         let exit = child.wait();
-        {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            live.retain(|l| l.pid != pid);
-        }
         result.tail = output.join().unwrap_or_default();
         result.exit = exit.ok().map(|s| s.to_string());
         if stopped.load(Ordering::SeqCst) {
@@ -270,6 +292,11 @@ impl Sandbox {
         }
         Ok(result)
     }
+}
+
+fn unregister(pid: u32) {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    live.retain(|l| l.pid != pid);
 }
 
 #[derive(Default)]

@@ -67,6 +67,8 @@ pub(crate) struct Request {
     /// parent-death signal.
     pub parent_pid: i32,
     pub ids: IdMode,
+    /// Mount overlayfs with one `lowerdir=` string, as on kernels before 6.8 (tests).
+    pub legacy_overlay: bool,
     pub task: Task,
 }
 

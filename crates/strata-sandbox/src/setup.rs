@@ -165,12 +165,86 @@ fn open_host_dir(stage: &str, path: &std::path::Path) -> R<OwnedFd> {
     .map_err(err(stage, "open", &path.display().to_string()))
 }
 
-/// Mount overlayfs over `lowers` (fds, top-most first), returning the detached mount.
+/// How `lowerdir` is passed to overlayfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LowerSyntax {
+    /// One `lowerdir+` per layer (Linux 6.8+): no length limit, no escaping.
+    Plus,
+    /// One `lowerdir=a:b:…` string, which fsconfig caps at 256 bytes. The layers are reached
+    /// through one- or two-character symlinks in the scratch tmpfs (the current directory
+    /// during the mount), so about 90 layers fit.
+    Joined,
+}
+
+fn base36(mut i: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[i % 36]);
+        i /= 36;
+        if i == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Mount overlayfs over `lowers` (paths, top-most first), returning the detached mount.
+/// Tries the modern syntax and every option first, then falls back step by step for older
+/// kernels (`lowerdir+` since 6.8, `volatile` since 5.10).
 fn mount_overlay(
+    scratch: BorrowedFd<'_>,
     lowers: &[String],
     upper: &str,
     work: &str,
     rootless: bool,
+    legacy_only: bool,
+    upper_for_errors: &std::path::Path,
+) -> R<OwnedFd> {
+    let syntaxes: &[LowerSyntax] = if legacy_only {
+        &[LowerSyntax::Joined]
+    } else {
+        &[LowerSyntax::Plus, LowerSyntax::Joined]
+    };
+    let mut first_error = None;
+    for &syntax in syntaxes {
+        for optional in [true, false] {
+            match try_overlay(
+                scratch,
+                lowers,
+                upper,
+                work,
+                rootless,
+                syntax,
+                optional,
+                upper_for_errors,
+            ) {
+                Ok(fd) => return Ok(fd),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    Err(
+        first_error.unwrap_or_else(|| WireError::OverlayUnavailable {
+            upper: upper_for_errors.to_path_buf(),
+            detail: String::new(),
+            errno: Errno::INVAL.raw_os_error(),
+        }),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_overlay(
+    scratch: BorrowedFd<'_>,
+    lowers: &[String],
+    upper: &str,
+    work: &str,
+    rootless: bool,
+    syntax: LowerSyntax,
+    optional: bool,
     upper_for_errors: &std::path::Path,
 ) -> R<OwnedFd> {
     let unavailable = |e: Errno, fs: Option<&OwnedFd>| WireError::OverlayUnavailable {
@@ -181,18 +255,31 @@ fn mount_overlay(
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| unavailable(e, None))?;
     let _ = rustix::mount::fsconfig_set_string(&fs, "source", "overlay");
-    // One layer per `lowerdir+` (Linux 6.8): no length limit, no escaping. Older kernels get
-    // one `lowerdir=` string (≤ 256 bytes: about 14 layers as /proc/self/fd paths).
-    let mut plus = true;
-    for lower in lowers {
-        if rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_str()).is_err() {
-            plus = false;
-            break;
+    let mut links = Vec::new();
+    match syntax {
+        LowerSyntax::Plus => {
+            for lower in lowers {
+                rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_str())
+                    .map_err(|e| unavailable(e, Some(&fs)))?;
+            }
         }
-    }
-    if !plus {
-        rustix::mount::fsconfig_set_string(&fs, "lowerdir", lowers.join(":").as_str())
-            .map_err(|e| unavailable(e, Some(&fs)))?;
+        LowerSyntax::Joined => {
+            for (i, lower) in lowers.iter().enumerate() {
+                let name = base36(i);
+                let _ = rustix::fs::unlinkat(scratch, name.as_str(), rustix::fs::AtFlags::empty());
+                rustix::fs::symlinkat(lower.as_str(), scratch, name.as_str()).map_err(err(
+                    "overlay",
+                    "symlinkat",
+                    &name,
+                ))?;
+                links.push(name);
+            }
+            // Relative names resolve against the current directory, at fsconfig time (new
+            // API) or at create time (legacy mount data): stay in the scratch dir until then.
+            rustix::process::fchdir(scratch).map_err(err("overlay", "fchdir", "scratch"))?;
+            rustix::mount::fsconfig_set_string(&fs, "lowerdir", links.join(":").as_str())
+                .map_err(|e| unavailable(e, Some(&fs)))?;
+        }
     }
     rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)
         .map_err(|e| unavailable(e, Some(&fs)))?;
@@ -202,9 +289,10 @@ fn mount_overlay(
         // user.overlay.* xattrs; overlayfs then also turns off redirect_dir and metacopy.
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")
             .map_err(|e| unavailable(e, Some(&fs)))?;
-    } else {
+    } else if optional {
         // The upper dir must hold complete copies: no metadata-only copy-up, no directory
-        // rename redirects (a layer tar has no way to express either).
+        // rename redirects (a layer tar has no way to express either). These are the
+        // defaults of most kernels; older ones may not know the options.
         for (k, v) in [
             ("redirect_dir", "off"),
             ("metacopy", "off"),
@@ -213,9 +301,16 @@ fn mount_overlay(
             let _ = rustix::mount::fsconfig_set_string(&fs, k, v);
         }
     }
-    // The upper dir is transient (turned into a layer, then removed): skip syncs.
-    let _ = rustix::mount::fsconfig_set_flag(&fs, "volatile");
-    rustix::mount::fsconfig_create(&fs).map_err(|e| unavailable(e, Some(&fs)))?;
+    if optional {
+        // The upper dir is transient (turned into a layer, then removed): skip syncs. A
+        // clean unmount of a non-volatile overlay syncs the whole upper filesystem.
+        let _ = rustix::mount::fsconfig_set_flag(&fs, "volatile");
+    }
+    let created = rustix::mount::fsconfig_create(&fs).map_err(|e| unavailable(e, Some(&fs)));
+    for name in &links {
+        let _ = rustix::fs::unlinkat(scratch, name.as_str(), rustix::fs::AtFlags::empty());
+    }
+    created?;
     rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| unavailable(e, Some(&fs)))
 }
@@ -635,10 +730,11 @@ fn write_scratch_file(scratch: BorrowedFd<'_>, name: &str, contents: &str) -> R<
 pub(crate) fn setup_and_exec(
     spec: &RunSpec,
     ids: IdMode,
+    legacy_overlay: bool,
     control: &mut UnixStream,
     created: &mut Vec<String>,
 ) -> WireError {
-    match setup(spec, ids, control, created) {
+    match setup(spec, ids, legacy_overlay, control, created) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -649,6 +745,7 @@ enum Never {}
 fn setup(
     spec: &RunSpec,
     ids: IdMode,
+    legacy_overlay: bool,
     control: &mut UnixStream,
     created: &mut Vec<String>,
 ) -> R<Never> {
@@ -737,17 +834,27 @@ fn setup(
             let stub_upper = format!("{}/stub-upper", fd_path(&scratch));
             let stub_work = format!("{}/stub-work", fd_path(&scratch));
             {
-                let stub_view = mount_overlay(&lowers, &stub_upper, &stub_work, rootless, upper)?;
+                let stub_view = mount_overlay(
+                    scratch.as_fd(),
+                    &lowers,
+                    &stub_upper,
+                    &stub_work,
+                    rootless,
+                    legacy_overlay,
+                    upper,
+                )?;
                 prepare_targets(stub_view.as_fd(), &targets, true, created)?;
                 // Dropping the fd unmounts the detached overlay before its upper becomes a lower.
             }
             let mut all = vec![stub_upper];
             all.extend(lowers);
             let root = mount_overlay(
+                scratch.as_fd(),
                 &all,
                 &fd_path(&upper_fd),
                 &fd_path(&work_fd),
                 rootless,
+                legacy_overlay,
                 upper,
             )?;
             created.clear(); // stubs live in the stub layer: nothing for the caller to remove

@@ -38,7 +38,10 @@ fn chown_tree(path: &Path, uid: u32) {
 
 impl RootlessFixture {
     fn new() -> RootlessFixture {
-        let tmp = tempfile::Builder::new().prefix("sbx-rootless-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("sbx-rootless-")
+            .tempdir()
+            .unwrap();
         let base = tmp.path();
         let lower = base.join("lower");
         make_rootfs(&lower, Path::new("/bin/busybox"));
@@ -86,16 +89,34 @@ impl RootlessFixture {
                 r = ranges.display()
             );
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"]);
+            c.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ]);
             c.arg(&self.helper);
             c
         } else {
             let mut c = Command::new("setpriv");
-            c.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()]);
+            c.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
             c.arg(&self.helper);
             c
         };
-        let out = cmd.args(args).current_dir(self.tmp.path()).output().unwrap();
+        let out = cmd
+            .args(args)
+            .current_dir(self.tmp.path())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{out:?}");
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
     }
@@ -120,7 +141,11 @@ fn tail(v: &Value) -> Vec<String> {
 }
 
 fn host_uid() -> u32 {
-    if is_root() { NOBODY } else { rustix::process::getuid().as_raw() }
+    if is_root() {
+        NOBODY
+    } else {
+        rustix::process::getuid().as_raw()
+    }
 }
 
 #[test]
@@ -138,17 +163,32 @@ fn rootless_single_id_map() {
     );
     spec.network = Network::None;
     spec.mounts = vec![
-        MountSpec::Bind { source: rw.clone(), target: "/rw".into(), access: Access::ReadWrite },
-        MountSpec::Bind { source: f.lower.join("etc"), target: "/ro".into(), access: Access::ReadOnly },
+        MountSpec::Bind {
+            source: rw.clone(),
+            target: "/rw".into(),
+            access: Access::ReadWrite,
+        },
+        MountSpec::Bind {
+            source: f.lower.join("etc"),
+            target: "/ro".into(),
+            access: Access::ReadOnly,
+        },
     ];
     let v = f.run(&spec, false);
-    assert_eq!(tail(&v), ["0", "chown-failed", "0", "1", "2", "lo", "ro-refused"], "{v}");
+    assert_eq!(
+        tail(&v),
+        ["0", "chown-failed", "0", "1", "2", "lo", "ro-refused"],
+        "{v}"
+    );
     assert_eq!(v["ok"]["status"]["Exited"], 0);
     // Everything the step made is owned by the unprivileged user on the host.
     let md = std::fs::metadata(f.upper.join("made")).unwrap();
     assert_eq!((md.uid(), md.gid()), (host_uid(), host_uid()));
     assert!(is_whiteout(&f.upper.join("etc/group")));
-    assert_eq!(xattr(&f.upper.join("usr"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&f.upper.join("usr"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(std::fs::read_to_string(rw.join("written")).unwrap(), "w\n");
 
     // Other users do not exist in a single-id namespace.
@@ -172,7 +212,9 @@ fn has_subids_for(user: &str) -> bool {
 #[test]
 fn rootless_subordinate_ids_via_newuidmap() {
     if !is_root() {
-        eprintln!("skipped: needs root to give `nobody` subordinate ids in a private mount namespace");
+        eprintln!(
+            "skipped: needs root to give `nobody` subordinate ids in a private mount namespace"
+        );
         return;
     }
     let f = RootlessFixture::new();
@@ -188,7 +230,12 @@ fn rootless_subordinate_ids_via_newuidmap() {
     spec.user = "nobody".into();
     let v = f.run(&spec, true);
     assert_eq!(tail(&v), ["65534", "65534"], "{v}");
-    assert_eq!(std::fs::metadata(f.upper.join("tmp/by-nobody")).unwrap().uid(), 200_000 + 65534 - 1);
+    assert_eq!(
+        std::fs::metadata(f.upper.join("tmp/by-nobody"))
+            .unwrap()
+            .uid(),
+        200_000 + 65534 - 1
+    );
 
     let mut spec = f.spec("id -G");
     spec.user = "app".into();
@@ -201,7 +248,11 @@ fn rootless_subordinate_ids_via_newuidmap() {
     std::os::unix::fs::chown(f.upper.join("locked"), Some(200_999), Some(200_999)).unwrap();
     std::fs::write(f.upper.join("locked/f"), "x").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(f.upper.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        f.upper.join("locked"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let v = f.helper(&["remove", f.upper.to_str().unwrap()], true);
     assert_eq!(v["ok"], "removed", "{v}");
     assert!(!f.upper.exists());

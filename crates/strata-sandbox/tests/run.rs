@@ -495,3 +495,45 @@ fn invalid_specs_are_refused_before_starting() {
         }
     }
 }
+
+#[test]
+fn many_layers_with_both_lowerdir_syntaxes() {
+    // 80 layers: far beyond what one 256-byte `lowerdir=` of /proc/self/fd paths can hold, so
+    // the pre-6.8 syntax only works through the short symlink names.
+    let f = Fixture::new();
+    let mut lower = Vec::new();
+    for i in (0..80).rev() {
+        let dir = f.tmp.path().join(format!("layer{i}"));
+        std::fs::create_dir_all(dir.join("layers")).unwrap();
+        std::fs::write(dir.join(format!("layers/{i}")), i.to_string()).unwrap();
+        if i == 79 {
+            // The top layer deletes a file of the bottom one (an overlay whiteout).
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &dir.join("layers/0"),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .unwrap();
+        }
+        lower.push(dir);
+    }
+    lower.push(f.lower.clone());
+    for legacy in [false, true] {
+        let dirs = strata_sandbox::StepDirs::create(f.tmp.path()).unwrap();
+        let spec = RunSpec::shell(
+            dirs.overlay(lower.clone()),
+            "ls /layers | wc -l; cat /layers/1 /layers/78; echo; test -e /layers/0 || echo gone",
+        );
+        let sandbox = if legacy {
+            sandbox().force_legacy_overlay_syntax()
+        } else {
+            sandbox()
+        };
+        let o = sandbox
+            .run(&spec)
+            .unwrap_or_else(|e| panic!("legacy={legacy}: {}", chain(&e)));
+        assert_eq!(o.output_tail, ["79", "178", "gone"], "legacy={legacy}");
+    }
+}
