@@ -5,17 +5,17 @@
 //! the busybox root filesystem ROOTFS as lower layer, each with a fresh upper/work pair
 //! (created and removed outside the timing), and prints mean and median milliseconds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use strata_sandbox::{RunSpec, Sandbox, StepDirs};
 
-fn time_runs(sandbox: &Sandbox, lower: &PathBuf, cmd: &str, n: usize) -> Vec<f64> {
+fn time_runs(sandbox: &Sandbox, lower: &Path, cmd: &str, n: usize) -> Vec<f64> {
     let scratch = tempfile::tempdir_in("/var/tmp").expect("scratch dir");
     let mut ms = Vec::with_capacity(n);
     for _ in 0..n {
         let dirs = StepDirs::create(scratch.path()).expect("step dirs");
-        let spec = RunSpec::shell(dirs.overlay(vec![lower.clone()]), cmd);
+        let spec = RunSpec::shell(dirs.overlay(vec![lower.to_path_buf()]), cmd);
         let start = Instant::now();
         let outcome = sandbox.run(&spec).expect("run");
         ms.push(start.elapsed().as_secs_f64() * 1000.0);

@@ -510,7 +510,7 @@ fn many_layers_with_both_lowerdir_syntaxes() {
             // The top layer deletes a file of the bottom one (an overlay whiteout).
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &dir.join("layers/0"),
+                dir.join("layers/0"),
                 rustix::fs::FileType::CharacterDevice,
                 rustix::fs::Mode::empty(),
                 0,
