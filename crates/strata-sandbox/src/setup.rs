@@ -758,6 +758,12 @@ fn setup(
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(err("mount namespace", "mount(MS_REC|MS_PRIVATE)", "/"))?;
+    // Keys of strata's session (e.g. a user's login keyring) stay out of reach. ENOSYS: no
+    // keyring support in this kernel, nothing to hide.
+    match sys::new_session_keyring() {
+        Ok(()) | Err(Errno::NOSYS) => {}
+        Err(e) => return Err(err("keyring", "keyctl(KEYCTL_JOIN_SESSION_KEYRING)", "")(e)),
+    }
     rustix::system::sethostname(spec.hostname.as_bytes()).map_err(err(
         "hostname",
         "sethostname",

@@ -216,3 +216,19 @@ pub(crate) fn unshare(flags: rustix::thread::UnshareFlags) -> Result<(), Errno> 
     // single-threaded anyway.
     unsafe { rustix::thread::unshare_unsafe(flags) }
 }
+
+/// Join a new anonymous session keyring (`keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`), as
+/// runc does: the step must not see the keys of strata's login session.
+pub(crate) fn new_session_keyring() -> Result<(), Errno> {
+    /// From linux/keyctl.h.
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a NULL name asks for an anonymous keyring; no memory is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r == -1 { Err(errno()) } else { Ok(()) }
+}
