@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
 use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
 
@@ -312,23 +311,28 @@ fn probe_in(base: &std::path::Path, ids: IdMode) -> Result<(), WireError> {
     }
     std::fs::write(base.join("lower/f"), b"x").map_err(io("lower/f"))?;
     let (lower, upper, work) = (base.join("lower"), base.join("upper"), base.join("work"));
-    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC);
     let unavailable = |e: Errno| WireError::OverlayUnavailable {
         upper: upper.to_path_buf(),
         detail: String::new(),
         errno: e.raw_os_error(),
     };
-    let fs = fs.map_err(unavailable)?;
+    let base_fd = rustix::fs::open(
+        base,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(unavailable)?;
     let s = |p: &std::path::Path| p.display().to_string();
-    rustix::mount::fsconfig_set_string(&fs, "lowerdir", s(&lower).as_str()).map_err(unavailable)?;
-    rustix::mount::fsconfig_set_string(&fs, "upperdir", s(&upper).as_str()).map_err(unavailable)?;
-    rustix::mount::fsconfig_set_string(&fs, "workdir", s(&work).as_str()).map_err(unavailable)?;
-    if ids != IdMode::Root {
-        rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(unavailable)?;
-    }
-    rustix::mount::fsconfig_create(&fs).map_err(unavailable)?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(unavailable)?;
+    // The same options and fallbacks as a real run.
+    let mnt = setup::mount_overlay(
+        base_fd.as_fd(),
+        &[s(&lower)],
+        &s(&upper),
+        &s(&work),
+        ids != IdMode::Root,
+        false,
+        &upper,
+    )?;
     rustix::fs::unlinkat(&mnt, "f", rustix::fs::AtFlags::empty()).map_err(unavailable)?;
     drop(mnt);
     let st = rustix::fs::statat(

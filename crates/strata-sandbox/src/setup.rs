@@ -193,7 +193,7 @@ fn base36(mut i: usize) -> String {
 /// Mount overlayfs over `lowers` (paths, top-most first), returning the detached mount.
 /// Tries the modern syntax and every option first, then falls back step by step for older
 /// kernels (`lowerdir+` since 6.8, `volatile` since 5.10).
-fn mount_overlay(
+pub(crate) fn mount_overlay(
     scratch: BorrowedFd<'_>,
     lowers: &[String],
     upper: &str,

@@ -303,3 +303,36 @@ fn foreign_arch_without_emulator_names_the_fix() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn strata_killed_outright_takes_the_step_with_it() {
+    // No signal handling at all (SIGKILL): the helper's parent-death signal stops the step.
+    let f = Fixture::new();
+    let marker = format!("1000.{}9", std::process::id());
+    let spec_path = f.tmp.path().join("spec.json");
+    let spec = f.spec(&format!("sleep {marker} & echo started; sleep {marker}"));
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut child = Command::new(HELPER)
+        .arg("run")
+        .arg(&spec_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel delivers the parent-death signals asynchronously: poll (bounded, generous).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "step survived: {:?}",
+            processes_with(&marker)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
