@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 N=${N:-50}; LOOPS=${LOOPS:-5}
-LOOP_CMD='for i in $(seq 1 1000); do echo $i > /tmp/f$i; done'
+# The brief's loop, into a new directory each run: buildah reuses its working container, and
+# overwriting files that an earlier run created is much cheaper than creating them.
+LOOP_CMD='cd $(mktemp -d /tmp/run.XXXXXX) && for i in $(seq 1 1000); do echo $i > f$i; done'
 ROOTFS=$(mktemp -d /var/tmp/sbx-bench-XXXXXX)
 CTR=sbx-bench-$$
 trap 'rm -rf "$ROOTFS"; buildah rm "$CTR" >/dev/null 2>&1 || true' EXIT
@@ -22,7 +24,7 @@ printf 'root:x:0:\n' > "$ROOTFS/etc/group"
 
 cargo build --release -q -p strata-sandbox --example step_overhead
 echo "== strata-sandbox (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-./target/release/examples/step_overhead "$ROOTFS" "$N" "$LOOPS"
+./target/release/examples/step_overhead "$ROOTFS" "$N" "$LOOPS" "$LOOP_CMD"
 
 buildah from --name "$CTR" scratch >/dev/null
 MNT=$(buildah mount "$CTR"); cp -a "$ROOTFS"/. "$MNT"/; buildah umount "$CTR" >/dev/null

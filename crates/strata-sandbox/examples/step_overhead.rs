@@ -1,6 +1,6 @@
 //! Per-step cost of strata-sandbox, for bench/sandbox-vs-buildah.sh.
 //!
-//! `cargo run --release -p strata-sandbox --example step_overhead -- ROOTFS [N] [LOOP_RUNS]`
+//! `cargo run --release -p strata-sandbox --example step_overhead -- ROOTFS [N] [LOOP_RUNS] [LOOP]`
 //! runs `true` N times (default 50) and the 1000-file loop LOOP_RUNS times (default 5) over
 //! the busybox root filesystem ROOTFS as lower layer, each with a fresh upper/work pair
 //! (created and removed outside the timing), and prints mean and median milliseconds.

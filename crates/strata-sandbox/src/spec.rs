@@ -72,7 +72,7 @@ pub enum MountSpec {
         target: String,
         /// `size=` in bytes; `None` = the kernel default (half of RAM).
         size_bytes: Option<u64>,
-        /// Permission bits of the tmpfs root; `None` = 0755.
+        /// Permission bits of the tmpfs root; `None` = 01777 (Docker's tmpfs default).
         mode: Option<u32>,
     },
 }

@@ -134,6 +134,10 @@ fn mount_targets_missing_from_the_image_never_reach_upper() {
 
 #[test]
 fn users_groups_and_home() {
+    if !is_root() {
+        eprintln!("skipped: other users need root or subordinate ids (see tests/rootless.rs)");
+        return;
+    }
     let f = Fixture::new();
     // (USER, uid, gid, all groups sorted, HOME, `id -un`)
     let cases = [
@@ -190,6 +194,10 @@ fn passwd_symlinked_to_a_device_is_refused_not_read() {
 
 #[test]
 fn workdir_is_created_owned_by_the_user() {
+    if !is_root() {
+        eprintln!("skipped: other users need root or subordinate ids (see tests/rootless.rs)");
+        return;
+    }
     let f = Fixture::new();
     let mut spec = f.spec("pwd; touch mine; ls -ln /srv");
     spec.user = "app".into();
