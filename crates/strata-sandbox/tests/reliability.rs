@@ -122,6 +122,12 @@ fn b6_dev_proc_and_hosts_symlinked_to_host_paths_are_not_followed() {
         "{o:?}"
     );
     probe.assert_unchanged();
+    let host_null = std::fs::metadata("/dev/null").unwrap();
+    assert_eq!(
+        host_null.mode() & 0o777,
+        0o666,
+        "the host's /dev/null was chmodded"
+    );
     assert_eq!(
         lower_before,
         tree(&f.lower),
