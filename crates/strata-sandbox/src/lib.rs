@@ -82,6 +82,7 @@ mod parent;
 mod protocol;
 mod setup;
 mod spec;
+mod stubs;
 mod sys;
 mod users;
 

@@ -11,10 +11,9 @@
 //! ```text
 //! scratch tmpfs (attached over the caller's `work` dir in our private mount namespace;
 //! that dir is still reachable by fd)
-//! ├── stub-upper/  upper dir of the stub layer (phase 1)
-//! ├── stub-work/
+//! ├── stub-static/ or stub-upper/  the stub layer (see below)
 //! ├── hosts, resolv.conf   contents from the spec
-//! └── root/  ← overlay(lower = stub-upper + image layers, upper, work) (phase 2) = new /
+//! └── root/  ← overlay(lower = stub layer + image layers, upper, work) = the new /
 //!     ├── proc  procfs of the new pid namespace (sys, sysrq-trigger, irq, bus, fs read-only;
 //!     │         kcore, keys, timer_list, sched_debug masked)
 //!     ├── dev   tmpfs: null zero full random urandom tty (mknod as root, bind-mounted host
@@ -24,11 +23,13 @@
 //!     └── caller mounts, parents before children
 //! ```
 //!
-//! Phase 1 (Docker's "init layer"): mount targets missing from the image are created through
-//! a first overlay whose upper dir is `stub-upper`; the step's overlay then has that stub
-//! layer as its top-most lower. So the step's upper dir never contains mount stubs, and there
-//! is nothing to clean up after the run (BuildKit's stub cleanup followed symlinks:
-//! CVE-2024-23652). Parents copied up there keep the image's times.
+//! The stub layer (Docker's "init layer"): mount targets missing from the image live in a
+//! layer of their own on top of the image's, so the step's upper dir never contains mount
+//! stubs and nothing needs cleaning after the run (BuildKit's stub cleanup followed symlinks:
+//! CVE-2024-23652). `stubs.rs` writes it directly when the layers are simple; otherwise a
+//! first overlay (upper dir `stub-upper`) is mounted, the targets are created through it
+//! (symlinked system targets replaced, caller targets followed inside the root), and it is
+//! unmounted. Either way the parents copied into the stub layer keep the image's metadata.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -46,6 +47,7 @@ use crate::error::WireError;
 use crate::fsutil::{self, Create, Kind, Policy};
 use crate::protocol::{IdMode, Report, write_message};
 use crate::spec::{Access, MountSpec, Network, Rootfs, RunSpec};
+use crate::stubs::{self, StubLayer};
 use crate::sys;
 use crate::users;
 
@@ -832,28 +834,48 @@ fn setup(
                 &scratch,
                 work_fd.as_fd(),
             )?;
-            for d in ["stub-upper", "stub-work", "root"] {
+            for d in ["stub-static", "stub-upper", "stub-work", "root"] {
                 rustix::fs::mkdirat(&scratch, d, Mode::from_raw_mode(0o755))
                     .map_err(err("scratch", "mkdirat", d))?;
             }
             let lowers: Vec<String> = lower_fds.iter().map(fd_path).collect();
-            let stub_upper = format!("{}/stub-upper", fd_path(&scratch));
-            let stub_work = format!("{}/stub-work", fd_path(&scratch));
-            {
-                let stub_view = mount_overlay(
-                    scratch.as_fd(),
-                    &lowers,
-                    &stub_upper,
-                    &stub_work,
-                    rootless,
-                    legacy_overlay,
-                    upper,
-                )?;
-                prepare_targets(stub_view.as_fd(), &targets, true, created)?;
-                // Dropping the fd unmounts the detached overlay before its upper becomes a lower.
-            }
-            let mut all = vec![stub_upper];
-            all.extend(lowers);
+            // The stub layer: written directly when the layers are simple enough (no mount,
+            // no unmount), else through a first overlay whose upper dir it becomes.
+            let static_dir = rustix::fs::openat(
+                &scratch,
+                "stub-static",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(err("scratch", "openat", "stub-static"))?;
+            let static_targets: Vec<(&[String], Kind)> = targets
+                .iter()
+                .map(|t| (t.comps.as_slice(), t.kind))
+                .collect();
+            let stub_layer =
+                match stubs::build(&lower_fds, &static_targets, rootless, static_dir.as_fd()) {
+                    StubLayer::Empty => None,
+                    StubLayer::Written => Some(format!("{}/stub-static", fd_path(&scratch))),
+                    StubLayer::Unsure => {
+                        let stub_upper = format!("{}/stub-upper", fd_path(&scratch));
+                        let stub_work = format!("{}/stub-work", fd_path(&scratch));
+                        let stub_view = mount_overlay(
+                            scratch.as_fd(),
+                            &lowers,
+                            &stub_upper,
+                            &stub_work,
+                            rootless,
+                            legacy_overlay,
+                            upper,
+                        )?;
+                        prepare_targets(stub_view.as_fd(), &targets, true, created)?;
+                        // Dropping the fd unmounts the detached overlay before its upper dir
+                        // becomes a lower dir.
+                        drop(stub_view);
+                        Some(stub_upper)
+                    }
+                };
+            let all: Vec<String> = stub_layer.into_iter().chain(lowers).collect();
             let root = mount_overlay(
                 scratch.as_fd(),
                 &all,

@@ -545,3 +545,63 @@ fn many_layers_with_both_lowerdir_syntaxes() {
         assert_eq!(o.output_tail, ["79", "178", "gone"], "legacy={legacy}");
     }
 }
+
+#[test]
+fn copied_up_parents_keep_the_image_metadata() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give the image's /etc another owner");
+        return;
+    }
+    // /etc/hosts is missing, so a stub layer with a copy of /etc sits on top of the image;
+    // when the step then changes a file in /etc, overlayfs copies /etc up from that stub: it
+    // must look exactly like the image's. Once with the stub layer written directly, once
+    // through the overlay way (forced by a /dev symlink the direct way does not model).
+    for hostile_dev in [false, true] {
+        let f = Fixture::new();
+        let etc = f.lower.join("etc");
+        std::os::unix::fs::chown(&etc, Some(12), Some(34)).unwrap();
+        std::fs::set_permissions(&etc, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .unwrap();
+        rustix::fs::setxattr(&etc, "user.test", b"abc", rustix::fs::XattrFlags::empty()).unwrap();
+        if hostile_dev {
+            std::fs::remove_dir(f.lower.join("dev")).unwrap();
+            std::os::unix::fs::symlink("/nowhere", f.lower.join("dev")).unwrap();
+        }
+        let when = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 5,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1_000_000_000,
+                tv_nsec: 7,
+            },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &etc, &when, rustix::fs::AtFlags::empty()).unwrap();
+        let mut spec = f.spec("echo extra:x:5:5::/:/bin/sh >> /etc/passwd; cat /etc/hosts");
+        spec.hosts = Some("127.0.0.1 localhost\n".into());
+        let o = run_ok(&spec);
+        assert_eq!(o.output_tail, ["127.0.0.1 localhost"], "{o:?}");
+        assert_eq!(
+            f.upper_entries(),
+            ["etc", "etc/passwd"],
+            "hostile_dev={hostile_dev}"
+        );
+        let md = std::fs::symlink_metadata(f.upper().join("etc")).unwrap();
+        assert_eq!(
+            (
+                md.mode() & 0o7777,
+                md.uid(),
+                md.gid(),
+                md.mtime(),
+                md.mtime_nsec()
+            ),
+            (0o750, 12, 34, 1_000_000_000, 7),
+            "hostile_dev={hostile_dev}"
+        );
+        assert_eq!(
+            xattr(&f.upper().join("etc"), "user.test").as_deref(),
+            Some(&b"abc"[..])
+        );
+    }
+}
