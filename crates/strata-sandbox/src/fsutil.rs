@@ -91,7 +91,7 @@ pub(crate) struct Create<'a> {
     pub created: &'a mut Vec<String>,
 }
 
-fn times_of(st: &Stat) -> Timestamps {
+pub(crate) fn times_of(st: &Stat) -> Timestamps {
     Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: st.st_atime as _,

@@ -18,7 +18,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::fsutil::Kind;
@@ -28,11 +28,14 @@ const MAX_XATTR_BYTES: usize = 64 * 1024;
 /// Largest xattr name list read.
 const MAX_XATTR_LIST_BYTES: usize = 64 * 1024;
 
+/// Extended attributes: (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A directory of the merged view, as its top-most layer has it.
 #[derive(Clone)]
 struct DirMeta {
     stat: Stat,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 enum TargetState {
@@ -71,7 +74,7 @@ fn is_opaque(dir: BorrowedFd<'_>, rootless: bool) -> Result<bool, ()> {
     }
 }
 
-fn read_xattrs(dir: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
+fn read_xattrs(dir: BorrowedFd<'_>) -> Result<Xattrs, ()> {
     let mut names = vec![0u8; 4096];
     let n = match rustix::fs::flistxattr(dir, &mut names) {
         Ok(n) => n,
@@ -187,13 +190,6 @@ fn analyse(
     Some(TargetState::Exists)
 }
 
-fn ts(sec: i64, nsec: i64) -> Timespec {
-    Timespec {
-        tv_sec: sec as _,
-        tv_nsec: nsec as _,
-    }
-}
-
 /// Create `name` in `parent` as a copy of `meta` (or reuse it if an earlier target made it).
 fn copy_dir(parent: BorrowedFd<'_>, name: &str, meta: &DirMeta) -> Result<OwnedFd, Errno> {
     match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
@@ -248,16 +244,7 @@ pub(crate) fn build(
                 let meta = &metas[i];
                 match copy_dir(dir.as_fd(), name, meta) {
                     Ok(fd) => {
-                        let times = Timestamps {
-                            last_access: ts(
-                                meta.stat.st_atime as i64,
-                                meta.stat.st_atime_nsec as i64,
-                            ),
-                            last_modification: ts(
-                                meta.stat.st_mtime as i64,
-                                meta.stat.st_mtime_nsec as i64,
-                            ),
-                        };
+                        let times = crate::fsutil::times_of(&meta.stat);
                         if let Ok(again) = rustix::io::dup(&fd) {
                             copied.push((again, times));
                         }
