@@ -14,7 +14,11 @@
 //!   layer. Mount targets missing from the image (`/proc`, `/etc/hosts`, `RUN --mount`
 //!   targets) live in a separate stub layer and never appear in `upper`. [`StepDirs`] creates
 //!   an upper/work pair; [`Sandbox::remove`] removes it afterwards (also rootless, where
-//!   files of other ids can only be removed from inside the user namespace).
+//!   files of other ids can only be removed from inside the user namespace). An upper dir can
+//!   serve as a lower dir of the next step as it is (its whiteouts and opaque markers are
+//!   overlayfs's own), so steps stack without extracting the layers just written. An
+//!   upper/work pair may be reused after a clean run (the `volatile` marker is cleared), but
+//!   then `upper` accumulates the changes of both runs.
 //! - With [`Rootfs::Dir`] (the fallback when [`Sandbox::probe_overlay`] fails) the directory
 //!   is modified in place. The caller keeps the tree it started from (the layers it extracted,
 //!   or a snapshot of mtimes/sizes/modes/owners/xattrs/link targets per path) and computes

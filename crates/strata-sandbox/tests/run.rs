@@ -605,3 +605,24 @@ fn copied_up_parents_keep_the_image_metadata() {
         );
     }
 }
+
+#[test]
+fn an_upper_dir_serves_as_the_next_steps_lower() {
+    // The build engine can stack step results without extracting the layers it wrote.
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.lower.join("opt/old")).unwrap();
+    std::fs::write(f.lower.join("opt/old/x"), "x").unwrap();
+    let o = f.run("rm /etc/group; rm -r /opt; mkdir -p /opt/new; echo 1 > /opt/new/one");
+    assert!(o.success(), "{o:?}");
+    let second = strata_sandbox::StepDirs::create(f.tmp.path()).unwrap();
+    let spec = RunSpec::shell(
+        second.overlay(vec![f.upper().to_path_buf(), f.lower.clone()]),
+        "ls /opt; cat /opt/new/one; test -e /etc/group || echo no-group; echo 2 > /opt/new/two",
+    );
+    let o = run_ok(&spec);
+    assert_eq!(o.output_tail, ["new", "1", "no-group"], "{o:?}");
+    assert_eq!(
+        tree(second.upper()).into_keys().collect::<Vec<_>>(),
+        ["opt", "opt/new", "opt/new/two"]
+    );
+}
