@@ -192,6 +192,38 @@ fn base36(mut i: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// overlayfs shows the upper dir's own mode and owner for `/`: give it those of the image's
+/// root (the top-most layer's), or a caller's 0700 scratch dir would lock other users out of
+/// the whole filesystem (containers/storage does the same for its diff dirs).
+fn match_root_dir(top_lower: &OwnedFd, upper: &std::path::Path) -> R<()> {
+    let shown = upper.display().to_string();
+    let want =
+        rustix::fs::fstat(top_lower).map_err(err("overlay upper dir", "fstat", "top lower dir"))?;
+    let dir = rustix::fs::open(
+        upper,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("overlay upper dir", "open", &shown))?;
+    let have = rustix::fs::fstat(&dir).map_err(err("overlay upper dir", "fstat", &shown))?;
+    if (have.st_uid, have.st_gid) != (want.st_uid, want.st_gid) {
+        rustix::fs::fchown(
+            &dir,
+            Some(rustix::fs::Uid::from_raw(want.st_uid)),
+            Some(rustix::fs::Gid::from_raw(want.st_gid)),
+        )
+        .map_err(err("overlay upper dir", "fchown", &shown))?;
+    }
+    if have.st_mode & 0o7777 != want.st_mode & 0o7777 {
+        rustix::fs::fchmod(&dir, Mode::from_raw_mode(want.st_mode & 0o7777)).map_err(err(
+            "overlay upper dir",
+            "fchmod",
+            &shown,
+        ))?;
+    }
+    Ok(())
+}
+
 /// Mount overlayfs over `lowers` (paths, top-most first), returning the detached mount.
 /// Tries the modern syntax and every option first, then falls back step by step for older
 /// kernels (`lowerdir+` since 6.8, `volatile` since 5.10).
@@ -826,6 +858,7 @@ fn setup(
                 .collect::<R<Vec<_>>>()?;
             let upper_fd = open_host_dir("overlay upper dir", upper)?;
             let work_fd = open_host_dir("overlay work dir", work)?;
+            match_root_dir(&lower_fds[0], upper)?;
             // Attach the scratch tmpfs over `work` (covered only in this mount namespace; the
             // overlay reaches it through work_fd): overlayfs wants its layers on attached mounts.
             attach(

@@ -626,3 +626,27 @@ fn an_upper_dir_serves_as_the_next_steps_lower() {
         ["opt", "opt/new", "opt/new/two"]
     );
 }
+
+#[test]
+fn the_root_dir_looks_like_the_images_whatever_the_upper_dir_mode() {
+    let f = Fixture::new();
+    // A caller whose umask made the upper dir 0700 must not hide / from other users.
+    std::fs::set_permissions(
+        f.upper(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &f.lower,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut spec = f.spec("stat -c %a /; ls /bin/busybox");
+    spec.user = if is_root() {
+        "nobody".into()
+    } else {
+        String::new()
+    };
+    let o = run_ok(&spec);
+    assert_eq!(o.output_tail, ["755", "/bin/busybox"], "{o:?}");
+}
