@@ -59,6 +59,14 @@
 //! own program (B5, CVE-2019-5736). `/etc/passwd` and `/etc/group` are opened inside the root,
 //! regular files only, size-capped (CVE-2024-9676). /proc is masked like Docker's.
 //!
+//! # Requirements and limits
+//!
+//! Linux 5.12 or later (new mount API, `mount_setattr`, `openat2`, `close_range`, overlayfs in
+//! user namespaces); `lowerdir+` (6.8) lifts the layer count from about 90 to overlayfs's 500.
+//! Rootless: unprivileged user namespaces enabled; `newuidmap`/`newgidmap` for more than one
+//! id. Not provided: seccomp filtering, cgroup limits, `/dev/mqueue`, an init that reaps
+//! orphans, a terminal.
+//!
 //! # Example
 //!
 //! ```no_run

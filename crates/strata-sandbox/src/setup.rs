@@ -207,12 +207,16 @@ fn match_root_dir(top_lower: &OwnedFd, upper: &std::path::Path) -> R<()> {
     .map_err(err("overlay upper dir", "open", &shown))?;
     let have = rustix::fs::fstat(&dir).map_err(err("overlay upper dir", "fstat", &shown))?;
     if (have.st_uid, have.st_gid) != (want.st_uid, want.st_gid) {
-        rustix::fs::fchown(
+        match rustix::fs::fchown(
             &dir,
             Some(rustix::fs::Uid::from_raw(want.st_uid)),
             Some(rustix::fs::Gid::from_raw(want.st_gid)),
-        )
-        .map_err(err("overlay upper dir", "fchown", &shown))?;
+        ) {
+            // EINVAL: the image root's owner is not mapped in this user namespace (it shows
+            // as the overflow id); keep the caller's.
+            Ok(()) | Err(Errno::INVAL) => {}
+            Err(e) => return Err(err("overlay upper dir", "fchown", &shown)(e)),
+        }
     }
     if have.st_mode & 0o7777 != want.st_mode & 0o7777 {
         rustix::fs::fchmod(&dir, Mode::from_raw_mode(want.st_mode & 0o7777)).map_err(err(
