@@ -112,9 +112,9 @@ impl Sandbox {
         if let Rootfs::Overlay { work, .. } = &spec.rootfs {
             // The helper is gone, so the overlay was unmounted cleanly: the marker of the
             // `volatile` mount (which makes overlayfs refuse the work dir until removed, in
-            // case the machine crashed) can go, and the pair stays usable.
-            // overlayfs leaves work/work with mode 000; an unprivileged caller needs search
-            // permission to reach the marker (overlayfs recreates that dir at each mount).
+            // case the machine crashed) can go, and the pair stays usable. overlayfs leaves
+            // work/work with mode 000; an unprivileged caller needs search permission to
+            // reach the marker (overlayfs recreates that dir at each mount).
             let inner = work.join("work");
             if inner.join("incompat").symlink_metadata().is_ok()
                 || rustix::fs::access(&inner, rustix::fs::Access::EXEC_OK).is_err()
@@ -180,7 +180,9 @@ impl Sandbox {
     }
 
     fn call(&self, task: Task, sink: &OutputSink) -> Result<CallResult, SandboxError> {
-        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        // After interrupt_all no step starts; removals still run (the build unwinds).
+        let is_step = matches!(task, Task::Run(_));
+        if is_step && SHUTTING_DOWN.load(Ordering::SeqCst) {
             return Err(SandboxError::Interrupted);
         }
         let mapping = idmap::decide()?;
@@ -202,16 +204,20 @@ impl Sandbox {
             .stderr(Stdio::from(output_writer2));
         let stopped = Arc::new(AtomicBool::new(false));
         let mut child = {
-            // Register under the lock so that interrupt_all sees every helper it could miss.
+            // Steps register under the lock so that interrupt_all sees every one it could
+            // miss. Removals and probes are short and not interrupted: the build unwinds
+            // through them.
             let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
             let child = cmd.spawn().map_err(|source| SandboxError::Spawn {
                 helper: self.helper.clone(),
                 source,
             })?;
-            live.push(Live {
-                pid: child.id(),
-                stopped: stopped.clone(),
-            });
+            if is_step {
+                live.push(Live {
+                    pid: child.id(),
+                    stopped: stopped.clone(),
+                });
+            }
             child
         };
         // The child's ends of the pipes live in `cmd`; close them here so EOF can come.
@@ -246,7 +252,7 @@ impl Sandbox {
         if let Err(e) = write_message(&mut control, &request) {
             result.protocol = Some(format!("sending the request: {e}"));
         }
-        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        if is_step && SHUTTING_DOWN.load(Ordering::SeqCst) {
             // interrupt_all ran between the check above and our registration.
             stopped.store(true, Ordering::SeqCst);
             let _ = child.kill();
