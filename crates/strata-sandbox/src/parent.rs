@@ -24,6 +24,8 @@ use crate::spec::{MountSpec, OutputSink, Rootfs, RunOutcome, RunSpec};
 
 /// Longest hostname the kernel accepts (HOST_NAME_MAX).
 const MAX_HOSTNAME_BYTES: usize = 64;
+/// statfs f_type of overlayfs, which cannot be an upper dir's filesystem.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// Read size for the output pipe.
 const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -459,6 +461,33 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
             dir("rootfs.work", work)?;
             if upper == work {
                 return Err(invalid("rootfs.work", "must differ from upper"));
+            }
+            let dev = |p: &Path| {
+                std::fs::metadata(p)
+                    .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                    .ok()
+            };
+            if dev(upper) != dev(work) {
+                return Err(invalid(
+                    "rootfs.work",
+                    format!(
+                        "{} and {} must be on the same filesystem",
+                        upper.display(),
+                        work.display()
+                    ),
+                ));
+            }
+            if let Ok(fs) = rustix::fs::statfs(upper.as_path())
+                && fs.f_type as i64 == OVERLAYFS_SUPER_MAGIC
+            {
+                return Err(SandboxError::OverlayUnavailable {
+                    upper: upper.clone(),
+                    detail:
+                        "the upper dir is itself on overlayfs (strata running in a container?): \
+                             put it on another filesystem (a volume, tmpfs) or use Rootfs::Dir"
+                            .into(),
+                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                });
             }
         }
         Rootfs::Dir(d) => dir("rootfs", d)?,

@@ -285,10 +285,17 @@ fn try_overlay(
     optional: bool,
     upper_for_errors: &std::path::Path,
 ) -> R<OwnedFd> {
-    let unavailable = |e: Errno, fs: Option<&OwnedFd>| WireError::OverlayUnavailable {
-        upper: upper_for_errors.to_path_buf(),
-        detail: fs.map(fs_log).unwrap_or_default(),
-        errno: e.raw_os_error(),
+    let unavailable = |e: Errno, fs: Option<&OwnedFd>| {
+        let mut detail = fs.map(fs_log).unwrap_or_default();
+        if detail.is_empty() {
+            // overlayfs reports most reasons with printk, not in the fs context log.
+            detail = "the kernel log has overlayfs's reason: dmesg | grep overlayfs".into();
+        }
+        WireError::OverlayUnavailable {
+            upper: upper_for_errors.to_path_buf(),
+            detail,
+            errno: e.raw_os_error(),
+        }
     };
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| unavailable(e, None))?;

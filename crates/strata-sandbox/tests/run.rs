@@ -496,6 +496,17 @@ fn invalid_specs_are_refused_before_starting() {
             "hostname",
         ),
     ];
+    let mut cases = cases;
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    if let Some(shm) = &shm {
+        // upper and work on different filesystems (overlayfs would only say EINVAL).
+        let rootfs = Rootfs::Overlay {
+            lower: vec![f.lower.clone()],
+            upper: shm.path().to_path_buf(),
+            work: f.dirs.work().to_path_buf(),
+        };
+        cases.push((RunSpec::shell(rootfs, "true"), "rootfs.work"));
+    }
     for (spec, field) in cases {
         match run_err(&spec) {
             SandboxError::InvalidSpec { field: got, .. } => assert_eq!(got, field),
