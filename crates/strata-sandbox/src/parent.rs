@@ -477,9 +477,11 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
                     ),
                 ));
             }
-            if let Ok(fs) = rustix::fs::statfs(upper.as_path())
-                && fs.f_type as i64 == OVERLAYFS_SUPER_MAGIC
-            {
+            // f_type is i64 here but i32/u32 on other architectures.
+            #[allow(clippy::unnecessary_cast)]
+            let on_overlay = rustix::fs::statfs(upper.as_path())
+                .is_ok_and(|fs| fs.f_type as i64 == OVERLAYFS_SUPER_MAGIC);
+            if on_overlay {
                 return Err(SandboxError::OverlayUnavailable {
                     upper: upper.clone(),
                     detail:
