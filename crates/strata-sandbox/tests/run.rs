@@ -41,8 +41,13 @@ fn changes_land_in_upper_with_whiteouts_and_opaque_dirs() {
         "v2\n"
     );
     assert!(is_whiteout(&up.join("data/keep")), "data/keep whiteout");
+    let opaque = if is_root() {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    };
     assert_eq!(
-        xattr(&up.join("data/old"), "trusted.overlay.opaque").as_deref(),
+        xattr(&up.join("data/old"), opaque).as_deref(),
         Some(&b"y"[..])
     );
     assert_eq!(
