@@ -64,7 +64,8 @@
 //! Linux 5.12 or later (new mount API, `mount_setattr`, `openat2`, `close_range`, overlayfs in
 //! user namespaces); `lowerdir+` (6.8) lifts the layer count from about 90 to overlayfs's 500.
 //! Rootless: unprivileged user namespaces enabled; `newuidmap`/`newgidmap` for more than one
-//! id. Not provided: seccomp filtering, cgroup limits, `/dev/mqueue`, an init that reaps
+//! id; layers extracted as the caller (`strata_archive::Ownership::Rootless`) or with ids the
+//! namespace maps — overlayfs cannot copy up a file whose owner is unmapped (EOVERFLOW). Not provided: seccomp filtering, cgroup limits, `/dev/mqueue`, an init that reaps
 //! orphans, a terminal.
 //!
 //! # Example
