@@ -10,7 +10,8 @@ SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
 PKGS=(ca-certificates curl jq gcc pkg-config openssl)
 if [[ ${1:-} != --minimal ]]; then
   PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
-         qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file)
+         qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file
+         uidmap)   # uidmap: newuidmap/newgidmap for strata-sandbox's rootless tests
 fi
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -34,28 +35,33 @@ default_ulimits = ["nofile=$HN:$HN", "nproc=32768:32768"]
 runtime = "runc"
 CONF
 
-# binfmt_misc for qemu-user (no systemd on CI machines): register qemu-aarch64 from the
-# binfmt.d file qemu-user-static ships (its lines are exactly what the register file takes).
+# binfmt_misc for qemu-user (no systemd on CI machines). The registration must carry the F
+# (fix binary) flag — Debian's /usr/lib/binfmt.d/qemu-*.conf do — so that the interpreter
+# works inside a RUN step's root, where its path does not exist.
 if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
   $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
 fi
-CONF=/usr/lib/binfmt.d/qemu-aarch64.conf
-if [[ -e /proc/sys/fs/binfmt_misc/register && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 && -f $CONF ]]; then
+if [[ -e /proc/sys/fs/binfmt_misc/register && ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
   if [[ -x /usr/lib/systemd/systemd-binfmt ]]; then
-    $SUDO /usr/lib/systemd/systemd-binfmt "$CONF" 2>/dev/null || true
-  else
-    grep -v '^[#;]' "$CONF" | grep . | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null || true
+    $SUDO /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf 2>/dev/null || true
+  fi
+  if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    # Without systemd: the .conf line is exactly what the register file takes.
+    grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null || true
   fi
 fi
+grep -qs '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+  || echo "warning: no qemu-aarch64 binfmt_misc handler with the F flag: arm64 RUN tests will fail" >&2
 
 # The aarch64 static busybox for foreign-architecture fixtures (strata-testkit reads it from
-# here): Debian's busybox-static:arm64, downloaded and unpacked, not installed.
+# here): Debian's busybox-static:arm64, downloaded and unpacked, not installed. apt must know
+# the arm64 architecture for `apt-get download`.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+fi
 ARM64_DIR=/var/cache/strata-tests/arm64
 if [[ ! -x $ARM64_DIR/bin/busybox && $(dpkg --print-architecture) == amd64 ]]; then
-  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-    $SUDO dpkg --add-architecture arm64
-    $SUDO apt-get update -qq
-  fi
   tmp=$(mktemp -d)
   (cd "$tmp" && apt-get download -q busybox-static:arm64 >/dev/null 2>&1) || { $SUDO apt-get update -qq; (cd "$tmp" && apt-get download -q busybox-static:arm64 >/dev/null); }
   $SUDO mkdir -p "$ARM64_DIR"
