@@ -62,7 +62,8 @@ pub fn busybox_rootfs_tar(arch: &str) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
         let mut h = header(tar::EntryType::Directory, mode, 0);
-        tar.append_data(&mut h, path, std::io::empty()).expect("tar");
+        tar.append_data(&mut h, path, std::io::empty())
+            .expect("tar");
     };
     for (d, mode) in [
         ("bin/", 0o755),
@@ -80,10 +81,12 @@ pub fn busybox_rootfs_tar(arch: &str) -> Vec<u8> {
         dir(&mut tar, d, mode);
     }
     let mut h = header(tar::EntryType::Regular, 0o755, binary.len() as u64);
-    tar.append_data(&mut h, "bin/busybox", binary.as_slice()).expect("tar");
+    tar.append_data(&mut h, "bin/busybox", binary.as_slice())
+        .expect("tar");
     for a in applets() {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-        tar.append_link(&mut h, format!("bin/{a}"), "busybox").expect("tar");
+        tar.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .expect("tar");
     }
     let files: [(&str, &[u8]); 2] = [
         (
@@ -144,4 +147,3 @@ pub fn busybox_image(arch: &str) -> TestImage {
 pub fn busybox_index() -> TestImage {
     crate::fixtures::index_of(&[busybox_image("amd64"), busybox_image("arm64")])
 }
-

@@ -158,7 +158,9 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
     for img in images {
         let manifest: serde_json::Value =
             serde_json::from_slice(&img.manifest).expect("own manifest json");
-        let config_digest = manifest["config"]["digest"].as_str().expect("config digest");
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest");
         let config = img
             .blob_list
             .iter()

@@ -90,8 +90,17 @@ fn blob(root: &Path, d: &Descriptor) -> Vec<u8> {
         .join(d.digest.algorithm().as_str())
         .join(d.digest.encoded());
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(d.digest.verify(&bytes), "{} does not match its digest", path.display());
-    assert_eq!(bytes.len() as i64, d.size, "{}: size differs from its descriptor", d.digest);
+    assert!(
+        d.digest.verify(&bytes),
+        "{} does not match its digest",
+        path.display()
+    );
+    assert_eq!(
+        bytes.len() as i64,
+        d.size,
+        "{}: size differs from its descriptor",
+        d.digest
+    );
     bytes
 }
 
@@ -114,7 +123,11 @@ fn validate_blob_tree(root: &Path, d: &Descriptor) {
             }
             let config = blob(root, &m.config);
             if m.config.media_type.as_str() == MediaType::OCI_CONFIG {
-                assert_valid(Schema::Config, &config, &format!("config {}", m.config.digest));
+                assert_valid(
+                    Schema::Config,
+                    &config,
+                    &format!("config {}", m.config.digest),
+                );
             }
             for l in &m.layers {
                 let path = root.join("blobs/sha256").join(l.digest.encoded());

@@ -11,7 +11,9 @@ use strata_testkit::{busybox_image, busybox_index};
 
 fn fixture_layout(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
-    busybox_index().write_oci_layout(&src, "multi").expect("write fixture");
+    busybox_index()
+        .write_oci_layout(&src, "multi")
+        .expect("write fixture");
     src
 }
 
@@ -20,7 +22,12 @@ fn oci_to_oci_keeps_bytes_and_digests() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dst = env.path("dst");
-    let out = env.ok(&["copy", "--all", &format!("oci:{}:multi", src.display()), &format!("oci:{}:copy", dst.display())]);
+    let out = env.ok(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:copy", dst.display()),
+    ]);
     let want = layout_digest(&src, "multi");
     assert_eq!(out.trim(), want, "stdout is the digest of what was written");
     assert_eq!(layout_digest(&dst, "copy"), want);
@@ -35,8 +42,17 @@ fn index_without_all_copies_the_host_image_as_a_single_image() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dst = env.path("dst");
-    let out = env.json(&["copy", "--format", "json", &format!("oci:{}:multi", src.display()), &format!("oci:{}:one", dst.display())]);
-    assert_eq!(out["media_type"], "application/vnd.oci.image.manifest.v1+json");
+    let out = env.json(&[
+        "copy",
+        "--format",
+        "json",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:one", dst.display()),
+    ]);
+    assert_eq!(
+        out["media_type"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     let info = skopeo_info(&format!("oci:{}:one", dst.display()));
     assert_eq!(info["Architecture"], "amd64");
     assert_eq!(info["Os"], "linux");
@@ -48,10 +64,29 @@ fn platform_selection_picks_arm64_and_reports_missing_platforms() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dst = env.path("dst");
-    env.ok(&["copy", "-q", "--platform", "linux/arm64", &format!("oci:{}:multi", src.display()), &format!("oci:{}:arm", dst.display())]);
-    assert_eq!(layout_digest(&dst, "arm"), busybox_image("arm64").digest().to_string());
-    let err = env.fails(&["copy", "--platform", "linux/s390x", &format!("oci:{}:multi", src.display()), &format!("oci:{}:s390x", dst.display())]);
-    assert!(err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("linux/arm64"), "{err}");
+    env.ok(&[
+        "copy",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:arm", dst.display()),
+    ]);
+    assert_eq!(
+        layout_digest(&dst, "arm"),
+        busybox_image("arm64").digest().to_string()
+    );
+    let err = env.fails(&[
+        "copy",
+        "--platform",
+        "linux/s390x",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:s390x", dst.display()),
+    ]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
     assert!(err.contains("hint:"), "{err}");
     assert!(!layout_tags(&dst).contains(&"s390x".to_string()));
 }
@@ -61,11 +96,27 @@ fn oci_archive_round_trip_and_skopeo_reads_it() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let archive = env.path("img.tar");
-    env.ok(&["copy", "--all", &format!("oci:{}:multi", src.display()), &format!("oci-archive:{}:multi", archive.display())]);
+    env.ok(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci-archive:{}:multi", archive.display()),
+    ]);
     let want = layout_digest(&src, "multi");
-    assert_eq!(common::sha256_hex(&skopeo_raw(&format!("oci-archive:{}:multi", archive.display()))), want);
+    assert_eq!(
+        common::sha256_hex(&skopeo_raw(&format!(
+            "oci-archive:{}:multi",
+            archive.display()
+        ))),
+        want
+    );
     let back = env.path("back");
-    env.ok(&["copy", "--all", &format!("oci-archive:{}:multi", archive.display()), &format!("oci:{}:back", back.display())]);
+    env.ok(&[
+        "copy",
+        "--all",
+        &format!("oci-archive:{}:multi", archive.display()),
+        &format!("oci:{}:back", back.display()),
+    ]);
     assert_eq!(layout_digest(&back, "back"), want);
     assert_layout_valid(&back);
 }
@@ -75,11 +126,24 @@ fn dir_round_trip_and_skopeo_reads_it() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dir = env.path("dirimg");
-    env.ok(&["copy", "--platform", "linux/amd64", &format!("oci:{}:multi", src.display()), &format!("dir:{}", dir.display())]);
+    env.ok(&[
+        "copy",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("dir:{}", dir.display()),
+    ]);
     let want = busybox_image("amd64").digest().to_string();
-    assert_eq!(common::sha256_hex(&skopeo_raw(&format!("dir:{}", dir.display()))), want);
+    assert_eq!(
+        common::sha256_hex(&skopeo_raw(&format!("dir:{}", dir.display()))),
+        want
+    );
     let back = env.path("back");
-    env.ok(&["copy", &format!("dir:{}", dir.display()), &format!("oci:{}:b", back.display())]);
+    env.ok(&[
+        "copy",
+        &format!("dir:{}", dir.display()),
+        &format!("oci:{}:b", back.display()),
+    ]);
     assert_eq!(layout_digest(&back, "b"), want);
 }
 
@@ -88,22 +152,46 @@ fn docker_archive_is_read_by_skopeo_and_podman_load_format() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let archive = env.path("save.tar");
-    env.ok(&["copy", "--platform", "linux/amd64", &format!("oci:{}:multi", src.display()), &format!("docker-archive:{}:example.com/app:v1", archive.display())]);
+    env.ok(&[
+        "copy",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("docker-archive:{}:example.com/app:v1", archive.display()),
+    ]);
     let info = skopeo_info(&format!("docker-archive:{}", archive.display()));
     assert_eq!(info["Architecture"], "amd64");
     // docker save's manifest.json: Config, RepoTags, Layers
-    let listing = run("tar", &["-xOf", archive.to_str().expect("utf-8"), "manifest.json"]);
+    let listing = run(
+        "tar",
+        &["-xOf", archive.to_str().expect("utf-8"), "manifest.json"],
+    );
     let manifest: serde_json::Value = serde_json::from_str(&listing).expect("manifest.json");
     assert_eq!(manifest[0]["RepoTags"][0], "example.com/app:v1");
     // strata reads it back: same config (the config blob is kept byte for byte).
     let back = env.path("back");
-    env.ok(&["copy", &format!("docker-archive:{}", archive.display()), &format!("oci:{}:b", back.display())]);
+    env.ok(&[
+        "copy",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}:b", back.display()),
+    ]);
     let config_of = |layout: &Path, tag: &str| {
-        env.json(&["inspect", "--format", "json", &format!("oci:{}:{tag}", layout.display())])
+        env.json(&[
+            "inspect",
+            "--format",
+            "json",
+            &format!("oci:{}:{tag}", layout.display()),
+        ])
     };
     let a = config_of(&back, "b");
     assert_eq!(a["platform"], "linux/amd64");
-    let orig = env.ok(&["inspect", "--config", &format!("oci:{}:multi", src.display()), "--platform", "linux/amd64"]);
+    let orig = env.ok(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:multi", src.display()),
+        "--platform",
+        "linux/amd64",
+    ]);
     let round = env.ok(&["inspect", "--config", &format!("oci:{}:b", back.display())]);
     assert_eq!(orig, round, "config bytes survive docker-archive");
 }
@@ -112,7 +200,13 @@ fn docker_archive_is_read_by_skopeo_and_podman_load_format() {
 fn strata_reads_what_skopeo_writes() {
     let env = Env::new();
     let src = fixture_layout(&env);
-    let want_config = env.ok(&["inspect", "--config", "--platform", "linux/amd64", &format!("oci:{}:multi", src.display())]);
+    let want_config = env.ok(&[
+        "inspect",
+        "--config",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:multi", src.display()),
+    ]);
     for (i, dest) in [
         format!("oci-archive:{}:x", env.path("sk.tar").display()),
         format!("docker-archive:{}:x/y:z", env.path("sk-save.tar").display()),
@@ -122,7 +216,10 @@ fn strata_reads_what_skopeo_writes() {
     .iter()
     .enumerate()
     {
-        run("skopeo", &["copy", "-q", &format!("oci:{}:multi", src.display()), dest]);
+        run(
+            "skopeo",
+            &["copy", "-q", &format!("oci:{}:multi", src.display()), dest],
+        );
         let got = env.ok(&["inspect", "--config", dest]);
         assert_eq!(got, want_config, "{dest}");
         let out = env.path(&format!("out{i}"));
@@ -136,11 +233,26 @@ fn umoci_unpacks_a_layout_strata_wrote() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dst = env.path("dst");
-    env.ok(&["copy", &format!("oci:{}:multi", src.display()), &format!("oci:{}:latest", dst.display())]);
+    env.ok(&[
+        "copy",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:latest", dst.display()),
+    ]);
     let bundle = env.path("bundle");
-    run("umoci", &["unpack", "--image", &format!("{}:latest", dst.display()), bundle.to_str().expect("utf-8")]);
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:latest", dst.display()),
+            bundle.to_str().expect("utf-8"),
+        ],
+    );
     let unpacked = std::fs::read(bundle.join("rootfs/bin/busybox")).expect("busybox in rootfs");
-    assert_eq!(unpacked, std::fs::read("/bin/busybox").expect("host busybox"));
+    assert_eq!(
+        unpacked,
+        std::fs::read("/bin/busybox").expect("host busybox")
+    );
     assert!(bundle.join("config.json").is_file());
 }
 
@@ -149,17 +261,48 @@ fn format_v2s2_converts_and_oci_converts_back() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let v2 = env.path("v2");
-    let report = env.json(&["copy", "--all", "--format", "v2s2,json", &format!("oci:{}:multi", src.display()), &format!("oci:{}:v2", v2.display())]);
-    assert_eq!(report["media_type"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    let report = env.json(&[
+        "copy",
+        "--all",
+        "--format",
+        "v2s2,json",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:v2", v2.display()),
+    ]);
+    assert_eq!(
+        report["media_type"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
     // (skopeo 1.9 will not read Docker media types out of an OCI layout, so strata reads it.)
-    let raw: serde_json::Value = serde_json::from_slice(&env.output(&["inspect", "--raw", &format!("oci:{}:v2", v2.display())]).stdout).expect("json");
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    let raw: serde_json::Value = serde_json::from_slice(
+        &env.output(&["inspect", "--raw", &format!("oci:{}:v2", v2.display())])
+            .stdout,
+    )
+    .expect("json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
     for m in raw["manifests"].as_array().expect("manifests") {
-        assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+        assert_eq!(
+            m["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
     }
     let oci = env.path("oci");
-    env.ok(&["copy", "--all", "--format", "oci", &format!("oci:{}:v2", v2.display()), &format!("oci:{}:o", oci.display())]);
-    assert_eq!(layout_digest(&oci, "o"), layout_digest(&src, "multi"), "OCI → v2s2 → OCI gives the original bytes");
+    env.ok(&[
+        "copy",
+        "--all",
+        "--format",
+        "oci",
+        &format!("oci:{}:v2", v2.display()),
+        &format!("oci:{}:o", oci.display()),
+    ]);
+    assert_eq!(
+        layout_digest(&oci, "o"),
+        layout_digest(&src, "multi"),
+        "OCI → v2s2 → OCI gives the original bytes"
+    );
     assert_layout_valid(&oci);
 }
 
@@ -169,9 +312,21 @@ fn inspect_shows_platforms_layers_and_config() {
     let src = fixture_layout(&env);
     let name = format!("oci:{}:multi", src.display());
     let index = env.json(&["inspect", "--format", "json", &name]);
-    let platforms: Vec<&str> = index["manifests"].as_array().expect("array").iter().map(|m| m["platform"].as_str().expect("platform")).collect();
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["platform"].as_str().expect("platform"))
+        .collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
-    let arm = env.json(&["inspect", "--format", "json", "--platform", "linux/arm64", &name]);
+    let arm = env.json(&[
+        "inspect",
+        "--format",
+        "json",
+        "--platform",
+        "linux/arm64",
+        &name,
+    ]);
     let image = busybox_image("arm64");
     assert_eq!(arm["digest"], image.digest().to_string());
     assert_eq!(arm["layers"].as_array().expect("layers").len(), 1);
@@ -179,7 +334,10 @@ fn inspect_shows_platforms_layers_and_config() {
     let raw = env.output(&["inspect", "--raw", &name]).stdout;
     assert_eq!(raw, busybox_index().manifest);
     let text = env.ok(&["inspect", "--platform", "linux/arm64", &name]);
-    assert!(text.contains("linux/arm64") && text.contains(&image.digest().to_string()), "{text}");
+    assert!(
+        text.contains("linux/arm64") && text.contains(&image.digest().to_string()),
+        "{text}"
+    );
 }
 
 #[test]
@@ -187,15 +345,39 @@ fn ls_lists_tags_and_platforms_and_gc_removes_unreferenced_blobs() {
     let env = Env::new();
     let src = fixture_layout(&env);
     let dst = env.path("dst");
-    env.ok(&["copy", "--all", &format!("oci:{}:multi", src.display()), &format!("oci:{}:multi", dst.display())]);
-    env.ok(&["copy", "--platform", "linux/arm64", &format!("oci:{}:multi", src.display()), &format!("oci:{}:arm", dst.display())]);
+    env.ok(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:multi", dst.display()),
+    ]);
+    env.ok(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:arm", dst.display()),
+    ]);
     let ls = env.json(&["ls", "--format", "json", dst.to_str().expect("utf-8")]);
-    let tags: Vec<&str> = ls.as_array().expect("array").iter().map(|e| e["tag"].as_str().expect("tag")).collect();
+    let tags: Vec<&str> = ls
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["tag"].as_str().expect("tag"))
+        .collect();
     assert_eq!(tags.len(), 2, "{ls}");
     assert!(tags.contains(&"multi") && tags.contains(&"arm"));
     // Overwrite `multi` with the amd64 image alone: the index document becomes garbage.
-    env.ok(&["copy", "--platform", "linux/amd64", &format!("oci:{}:multi", src.display()), &format!("oci:{}:multi", dst.display())]);
-    let index_blob = dst.join("blobs/sha256").join(busybox_index().digest().encoded());
+    env.ok(&[
+        "copy",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:multi", dst.display()),
+    ]);
+    let index_blob = dst
+        .join("blobs/sha256")
+        .join(busybox_index().digest().encoded());
     assert!(index_blob.exists());
     let report = env.json(&["gc", "--format", "json", dst.to_str().expect("utf-8")]);
     assert_eq!(report["blobs_removed"], 1, "{report}");
@@ -211,7 +393,13 @@ fn eight_concurrent_copies_into_one_layout_keep_all_tags() {
     let children: Vec<_> = (0..8)
         .map(|i| {
             env.strata()
-                .args(["copy", "-q", "--all", &format!("oci:{}:multi", src.display()), &format!("oci:{}:t{i}", dst.display())])
+                .args([
+                    "copy",
+                    "-q",
+                    "--all",
+                    &format!("oci:{}:multi", src.display()),
+                    &format!("oci:{}:t{i}", dst.display()),
+                ])
                 .spawn()
                 .expect("spawn")
         })
@@ -219,7 +407,10 @@ fn eight_concurrent_copies_into_one_layout_keep_all_tags() {
     for mut c in children {
         assert!(c.wait().expect("wait").success());
     }
-    assert_eq!(layout_tags(&dst), (0..8).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        layout_tags(&dst),
+        (0..8).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    );
     assert_layout_valid(&dst);
 }
 
@@ -235,10 +426,24 @@ fn corrupt_source_blob_fails_and_leaves_no_tag_or_blob() {
     bytes[n / 2] ^= 0xff;
     std::fs::write(&path, &bytes).expect("corrupt");
     let dst = env.path("dst");
-    let err = env.fails(&["copy", &format!("oci:{}:multi", src.display()), &format!("oci:{}:bad", dst.display())]);
-    assert!(err.contains("digest mismatch") && err.contains(&layer.digest.to_string()), "{err}");
-    assert!(layout_tags(&dst).is_empty(), "no tag may point at missing content");
-    assert!(!dst.join("blobs/sha256").join(layer.digest.encoded()).exists());
+    let err = env.fails(&[
+        "copy",
+        &format!("oci:{}:multi", src.display()),
+        &format!("oci:{}:bad", dst.display()),
+    ]);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layer.digest.to_string()),
+        "{err}"
+    );
+    assert!(
+        layout_tags(&dst).is_empty(),
+        "no tag may point at missing content"
+    );
+    assert!(
+        !dst.join("blobs/sha256")
+            .join(layer.digest.encoded())
+            .exists()
+    );
 }
 
 #[test]
@@ -247,13 +452,33 @@ fn m12_docker_archive_paths_outside_the_archive_are_refused() {
     let work = env.path("evil");
     std::fs::create_dir_all(&work).expect("mkdir");
     for (i, path) in ["../../../../etc/passwd", "/etc/passwd"].iter().enumerate() {
-        let manifest = serde_json::json!([{"Config": path, "RepoTags": ["evil:1"], "Layers": [path]}]);
-        std::fs::write(work.join("manifest.json"), serde_json::to_vec(&manifest).expect("json")).expect("write");
+        let manifest =
+            serde_json::json!([{"Config": path, "RepoTags": ["evil:1"], "Layers": [path]}]);
+        std::fs::write(
+            work.join("manifest.json"),
+            serde_json::to_vec(&manifest).expect("json"),
+        )
+        .expect("write");
         let tar = env.path(&format!("evil{i}.tar"));
-        run("tar", &["-C", work.to_str().expect("utf-8"), "-cf", tar.to_str().expect("utf-8"), "manifest.json"]);
+        run(
+            "tar",
+            &[
+                "-C",
+                work.to_str().expect("utf-8"),
+                "-cf",
+                tar.to_str().expect("utf-8"),
+                "manifest.json",
+            ],
+        );
         let err = env.fails(&["inspect", &format!("docker-archive:{}", tar.display())]);
-        assert!(err.contains(path), "the error names the bad path {path}: {err}");
-        assert!(!err.contains("root:x:0:0"), "host file content leaked: {err}");
+        assert!(
+            err.contains(path),
+            "the error names the bad path {path}: {err}"
+        );
+        assert!(
+            !err.contains("root:x:0:0"),
+            "host file content leaked: {err}"
+        );
     }
 }
 

@@ -65,7 +65,8 @@ impl Env {
     /// Run strata and parse its stdout as JSON.
     pub fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("strata {args:?}: not JSON ({e}):\n{out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("strata {args:?}: not JSON ({e}):\n{out}"))
     }
 }
 
@@ -107,7 +108,8 @@ pub fn skopeo_info(reference: &str) -> Value {
 /// Digest of the document a layout tag points at.
 pub fn layout_digest(layout: &Path, tag: &str) -> String {
     let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json")).expect("json");
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("json");
     index["manifests"]
         .as_array()
         .expect("manifests")
@@ -129,7 +131,11 @@ pub fn layout_tags(layout: &Path) -> Vec<String> {
         .as_array()
         .expect("manifests")
         .iter()
-        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str().map(str::to_string))
+        .filter_map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     tags.sort();
     tags
