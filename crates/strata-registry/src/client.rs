@@ -170,7 +170,29 @@ fn retryable_status(s: StatusCode) -> bool {
 }
 
 pub(crate) fn retryable_error(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode()
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode())
+        && !is_tls_error(e)
+}
+
+/// A TLS failure (bad certificate, a plain-HTTP server on an https URL) will not go away by
+/// asking again: fail at once (RELIABILITY F21) and never fall back to HTTP (N5).
+pub(crate) fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // io::Error::source() skips the wrapped error itself (and hyper nests io::Errors):
+        // look inside.
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            current = Some(inner);
+            continue;
+        }
+        current = err.source();
+    }
+    false
 }
 
 fn is_private(ip: IpAddr) -> bool {

@@ -186,7 +186,7 @@ impl From<RegistryError> for ImageError {
             }
             // Keep the original (verification) error of the stream we were given.
             RegistryError::Source(inner) => inner,
-            other => ImageError::transport("registry", other),
+            other => ImageError::transport(other.to_string(), other),
         }
     }
 }

@@ -104,6 +104,20 @@ pub fn random_image(seed: u64, layer_sizes: &[usize]) -> TestImage {
 }
 
 fn random_image_for(seed: u64, layer_sizes: &[usize], arch: &str) -> TestImage {
+    random_image_for_platform(
+        seed,
+        layer_sizes,
+        &strata_spec::Platform::new("linux", arch),
+    )
+}
+
+/// Like [`random_image`], with the config's os, architecture, variant, os.version and
+/// os.features taken from `platform` (e.g. a Windows image for manifest-list tests).
+pub fn random_image_for_platform(
+    seed: u64,
+    layer_sizes: &[usize],
+    platform: &strata_spec::Platform,
+) -> TestImage {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut blob_list = Vec::new();
     let mut layers = Vec::new();
@@ -118,14 +132,23 @@ fn random_image_for(seed: u64, layer_sizes: &[usize], arch: &str) -> TestImage {
         layers.push(serde_json::to_value(&d).expect("descriptor json"));
         blob_list.push((d, bytes));
     }
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
+    let mut config = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
         "created": "1970-01-01T00:00:00Z",
         "config": {"Env": [format!("SEED={seed}")]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "strata-testkit"}]
     });
+    if let Some(v) = &platform.variant {
+        config["variant"] = v.as_str().into();
+    }
+    if let Some(v) = &platform.os_version {
+        config["os.version"] = v.as_str().into();
+    }
+    if !platform.os_features.is_empty() {
+        config["os.features"] = platform.os_features.clone().into();
+    }
     let config_bytes = serde_json::to_vec(&config).expect("config json");
     let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
     let manifest = serde_json::json!({
@@ -171,7 +194,7 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
             "architecture": config["architecture"],
             "os": config["os"],
         });
-        for key in ["variant", "os.version"] {
+        for key in ["variant", "os.version", "os.features"] {
             if let Some(v) = config.get(key) {
                 platform[key] = v.clone();
             }

@@ -26,6 +26,7 @@ fn hint(msg: &str) -> Option<&'static str> {
         || m.contains("tls handshake")
         || m.contains("invalid peer certificate")
         || m.contains("record overflow")
+        || m.contains("corrupt message")
     {
         Some("for a plain-HTTP registry pass --tls-verify=false")
     } else if m.contains("unauthorized")
