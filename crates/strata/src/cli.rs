@@ -70,6 +70,10 @@ pub struct RegistryArgs {
     /// Attempts for a failing request (408, 429, 5xx, resets) before giving up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub retry_times: u32,
+    /// Largest manifest or index accepted from a registry, in bytes (registries should accept
+    /// at least 4 MB; raise it for very large indexes).
+    #[arg(long, default_value_t = strata_spec::MAX_MANIFEST_BYTES, value_name = "BYTES")]
+    pub max_manifest_size: u64,
 }
 
 #[derive(Args, Debug)]

@@ -24,6 +24,7 @@ pub struct Side {
     /// `Some(false)`: plain HTTP and unverified TLS allowed.
     pub tls_verify: Option<bool>,
     pub retry_times: u32,
+    pub max_manifest_size: u64,
 }
 
 impl Side {
@@ -45,6 +46,7 @@ impl Side {
             } else {
                 shared.retry_times
             },
+            max_manifest_size: shared.max_manifest_size,
         }
     }
 }
@@ -139,6 +141,9 @@ impl Side {
             (None, None) => CredentialSource::Default,
         };
         options.retry.max_attempts = self.retry_times.max(1);
+        if self.max_manifest_size > 0 {
+            options.max_manifest_bytes = self.max_manifest_size;
+        }
         options.user_agent = concat!("strata/", env!("CARGO_PKG_VERSION")).to_string();
         Ok(options)
     }

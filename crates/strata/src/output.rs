@@ -38,6 +38,8 @@ fn hint(msg: &str) -> Option<&'static str> {
         Some("is the registry running, and is the host:port right?")
     } else if m.contains("no image for platform") {
         Some("pick one of the available platforms with --platform, or copy everything with --all")
+    } else if m.contains("larger than the limit") && m.contains("manifest") {
+        Some("if the document is legitimate, raise the limit with --max-manifest-size BYTES")
     } else if m.contains("digest mismatch") {
         Some(
             "the content does not match its digest: the source is corrupt or was changed; nothing was written",
