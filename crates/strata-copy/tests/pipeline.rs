@@ -333,3 +333,164 @@ async fn corrupt_blob_fails_and_leaves_no_tag() {
             .contains_key(&Digest::sha256_of(b"layer-amd64-bytes"))
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile documents (RELIABILITY §a): each must fail with a clear error and leave the
+// destination without a tag.
+
+fn set_top(src: &Memory, d: &Descriptor) {
+    *src.top.lock().unwrap() = Some(d.digest.clone());
+}
+
+async fn copy_all(
+    src: &Memory,
+    dst: &Memory,
+) -> Result<strata_copy::CopyReport, strata_copy::CopyError> {
+    let options = CopyOptions {
+        selection: Selection::All,
+        tag: Some("t".into()),
+        ..Default::default()
+    };
+    copy_image(src, dst, &options).await
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[tokio::test]
+async fn m1_document_with_manifests_and_layers_is_refused_as_ambiguous() {
+    let src = Memory::default();
+    let img = src.image("amd64", b"l", false);
+    let bytes = format!(
+        r#"{{"schemaVersion":2,"manifests":[{}],"config":{},"layers":[]}}"#,
+        serde_json::to_string(&img).unwrap(),
+        serde_json::to_string(&img).unwrap()
+    );
+    let d = src.add_manifest(bytes.into_bytes(), MediaType::OCI_INDEX);
+    set_top(&src, &d);
+    let dst = Memory::default();
+    let err = copy_all(&src, &dst).await.unwrap_err();
+    let msg = error_chain(&err);
+    assert!(msg.contains("ambiguous") || msg.contains("both"), "{msg}");
+    assert!(dst.tags.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn m5_descriptor_sizes_smaller_larger_or_negative_fail() {
+    for size in [-1i64, 1, 1 << 40, 1 << 62] {
+        let src = Memory::default();
+        let mut d = src.image("amd64", b"some-layer-bytes", false);
+        // Rewrite the manifest with a layer descriptor of the wrong size.
+        let raw = src.manifest(Some(&d.digest)).await.unwrap();
+        let mut m: ImageManifest = serde_json::from_slice(&raw.bytes).unwrap();
+        m.layers[0].size = size;
+        d = src.add_manifest(m.to_bytes(), MediaType::OCI_MANIFEST);
+        set_top(&src, &d);
+        let dst = Memory::default();
+        let err = copy_all(&src, &dst).await.unwrap_err();
+        let msg = error_chain(&err);
+        assert!(
+            msg.contains("size") || msg.contains("negative"),
+            "size {size}: {msg}"
+        );
+        assert!(dst.tags.lock().unwrap().is_empty(), "size {size}");
+        assert!(
+            !dst.blobs.lock().unwrap().contains_key(&m.layers[0].digest),
+            "size {size}: the layer must not be committed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn m8_index_cycles_and_deep_nesting_end_with_an_error() {
+    // An index whose only entry is an index whose only entry is … 100 levels.
+    let src = Memory::default();
+    let mut child = src.image("amd64", b"leaf", false);
+    for _ in 0..100 {
+        let mut i = ImageIndex::new(MediaType::OCI_INDEX);
+        i.manifests = vec![child];
+        child = src.add_manifest(i.to_bytes(), MediaType::OCI_INDEX);
+    }
+    set_top(&src, &child);
+    let dst = Memory::default();
+    let msg = error_chain(&copy_all(&src, &dst).await.unwrap_err());
+    assert!(msg.contains("deeper") || msg.contains("nested"), "{msg}");
+    assert!(dst.tags.lock().unwrap().is_empty());
+
+    // An index listing itself cannot be built by content addressing, but a source can lie:
+    // serve an index whose entry's digest resolves to the index itself.
+    let src = Memory::default();
+    let placeholder = Digest::sha256_of(b"self");
+    let mut i = ImageIndex::new(MediaType::OCI_INDEX);
+    i.manifests = vec![Descriptor::new(
+        MediaType::OCI_INDEX,
+        placeholder.clone(),
+        10,
+    )];
+    let raw = RawManifest::new(i.to_bytes(), MediaType::new(MediaType::OCI_INDEX));
+    src.manifests
+        .lock()
+        .unwrap()
+        .insert(placeholder.clone(), raw.clone());
+    src.manifests
+        .lock()
+        .unwrap()
+        .insert(raw.digest.clone(), raw.clone());
+    *src.top.lock().unwrap() = Some(raw.digest.clone());
+    let dst = Memory::default();
+    let msg = error_chain(&copy_all(&src, &dst).await.unwrap_err());
+    assert!(!msg.is_empty());
+    assert!(dst.tags.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn m8_an_index_over_the_entry_limit_is_refused() {
+    // (A 1e6-entry index is over the 4 MiB document cap of every transport already; this
+    // checks the count limit itself, which applies whatever the size cap.)
+    let src = Memory::default();
+    let img = src.image("amd64", b"l", false);
+    let entry = serde_json::to_string(&img).unwrap();
+    let mut bytes = String::from(
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":["#,
+    );
+    for n in 0..=strata_spec::MAX_INDEX_ENTRIES {
+        if n > 0 {
+            bytes.push(',');
+        }
+        bytes.push_str(&entry);
+    }
+    bytes.push_str("]}");
+    let d = src.add_manifest(bytes.into_bytes(), MediaType::OCI_INDEX);
+    set_top(&src, &d);
+    let dst = Memory::default();
+    let msg = error_chain(&copy_all(&src, &dst).await.unwrap_err());
+    assert!(msg.contains("entries") || msg.contains("limit"), "{msg}");
+}
+
+#[tokio::test]
+async fn m11_schema1_and_unknown_media_types_are_unsupported() {
+    let schema1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[{"blobSum":"sha256:00"}],"signatures":[]}"#;
+    let unknown = br#"{"schemaVersion":2,"mediaType":"application/vnd.example.thing+json","config":{"mediaType":"a/b","digest":"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae","size":3},"layers":[]}"#;
+    for (bytes, mt) in [
+        (
+            &schema1[..],
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ),
+        (&unknown[..], "application/vnd.example.thing+json"),
+    ] {
+        let src = Memory::default();
+        let d = src.add_manifest(bytes.to_vec(), mt);
+        set_top(&src, &d);
+        let dst = Memory::default();
+        let msg = error_chain(&copy_all(&src, &dst).await.unwrap_err());
+        assert!(msg.to_lowercase().contains("unsupported"), "{mt}: {msg}");
+    }
+}
