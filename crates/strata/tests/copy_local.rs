@@ -494,3 +494,39 @@ fn bad_names_are_usage_errors_with_the_name() {
     let usage = env.output(&["copy", "only-one-arg"]);
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn podman_loads_and_runs_a_docker_archive_strata_wrote() {
+    let env = Env::new();
+    let src = fixture_layout(&env);
+    let archive = env.path("save.tar");
+    let name = format!("localhost/strata-test-load-{}:v1", std::process::id());
+    env.ok(&[
+        "copy",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:multi", src.display()),
+        &format!("docker-archive:{}:{name}", archive.display()),
+    ]);
+    let loaded = run(
+        "podman",
+        &["load", "-q", "-i", archive.to_str().expect("utf-8")],
+    );
+    assert!(loaded.contains(&name), "{loaded}");
+    let out = run(
+        "podman",
+        &[
+            "run",
+            "--rm",
+            "--network=none",
+            &name,
+            "/bin/busybox",
+            "echo",
+            "hello-from-strata",
+        ],
+    );
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &name])
+        .output();
+    assert_eq!(out.trim(), "hello-from-strata");
+}
