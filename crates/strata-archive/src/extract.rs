@@ -1034,9 +1034,15 @@ fn open_root(root: &Path, policy: TargetPolicy) -> Result<OwnedFd> {
         path: root.to_path_buf(),
         reason: reason.to_string(),
     };
+    let symlink = || {
+        rustix::fs::statat(rustix::fs::CWD, root, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| type_of(&st) == FileType::Symlink)
+    };
     let fd = rustix::fs::openat(rustix::fs::CWD, root, DIR_NOFOLLOW, Mode::empty()).map_err(
         |e| match e {
-            Errno::LOOP => target_err("is a symlink (refused: the target is never followed)"),
+            Errno::LOOP | Errno::NOTDIR if symlink() => {
+                target_err("is a symlink (refused: the target is never followed)")
+            }
             Errno::NOTDIR => target_err("not a directory"),
             e => ArchiveError::Path {
                 op: "opening unpack root",
