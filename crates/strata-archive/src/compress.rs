@@ -564,8 +564,8 @@ fn decoder_for<'a, R: BufRead + Send + 'a>(
 /// hashing overlap with the consumer's work (tar parsing, file creation).
 ///
 /// Memory is bounded (8 chunks of 256 KiB). When the reader is dropped early (the consumer
-/// failed), the thread's next hand-off fails and it exits; `Drop` joins it, so no thread is
-/// left blocked (RELIABILITY A23). An error of the producing stream is returned to the
+/// failed), the thread's next hand-off fails and it exits: it is never left blocked on the
+/// channel (RELIABILITY A23). An error of the producing stream is returned to the
 /// consumer as the same `io::Error` kind and message.
 pub struct PipeReader {
     chunks: Option<Receiver<io::Result<Vec<u8>>>>,
@@ -667,9 +667,13 @@ impl Read for PipeReader {
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
-        // Closing the receiver makes the producer's next send fail: it stops reading.
+        // Closing the receiver makes the producer's next send fail: it stops there. It is
+        // joined only when already done: a source stalled in `read` (a network stream) must
+        // not hang the consumer; the thread ends as soon as that read returns.
         self.chunks = None;
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && thread.is_finished()
+        {
             let _ = thread.join();
         }
     }
