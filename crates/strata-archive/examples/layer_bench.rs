@@ -33,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(w) => w.parse()?,
         None => strata_archive::default_workers(),
     };
-    let out_dir = tempfile::tempdir()?;
+    // STRATA_BENCH_TMP: where the layer and the extracted tree go (tmpfs measures CPU
+    // cost; a disk measures the disk).
+    let out_dir = match std::env::var_os("STRATA_BENCH_TMP") {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
     let layer_path = out_dir.path().join("layer");
 
     let start = Instant::now();
@@ -63,7 +68,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Algorithm::Sha256,
         Threading::DecoderThread,
     )?;
-    let stats = extract_layer(&mut reader, &root, &ExtractOptions::default())?;
+    let mode = std::env::var("STRATA_BENCH_THREADS").unwrap_or_default();
+    let stats = if mode == "same" {
+        let mut same = LayerReader::new(
+            std::fs::File::open(&layer_path)?,
+            compression.layer_compression(),
+            Algorithm::Sha256,
+            Threading::SameThread,
+        )?;
+        let stats = extract_layer(&mut same, &root, &ExtractOptions::default())?;
+        same.finish()?;
+        stats
+    } else {
+        extract_layer(&mut reader, &root, &ExtractOptions::default())?
+    };
     let digests = reader.finish()?;
     let extract = start.elapsed().as_secs_f64();
     assert_eq!(digests.digest, info.digest);

@@ -691,6 +691,17 @@ async fn depth_and_count_limits() {
         .filter(|p| p.kind == ProblemKind::TooManyManifests { limit: 3 })
         .collect();
     assert_eq!(over.len(), 2, "{report}");
+    // An index with more entries than any real one (1e4 + 1) is refused when parsed.
+    let f = Fixture::new();
+    let one = f.image(&layers, "amd64", |_| {}, |_| {});
+    let many: Vec<(Descriptor, Option<Value>)> = (0..10_001).map(|_| (one.clone(), None)).collect();
+    let idx = f.index(&many, MediaType::OCI_INDEX);
+    f.tag(&idx);
+    let report = f.check(&ValidateOptions::default()).await;
+    assert!(
+        matches!(&kinds(&report, &idx.digest)[..], [ProblemKind::Malformed { error }] if error.contains("10000")),
+        "{report}"
+    );
 }
 
 /// A source that serves whatever it is told for any digest (a lying registry).
