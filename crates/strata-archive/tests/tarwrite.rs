@@ -648,10 +648,10 @@ fn real_binaries(len: usize) -> Vec<u8> {
             if out.len() >= len {
                 return out;
             }
-            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
-                if let Ok(bytes) = fs::read(&p) {
-                    out.extend_from_slice(&bytes[..bytes.len().min(len - out.len())]);
-                }
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
+                && let Ok(bytes) = fs::read(&p)
+            {
+                out.extend_from_slice(&bytes[..bytes.len().min(len - out.len())]);
             }
         }
     }
