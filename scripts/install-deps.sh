@@ -11,6 +11,7 @@ PKGS=(ca-certificates curl jq gcc pkg-config openssl)
 if [[ ${1:-} != --minimal ]]; then
   PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
          qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file
+         pigz python3 util-linux
          uidmap)   # uidmap: newuidmap/newgidmap for strata-sandbox's rootless tests
 fi
 missing=()
