@@ -131,6 +131,15 @@ impl ImageSource for LayoutSource {
             Some(d) => (d.clone(), Default::default()),
         };
         let bytes = self.layout.read_blob(&digest, MAX_MANIFEST_BYTES)?;
+        // The contract: manifests come back verified against the digest they were asked by
+        // (a layout file may have been changed or corrupted since it was written).
+        let actual = digest.same_algorithm_of(&bytes);
+        if actual != digest {
+            return Err(ImageError::DigestMismatch {
+                expected: digest,
+                actual,
+            });
+        }
         Ok(RawManifest {
             bytes,
             media_type,

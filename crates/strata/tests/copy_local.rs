@@ -530,3 +530,26 @@ fn podman_loads_and_runs_a_docker_archive_strata_wrote() {
         .output();
     assert_eq!(out.trim(), "hello-from-strata");
 }
+
+#[test]
+fn m4_a_changed_manifest_in_a_layout_is_refused() {
+    let env = Env::new();
+    let src = fixture_layout(&env);
+    let arm = busybox_image("arm64").digest();
+    let path = src.join("blobs/sha256").join(arm.encoded());
+    let mut bytes = std::fs::read(&path).expect("manifest");
+    // Same length, valid JSON: only the digest tells.
+    let at = bytes.iter().position(|b| *b == b'2').expect("a digit");
+    bytes[at] = b'3';
+    std::fs::write(&path, &bytes).expect("write");
+    let err = env.fails(&[
+        "inspect",
+        "--platform",
+        "linux/arm64",
+        &format!("oci:{}:multi", src.display()),
+    ]);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&arm.to_string()),
+        "{err}"
+    );
+}
