@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_image::{
+    BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
+};
 use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES, Reference};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -163,6 +165,10 @@ impl ImageSource for LayoutSource {
             media_type,
             digest,
         })
+    }
+    /// Blobs are files: they can be opened again.
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         let (file, _) = self.layout.open_blob(&descriptor.digest)?;
