@@ -52,7 +52,9 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
             std::io::Error::from(std::io::ErrorKind::Interrupted),
         ))
     });
-    let read_result: Result<(), ImageError> = async {
+    // The reading runs as its own task: the blobs a copy moves at once are then read on
+    // all worker threads, not all within the one task that drives the copy.
+    let reader = AbortOnDrop(tokio::spawn(async move {
         let mut allocated = 0;
         loop {
             let mut buf = match back_rx.try_recv() {
@@ -90,15 +92,34 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
                 return Ok(());
             }
         }
-    }
-    .await;
-    drop(tx);
+    }));
+    let read_result = reader
+        .join()
+        .await
+        .map_err(|e| ImageError::io("blob reader task", std::io::Error::other(e)))
+        .and_then(|r| r);
     let written = worker
         .await
         .map_err(|e| ImageError::io("blob writer thread", std::io::Error::other(e)))?;
     match (read_result, written) {
         (Err(read), _) => Err(read),
         (Ok(()), result) => Ok(result?),
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped (a cancelled copy must not
+/// keep reading; the writer then sees the channel close and removes its temp file).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
