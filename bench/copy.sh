@@ -34,7 +34,8 @@ done
 for t in docker-registry skopeo jq curl; do
   command -v $t >/dev/null || { echo "missing $t: run scripts/install-deps.sh" >&2; exit 1; }
 done
-[[ -x /usr/bin/time ]] || apt-get install -y -qq time >/dev/null
+[[ -x /usr/bin/time ]] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; } ||
+  { echo "needs /usr/bin/time (Debian package time)" >&2; exit 1; }
 mkdir -p "$W"
 
 if [[ $BUILD == 1 ]]; then cargo build --release --quiet -p strata; fi
