@@ -8,7 +8,8 @@
 #   layer 7     64 MiB incompressible (deterministic AES-CTR stream) + 32 MiB of zeros
 #   layer 8     filler text, so the image reaches ~1 GiB even on a host with a small /usr
 #
-# Deterministic for a given host (sorted tar, fixed mtimes/owners, gzip -n).
+# Deterministic for a given set of files under /usr (sorted tar, fixed mtimes/owners, gzip -n);
+# installing packages changes layers 1-6 (and the filler size of layer 8).
 # usage: bench/make-big.sh LAYOUT_DIR      (re-creates LAYOUT_DIR; tag "latest")
 set -euo pipefail
 OUT=${1:?usage: make-big.sh LAYOUT_DIR}
