@@ -402,21 +402,20 @@ pub async fn copy_image(
                         size,
                     });
                 }
-                let data = source.blob(&d).await.map_err(|e| {
-                    CopyError::image(
-                        format!("{}: reading blob {}", source.describe(), d.digest),
-                        e,
-                    )
-                })?;
-                let data: BlobReader = match &progress {
-                    Some(p) => Box::pin(Counting {
-                        inner: data,
-                        digest: d.digest.clone(),
-                        progress: p.clone(),
-                    }),
-                    None => data,
+                // The sink opens the blob from the source itself, so that it can re-open it
+                // to send bytes again instead of keeping a copy (see `put_blob_from`).
+                let counted;
+                let from: &dyn ImageSource = match &progress {
+                    Some(p) => {
+                        counted = Counted {
+                            inner: source,
+                            progress: p.clone(),
+                        };
+                        &counted
+                    }
+                    None => source,
                 };
-                sink.put_blob(&d, data).await.map_err(|e| {
+                sink.put_blob_from(&d, from).await.map_err(|e| {
                     CopyError::image(
                         format!(
                             "copying blob {} from {} to {}",
@@ -499,6 +498,36 @@ async fn put_manifest(
         });
     }
     Ok(())
+}
+
+/// A source whose blob streams report their bytes as they pass.
+struct Counted<'a> {
+    inner: &'a dyn ImageSource,
+    progress: Arc<dyn Progress>,
+}
+
+#[async_trait::async_trait]
+impl ImageSource for Counted<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn manifest(&self, digest: Option<&Digest>) -> Result<RawManifest, ImageError> {
+        self.inner.manifest(digest).await
+    }
+    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
+        let inner = self.inner.blob(descriptor).await?;
+        Ok(Box::pin(Counting {
+            inner,
+            digest: descriptor.digest.clone(),
+            progress: self.progress.clone(),
+        }))
+    }
+    fn origin(&self) -> Option<strata_image::BlobOrigin> {
+        self.inner.origin()
+    }
+    fn blob_replay(&self) -> strata_image::BlobReplay {
+        self.inner.blob_replay()
+    }
 }
 
 /// Reports bytes as they pass.

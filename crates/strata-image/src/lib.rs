@@ -89,6 +89,20 @@ pub struct BlobOrigin {
     pub repository: String,
 }
 
+/// Whether [`ImageSource::blob`] can be called again for the same blob.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlobReplay {
+    /// A blob is streamed once (a pipe, a step's output): a consumer that may need the bytes
+    /// again (a registry upload resuming after a broken request) keeps its own copy.
+    #[default]
+    Once,
+    /// `blob` may be called again and yields the same bytes (files; a registry, over the
+    /// network): a consumer re-opens the blob instead of keeping a copy. The consumer still
+    /// verifies what it re-reads.
+    Reopen,
+}
+
 /// Something images can be read from.
 ///
 /// Contract: `manifest(None)` returns the document the source was opened at (a tag or
@@ -105,6 +119,10 @@ pub trait ImageSource: Send + Sync {
     /// Registry and repository the blobs live in, when mounting from it is possible.
     fn origin(&self) -> Option<BlobOrigin> {
         None
+    }
+    /// Can `blob` be called again for the same blob? (Default: no.)
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Once
     }
 }
 
@@ -126,6 +144,19 @@ pub trait ImageSink: Send + Sync {
     ) -> Result<bool, ImageError>;
     /// Store a blob, verifying digest and size while streaming.
     async fn put_blob(&self, descriptor: &Descriptor, data: BlobReader) -> Result<(), ImageError>;
+    /// Store the blob `descriptor` names, read from `source`, verifying digest and size while
+    /// streaming. The default opens it once and calls [`ImageSink::put_blob`]; a sink that may
+    /// have to send bytes again (a registry upload resuming after a broken request) re-opens
+    /// the blob from a source whose [`ImageSource::blob_replay`] allows it, instead of keeping
+    /// a copy of every byte it sends.
+    async fn put_blob_from(
+        &self,
+        descriptor: &Descriptor,
+        source: &dyn ImageSource,
+    ) -> Result<(), ImageError> {
+        let data = source.blob(descriptor).await?;
+        self.put_blob(descriptor, data).await
+    }
     /// Store a manifest. `tag`: the name the top-level document gets (`None` for index
     /// children and digest-only destinations).
     async fn put_manifest(

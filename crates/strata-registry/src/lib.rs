@@ -28,10 +28,12 @@
 //! - **Uploads**: POST, then one streamed PUT, or PATCH chunks of
 //!   [`RegistryOptions::chunk_size`] and a final `PUT ?digest=`. The blob is hashed and sized
 //!   while streaming and its last bytes are held back until the digest is verified, so a
-//!   registry never receives a complete wrong blob. While it streams, it is also written to an
-//!   unlinked spool file ([`UploadSpool`]) so a broken PATCH/PUT resumes from the offset the
-//!   registry reports (`GET` the upload, `Range: 0-E`) or restarts from POST when the session
-//!   is gone — memory stays flat whatever the blob size.
+//!   registry never receives a complete wrong blob. A broken PATCH/PUT resumes from the
+//!   offset the registry reports (`GET` the upload, `Range: 0-E`) or restarts from POST when
+//!   the session is gone; the bytes to send again come from the source itself when it can
+//!   re-open the blob ([`RegistrySink::push_blob_from`], read and hashed again from the first
+//!   byte), else from an unlinked spool file written while streaming ([`UploadSpool`]) —
+//!   memory stays flat whatever the blob size.
 //! - **Manifests**: `Accept` lists OCI and Docker schema2 types (schema1 is refused clearly),
 //!   reads are capped at [`RegistryOptions::max_manifest_bytes`], digests are verified when a
 //!   digest was asked for, and a `Content-Type` that disagrees with the document's `mediaType`
@@ -141,7 +143,8 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Where a blob being pushed is spooled so a broken upload can be resumed or restarted.
+/// Where a blob being pushed is spooled so a broken upload can be resumed or restarted
+/// (blobs pushed from a source that can re-open them are not spooled).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum UploadSpool {
     /// An unlinked temp file in the system temp directory.

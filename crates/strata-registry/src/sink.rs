@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, RawManifest};
+use strata_image::{
+    BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
+};
 use strata_spec::{Descriptor, Digest, Reference};
 
 use crate::RegistryError;
@@ -79,13 +81,31 @@ impl RegistrySink {
         self.upload().mount(digest, from).await
     }
 
-    /// Upload a blob, verifying its digest and size while streaming.
+    /// Upload a blob, verifying its digest and size while streaming. Bytes that may have to
+    /// be sent again are kept in the spool ([`crate::RegistryOptions::upload_spool`]).
     pub async fn push_blob(
         &self,
         descriptor: &Descriptor,
         data: BlobReader,
     ) -> Result<(), RegistryError> {
-        self.upload().push(descriptor, data).await
+        self.upload().push(descriptor, data, None).await
+    }
+
+    /// Upload a blob read from `source`, verifying its digest and size while streaming. When
+    /// the source can re-open blobs ([`BlobReplay::Reopen`]), nothing is spooled: a request
+    /// that must be repeated re-reads the blob from the source, hashing it again from the
+    /// start, so the digest check still covers exactly the bytes sent.
+    pub async fn push_blob_from(
+        &self,
+        descriptor: &Descriptor,
+        source: &dyn ImageSource,
+    ) -> Result<(), RegistryError> {
+        let data = source
+            .blob(descriptor)
+            .await
+            .map_err(RegistryError::Source)?;
+        let reopen = (source.blob_replay() == BlobReplay::Reopen).then_some(source);
+        self.upload().push(descriptor, data, reopen).await
     }
 
     /// PUT a manifest under `tag`, or under its digest when `tag` is `None`.
@@ -187,6 +207,14 @@ impl ImageSink for RegistrySink {
 
     async fn put_blob(&self, descriptor: &Descriptor, data: BlobReader) -> Result<(), ImageError> {
         Ok(self.push_blob(descriptor, data).await?)
+    }
+
+    async fn put_blob_from(
+        &self,
+        descriptor: &Descriptor,
+        source: &dyn ImageSource,
+    ) -> Result<(), ImageError> {
+        Ok(self.push_blob_from(descriptor, source).await?)
     }
 
     async fn put_manifest(

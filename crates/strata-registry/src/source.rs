@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSource, RawManifest};
+use strata_image::{BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSource, RawManifest};
 use strata_spec::{Descriptor, Digest, Manifest, MediaType, Reference};
 
 use crate::client::{Follow, Host, Inner, Request, error_from, read_capped};
@@ -256,6 +256,10 @@ impl ImageSource for RegistrySource {
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         Ok(self.fetch_blob(descriptor).await?)
+    }
+    /// A blob can be fetched again (a repeated upload to another registry re-reads it).
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
     }
     fn origin(&self) -> Option<BlobOrigin> {
         Some(BlobOrigin {

@@ -1,12 +1,12 @@
-//! Blob uploads: verified while streaming, spooled so a broken request can be resumed or
-//! restarted, monolithic or chunked.
+//! Blob uploads: verified while streaming, spooled (or re-opened from a source that can) so a
+//! broken request can be resumed or restarted, monolithic or chunked.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
-use strata_image::{BlobReader, ImageError};
+use strata_image::{BlobReader, ImageError, ImageSource};
 use strata_spec::{Descriptor, Digest, DigestHasher};
 use tokio::io::AsyncReadExt;
 use url::Url;
@@ -24,19 +24,35 @@ const MIN_STEP: usize = 64 * 1024;
 /// of ours before it (distribution-spec: the session may expire).
 const MAX_SESSION_RESTARTS: u32 = 1;
 
-/// The blob being uploaded: read once from the source, hashed, sized and spooled.
+/// How bytes already sent can be had again when a request must be repeated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// From the spool file ([`RegistryOptions::upload_spool`](crate::RegistryOptions)), or not
+    /// at all when it is off.
+    Spool,
+    /// By re-opening the blob at its source and reading (and hashing) it again from the start:
+    /// nothing is written aside while the upload streams.
+    Reopen,
+}
+
+/// The blob being uploaded: read from the source, hashed, sized and spooled (or, for a source
+/// that can re-open it, re-read after [`UploadData::restart`]).
 #[derive(Clone)]
 pub(crate) struct UploadData {
     shared: Arc<tokio::sync::Mutex<Shared>>,
     size: u64,
     digest: Digest,
+    resend: Resend,
 }
 
 struct Shared {
     source: BlobReader,
     spool: Option<Arc<std::fs::File>>,
-    /// Bytes pulled from the source so far.
+    /// Bytes pulled from the current source stream so far (hashed, in order).
     read: u64,
+    /// Most bytes read from any stream of this blob: after a restart the new stream may be
+    /// read (and hashed, not sent) up to here to reach the offset the registry continues at.
+    high_water: u64,
     hasher: Option<DigestHasher>,
     verified: bool,
     /// A failure of the source or of verification: final, never retried.
@@ -56,6 +72,7 @@ impl UploadData {
         source: BlobReader,
         descriptor: &Descriptor,
         spool: &UploadSpool,
+        resend: Resend,
     ) -> Result<Self, RegistryError> {
         let size = descriptor
             .size_u64()
@@ -64,6 +81,7 @@ impl UploadData {
                 source,
             })?;
         let spool = match spool {
+            _ if resend == Resend::Reopen => None,
             UploadSpool::Off => None,
             UploadSpool::TempDir => Some(tempfile::tempfile()),
             UploadSpool::Dir(d) => Some(tempfile::tempfile_in(d)),
@@ -76,6 +94,7 @@ impl UploadData {
                 source,
                 spool,
                 read: 0,
+                high_water: 0,
                 hasher: Some(DigestHasher::new(descriptor.digest.algorithm())),
                 verified: false,
                 error: None,
@@ -83,6 +102,7 @@ impl UploadData {
             })),
             size,
             digest: descriptor.digest.clone(),
+            resend,
         })
     }
 
@@ -112,14 +132,73 @@ impl UploadData {
         })
     }
 
-    /// Can a request start at `offset`? (Anything already read needs the spool.)
+    /// Can a request start at `offset`? (Anything already read needs the spool, or a source
+    /// to re-open.)
     async fn can_start_at(&self, offset: u64) -> bool {
         let sh = self.shared.lock().await;
+        if self.resend == Resend::Reopen {
+            return offset <= sh.read.max(sh.high_water);
+        }
         offset <= sh.read && (offset == sh.read || sh.spool.is_some())
     }
 
+    /// Must the source be re-opened before a request can start at `offset`?
+    async fn needs_restart(&self, offset: u64) -> bool {
+        let sh = self.shared.lock().await;
+        self.resend == Resend::Reopen && offset < sh.read
+    }
+
+    /// Continue from a fresh stream of the same blob: it is read and hashed again from the
+    /// start, so the digest check at the end covers exactly the bytes that were sent.
+    async fn restart(&self, source: BlobReader) {
+        let mut sh = self.shared.lock().await;
+        sh.high_water = sh.high_water.max(sh.read);
+        sh.source = source;
+        sh.read = 0;
+        sh.hasher = Some(DigestHasher::new(self.digest.algorithm()));
+        sh.verified = false;
+    }
+
+    /// Bytes ever read from the source (what the registry can at most have received).
     async fn read_so_far(&self) -> u64 {
-        self.shared.lock().await.read
+        let sh = self.shared.lock().await;
+        sh.read.max(sh.high_water)
+    }
+
+    /// After a restart: read and hash (without sending) up to `to`, at most the high-water
+    /// mark of earlier streams.
+    async fn fast_forward(&self, sh: &mut Shared, to: u64) -> Result<(), std::io::Error> {
+        if to > sh.high_water {
+            return Err(std::io::Error::other("upload offset beyond the bytes read"));
+        }
+        let mut scratch = vec![0u8; READ_CHUNK];
+        while sh.read < to {
+            let want = (to - sh.read).min(READ_CHUNK as u64) as usize;
+            match sh.source.read(&mut scratch[..want]).await {
+                Ok(0) => {
+                    let actual = sh.read;
+                    return Err(self.fail(
+                        sh,
+                        SourceFailure::Size {
+                            actual,
+                            more: " (stream ended early when re-read)",
+                        },
+                        format!(
+                            "blob {} ended after {actual} of {} bytes when re-read",
+                            self.digest, self.size
+                        ),
+                    ));
+                }
+                Ok(n) => {
+                    if let Some(h) = sh.hasher.as_mut() {
+                        h.update(&scratch[..n]);
+                    }
+                    sh.read += n as u64;
+                }
+                Err(e) => return Err(self.fail(sh, SourceFailure::Read, e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Make sure the whole source was read and verified (for a final PUT without body).
@@ -127,13 +206,19 @@ impl UploadData {
         {
             let mut sh = self.shared.lock().await;
             if !sh.verified && sh.error.is_none() {
-                if sh.read != self.size {
-                    return Err(RegistryError::protocol(
-                        "upload",
-                        format!("blob {}: final PUT before all bytes were sent", self.digest),
-                    ));
+                if sh.read < self.size && self.resend == Resend::Reopen {
+                    // Re-opened after the registry had every byte: hash the rest again.
+                    let _ = self.fast_forward(&mut sh, self.size).await;
                 }
-                self.finish(&mut sh).await;
+                if sh.error.is_none() {
+                    if sh.read != self.size {
+                        return Err(RegistryError::protocol(
+                            "upload",
+                            format!("blob {}: final PUT before all bytes were sent", self.digest),
+                        ));
+                    }
+                    self.finish(&mut sh).await;
+                }
             }
             if sh.verified {
                 return Ok(());
@@ -225,7 +310,7 @@ impl UploadData {
             .map_err(std::io::Error::other)?;
         }
         if pos > sh.read {
-            return Err(std::io::Error::other("upload offset beyond the bytes read"));
+            self.fast_forward(&mut sh, pos).await?;
         }
         let want = (self.size - sh.read).min(max).min(READ_CHUNK as u64) as usize;
         let mut buf = BytesMut::with_capacity(want);
@@ -537,13 +622,21 @@ impl Upload<'_> {
         Ok(Some((next, loc)))
     }
 
+    /// Upload a blob. With `reopen`, bytes to send again after a broken request are read
+    /// again from that source (from the start, hashed again) instead of from a spool file.
     pub(crate) async fn push(
         &self,
         descriptor: &Descriptor,
         source: BlobReader,
+        reopen: Option<&dyn ImageSource>,
     ) -> Result<(), RegistryError> {
         let options = &self.inner.options;
-        let data = UploadData::new(source, descriptor, &options.upload_spool)?;
+        let resend = if reopen.is_some() {
+            Resend::Reopen
+        } else {
+            Resend::Spool
+        };
+        let data = UploadData::new(source, descriptor, &options.upload_spool, resend)?;
         let size = data.size;
         let digest = &descriptor.digest;
         let max_attempts = options.retry.max_attempts.max(1);
@@ -554,6 +647,13 @@ impl Upload<'_> {
             let mut location = self.start(digest).await?;
             let mut offset: u64 = 0;
             loop {
+                if let Some(src) = reopen
+                    && data.needs_restart(offset).await
+                {
+                    tracing::debug!(%digest, offset, "re-opening the blob at its source to send it again");
+                    let fresh = src.blob(descriptor).await.map_err(RegistryError::Source)?;
+                    data.restart(fresh).await;
+                }
                 let remaining = size - offset;
                 let (len, final_put) = match options.chunk_size {
                     Some(c) if remaining > 0 => (remaining.min(c.max(1)), false),

@@ -14,7 +14,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_image::{
+    BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
+};
 use strata_spec::{
     Algorithm, Descriptor, Digest, DigestHasher, ImageManifest, LayerCompression, MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES, Manifest, MediaType, Reference,
@@ -407,6 +409,10 @@ impl ImageSource for OciArchiveSource {
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         Ok(self.tar.stream(&Self::blob_name(&descriptor.digest))?)
     }
+    /// Blobs are members of a file: they can be opened again.
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
+    }
 }
 
 /// A temp directory removed on drop (staging for archive writers).
@@ -722,6 +728,10 @@ impl ImageSource for DockerArchiveSource {
                 what: format!("blob {} in {}", descriptor.digest, self.describe()),
             })?;
         Ok(self.tar.stream(name)?)
+    }
+    /// Blobs are members of a file: they can be opened again.
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_image::{
+    BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
+};
 use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES};
 
 use crate::StoreError;
@@ -82,6 +84,10 @@ impl ImageSource for DirSource {
             media_type: Default::default(),
             digest: d.clone(),
         })
+    }
+    /// Blobs are files: they can be opened again.
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         match open_beneath(&self.path, &blob_name(&descriptor.digest)) {

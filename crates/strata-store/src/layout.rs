@@ -222,10 +222,99 @@ pub(crate) fn create_temp(dir: &Path) -> Result<(File, PathBuf), StoreError> {
     create_temp_named(dir, ".strata-tmp-")
 }
 
+/// Blobs at least this big are written with `O_DIRECT`: they are fsynced at once anyway, and
+/// going around the page cache saves the kernel's copy of every byte into it, which was the
+/// largest cost of a pull after hashing (a 415 MiB pull: 0.1–0.9 s of system time for
+/// buffered writes against ~0.03 s direct, on the benchmark machine). Smaller blobs (configs,
+/// manifests) are written through the page cache.
+const DIRECT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+/// Alignment `O_DIRECT` needs for buffer address, file offset and length: the largest logical
+/// block size of common devices (512 or 4096).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A buffer of [`COPY_CHUNK`] bytes aligned for `O_DIRECT`; the alignment comes from an
+/// offset into an over-allocated `Vec` (no unsafe allocation). The copy pipeline reads
+/// straight into it and [`BlobWriter::write`] writes it without another copy.
+pub(crate) struct AlignedBuf {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new() -> AlignedBuf {
+        let buf = vec![0u8; COPY_CHUNK + DIRECT_ALIGN];
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        AlignedBuf { buf, start, len: 0 }
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// The unfilled rest of the buffer.
+    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+        let at = self.start + self.len;
+        &mut self.buf[at..self.start + COPY_CHUNK]
+    }
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len = (self.len + n).min(COPY_CHUNK);
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        self.spare_mut()[..bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+    pub(crate) fn filled(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Switch `O_DIRECT` on or off for an open file.
+fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    rustix::fs::fcntl_setfl(file, flags)?;
+    Ok(())
+}
+
+/// Can `bytes` be written with `O_DIRECT` as they are (address and length aligned)?
+fn direct_ready(bytes: &[u8]) -> bool {
+    bytes.len().is_multiple_of(DIRECT_ALIGN) && bytes.as_ptr().align_offset(DIRECT_ALIGN) == 0
+}
+
+/// Write all of `bytes` to a file opened with `O_DIRECT`. A write the filesystem refuses
+/// (EINVAL: an alignment it does not accept) switches the file to buffered writes and goes
+/// on; returns whether the file is still direct.
+fn write_direct(file: &mut File, bytes: &[u8]) -> std::io::Result<bool> {
+    let mut done = 0;
+    let mut direct = true;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if direct && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                set_direct(file, false)?;
+                direct = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(direct)
+}
+
 /// A blob being written: a temp file beside its destination, size-checked and hashed as
 /// bytes arrive (RELIABILITY rule 3: abort at size+1, digest at the end). `commit` fsyncs,
 /// renames and fsyncs the directory; dropping an uncommitted writer removes the temp file, so
 /// no failure path (digest mismatch, ENOSPC, cancelled copy) leaves anything behind.
+/// Large blobs bypass the page cache ([`DIRECT_MIN_BYTES`]) where the filesystem allows it.
 pub struct BlobWriter {
     file: Option<File>,
     temp: PathBuf,
@@ -234,6 +323,8 @@ pub struct BlobWriter {
     expected_size: u64,
     hasher: Option<DigestHasher>,
     written: u64,
+    /// Set while the file is open with `O_DIRECT`.
+    direct: Option<AlignedBuf>,
     _guard: Option<WriterGuard>,
 }
 
@@ -269,11 +360,33 @@ impl BlobWriter {
             expected_size: 0,
             hasher: Some(DigestHasher::new(descriptor.digest.algorithm())),
             written: 0,
+            direct: None,
             _guard: guard,
         };
         // On error the writer drops here and removes its temp file.
         writer.expected_size = expected_size?;
+        if writer.expected_size >= DIRECT_MIN_BYTES
+            && let Some(f) = writer.file.as_ref()
+            // tmpfs and some FUSE filesystems refuse O_DIRECT: they keep buffered writes.
+            && set_direct(f, true).is_ok()
+        {
+            writer.direct = Some(AlignedBuf::new());
+        }
         Ok(writer)
+    }
+
+    /// Write the staged bytes (a whole chunk).
+    fn flush_staged(&mut self) -> Result<(), StoreError> {
+        let (Some(file), Some(staging)) = (self.file.as_mut(), self.direct.as_mut()) else {
+            return Ok(());
+        };
+        let still_direct = write_direct(file, staging.filled())
+            .map_err(|e| StoreError::io(&self.temp, "cannot write blob", e))?;
+        staging.clear();
+        if !still_direct {
+            self.direct = None;
+        }
+        Ok(())
     }
 
     /// Where the blob goes on commit.
@@ -293,20 +406,57 @@ impl BlobWriter {
                 more: " or more (longer than declared)",
             });
         }
-        let file = self.file.as_mut().ok_or_else(|| {
-            StoreError::io(
+        if self.file.is_none() {
+            return Err(StoreError::io(
                 &self.temp,
                 "write after failure",
                 std::io::Error::other("closed"),
-            )
-        })?;
-        file.write_all(bytes)
-            .map_err(|e| StoreError::io(&self.temp, "cannot write blob", e))?;
+            ));
+        }
         if let Some(h) = self.hasher.as_mut() {
             h.update(bytes);
         }
+        let staging_empty = self.direct.as_ref().map(AlignedBuf::len) == Some(0);
+        if self.direct.is_none() {
+            self.write_buffered(bytes)?;
+        } else if staging_empty && direct_ready(bytes) {
+            // An aligned chunk from the pipeline: written as it is, no copy.
+            let temp = &self.temp;
+            if let Some(file) = self.file.as_mut() {
+                let still_direct = write_direct(file, bytes)
+                    .map_err(|e| StoreError::io(temp, "cannot write blob", e))?;
+                if !still_direct {
+                    self.direct = None;
+                }
+            }
+        } else {
+            let mut rest = bytes;
+            while let Some(staging) = self.direct.as_mut()
+                && !rest.is_empty()
+            {
+                let n = (COPY_CHUNK - staging.len()).min(rest.len());
+                staging.push(&rest[..n]);
+                rest = &rest[n..];
+                if staging.len() == COPY_CHUNK {
+                    self.flush_staged()?;
+                }
+            }
+            if !rest.is_empty() {
+                // Direct writes were refused midway: the rest goes through the page cache.
+                self.write_buffered(rest)?;
+            }
+        }
         self.written = total;
         Ok(())
+    }
+
+    fn write_buffered(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let temp = &self.temp;
+        let file = self.file.as_mut().ok_or_else(|| {
+            StoreError::io(temp, "write after failure", std::io::Error::other("closed"))
+        })?;
+        file.write_all(bytes)
+            .map_err(|e| StoreError::io(temp, "cannot write blob", e))
     }
 
     /// Check size and digest, then make the blob visible under its final name.
@@ -331,6 +481,18 @@ impl BlobWriter {
                 expected: self.expected.clone(),
                 actual,
             });
+        }
+        if let Some(staging) = self.direct.as_ref()
+            && staging.len() > 0
+        {
+            // The tail is rarely a multiple of the block size: write it through the page cache.
+            if let Some(f) = self.file.as_ref() {
+                set_direct(f, false)
+                    .map_err(|e| StoreError::io(&self.temp, "cannot write blob", e))?;
+            }
+            let tail = staging.filled().to_vec();
+            self.direct = None;
+            self.write_buffered(&tail)?;
         }
         let file = self.file.take();
         if let Some(f) = file {
@@ -868,5 +1030,39 @@ pub(crate) fn resolve_in_index(
                     .join(", "),
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct write the filesystem refuses (here: a buffer address that is not aligned,
+    /// EINVAL on ext4/xfs) switches the file to buffered writes and loses nothing.
+    #[test]
+    fn refused_direct_writes_fall_back_to_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = File::create(&path).unwrap();
+        if set_direct(&file, true).is_err() {
+            eprintln!("skipping: this filesystem has no O_DIRECT");
+            return;
+        }
+        let data: Vec<u8> = (0..3 * DIRECT_ALIGN + 1).map(|i| (i % 251) as u8).collect();
+        let aligned = AlignedBuf::new();
+        assert!(direct_ready(
+            &aligned.buf[aligned.start..aligned.start + DIRECT_ALIGN]
+        ));
+        // Offset by one byte from an aligned address: never aligned.
+        let mut holder = AlignedBuf::new();
+        holder.push(&[0u8]);
+        holder.push(&data[..2 * DIRECT_ALIGN]);
+        let unaligned = &holder.filled()[1..];
+        assert!(!direct_ready(unaligned));
+        let still_direct = write_direct(&mut file, unaligned).unwrap();
+        write_direct(&mut file, &data[2 * DIRECT_ALIGN..]).unwrap();
+        drop(file);
+        assert_eq!(fs::read(&path).unwrap(), data);
+        eprintln!("direct after an unaligned write: {still_direct}");
     }
 }

@@ -46,7 +46,11 @@
 //! - `dir:PATH`: [`DirSource::open`], [`DirSink::create`].
 //!
 //! The core API ([`OciLayout`]) is synchronous (`std::fs`); the trait impls stream blobs
-//! through a blocking writer thread fed by a bounded channel of 1 MiB chunks.
+//! through a blocking writer thread fed by a bounded channel of 1 MiB chunks, which circulate
+//! between reader and writer (no allocation per chunk). Blobs of 4 MiB and more are written
+//! with `O_DIRECT` where the filesystem allows it: they are fsynced at once anyway, and the
+//! page-cache copy was the largest cost of a pull after hashing (they are then not in the
+//! page cache for a reader that follows; they are on disk, fsynced).
 //!
 //! ```no_run
 //! use strata_store::OciLayout;

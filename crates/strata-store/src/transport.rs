@@ -5,34 +5,43 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_image::{
+    BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
+};
 use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES, Reference};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::layout::{BlobWriter, COPY_CHUNK};
+use crate::layout::{AlignedBuf, BlobWriter};
 use crate::{OciLayout, StoreError, WriterGuard};
 
-/// Chunks in flight between the async reader and the blocking writer thread: memory per
-/// blob write is bounded by `(PIPE_DEPTH + 2) * COPY_CHUNK`.
-const PIPE_DEPTH: usize = 4;
+/// Chunks queued between the async reader and the blocking writer thread. Buffers circulate
+/// (the writer hands each back once written), so memory per blob write is bounded by
+/// `(PIPE_DEPTH + 2) * COPY_CHUNK` and nothing is allocated per chunk.
+const PIPE_DEPTH: usize = 2;
 
 enum Chunk {
-    Data(Vec<u8>),
+    Data(AlignedBuf),
     End,
 }
 
 /// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes,
 /// hashing and fsync off the async workers, overlapped with reading). The writer verifies
 /// size (aborting at size+1) and digest and commits; on any failure, including the stream
-/// failing, the temp file is gone before this returns.
+/// failing, the temp file is gone before this returns. Bytes are read straight into aligned
+/// buffers the writer can hand to `O_DIRECT` writes as they are.
 pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Result<(), ImageError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(PIPE_DEPTH);
+    let (back_tx, mut back_rx) = mpsc::channel::<AlignedBuf>(PIPE_DEPTH + 2);
     let worker = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
         let mut writer = writer;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
-                Chunk::Data(bytes) => writer.write(&bytes)?,
+                Chunk::Data(buf) => {
+                    writer.write(buf.filled())?;
+                    // The reader may be gone already; the buffer is then simply freed.
+                    let _ = back_tx.try_send(buf);
+                }
                 Chunk::End => return writer.commit(),
             }
         }
@@ -43,33 +52,74 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
             std::io::Error::from(std::io::ErrorKind::Interrupted),
         ))
     });
-    let read_result: Result<(), ImageError> = async {
+    // The reading runs as its own task: the blobs a copy moves at once are then read on
+    // all worker threads, not all within the one task that drives the copy.
+    let reader = AbortOnDrop(tokio::spawn(async move {
+        let mut allocated = 0;
         loop {
-            let mut buf = Vec::with_capacity(COPY_CHUNK);
+            let mut buf = match back_rx.try_recv() {
+                Ok(b) => b,
+                Err(_) if allocated < PIPE_DEPTH + 2 => {
+                    allocated += 1;
+                    AlignedBuf::new()
+                }
+                Err(_) => match back_rx.recv().await {
+                    Some(b) => b,
+                    // The writer stopped (size exceeded, disk full): its error is reported.
+                    None => return Ok(()),
+                },
+            };
+            buf.clear();
             // Fill a whole chunk (network reads are small) before handing it over.
-            let n = (&mut data)
-                .take(COPY_CHUNK as u64)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|e| ImageError::from_io("reading blob stream", e))?;
-            if n == 0 {
-                let _ = tx.send(Chunk::End).await;
-                return Ok(());
+            let mut eof = false;
+            while !buf.spare_mut().is_empty() {
+                let n = data
+                    .read(buf.spare_mut())
+                    .await
+                    .map_err(|e| ImageError::from_io("reading blob stream", e))?;
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                buf.advance(n);
             }
-            if tx.send(Chunk::Data(buf)).await.is_err() {
+            if buf.len() > 0 && tx.send(Chunk::Data(buf)).await.is_err() {
                 // The writer stopped (size exceeded, disk full): its error is the one to report.
                 return Ok(());
             }
+            if eof {
+                let _ = tx.send(Chunk::End).await;
+                return Ok(());
+            }
         }
-    }
-    .await;
-    drop(tx);
+    }));
+    let read_result = reader
+        .join()
+        .await
+        .map_err(|e| ImageError::io("blob reader task", std::io::Error::other(e)))
+        .and_then(|r| r);
     let written = worker
         .await
         .map_err(|e| ImageError::io("blob writer thread", std::io::Error::other(e)))?;
     match (read_result, written) {
         (Err(read), _) => Err(read),
         (Ok(()), result) => Ok(result?),
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped (a cancelled copy must not
+/// keep reading; the writer then sees the channel close and removes its temp file).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -145,6 +195,10 @@ impl ImageSource for LayoutSource {
             media_type,
             digest,
         })
+    }
+    /// Blobs are files: they can be opened again.
+    fn blob_replay(&self) -> BlobReplay {
+        BlobReplay::Reopen
     }
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobReader, ImageError> {
         let (file, _) = self.layout.open_blob(&descriptor.digest)?;

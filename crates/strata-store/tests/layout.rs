@@ -558,3 +558,74 @@ fn enospc_leaves_the_layout_intact() {
     layout.set_tag(Some("v2"), &d).unwrap();
     assert_layout_valid(&root);
 }
+
+/// Bytes that do not repeat with any power-of-two period (a chunk-boundary mix-up shows).
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+/// Blobs of 4 MiB and more bypass the page cache (O_DIRECT, aligned chunks, the odd tail
+/// written buffered): every byte must arrive, in order, through both the sync API (unaligned
+/// pieces, staged) and a sink fed by an async stream (aligned chunks, written as they are).
+#[tokio::test]
+async fn large_blobs_are_written_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create_or_open(dir.path()).unwrap();
+    // Not a multiple of the chunk or block size.
+    let data = pattern(9 * 1024 * 1024 + 12_345);
+    let d = Descriptor::of_bytes(MediaType::OCI_LAYER, &data);
+    layout.write_blob(&d, data.as_slice()).unwrap();
+    assert!(fs::read(layout.blob_path(&d.digest)).unwrap() == data);
+
+    let other = pattern(6 * 1024 * 1024 + 1);
+    let od = Descriptor::of_bytes(MediaType::OCI_LAYER, &other);
+    let sink = strata_store::LayoutSink::new(layout.clone(), "test".into()).unwrap();
+    strata_image::ImageSink::put_blob(&sink, &od, reader(other.clone()))
+        .await
+        .unwrap();
+    assert!(fs::read(layout.blob_path(&od.digest)).unwrap() == other);
+    // Exactly a multiple of the chunk size: no tail at all.
+    let even = pattern(8 * 1024 * 1024);
+    let ed = Descriptor::of_bytes(MediaType::OCI_LAYER, &even);
+    strata_image::ImageSink::put_blob(&sink, &ed, reader(even.clone()))
+        .await
+        .unwrap();
+    assert!(fs::read(layout.blob_path(&ed.digest)).unwrap() == even);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// The direct path verifies like the buffered one: a large blob with one wrong byte at the
+/// end, or one byte too many, is never committed and leaves no temp file.
+#[tokio::test]
+async fn large_bad_blobs_are_never_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create_or_open(dir.path()).unwrap();
+    let good = pattern(5 * 1024 * 1024 + 7);
+    let d = Descriptor::of_bytes(MediaType::OCI_LAYER, &good);
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    let err = layout.write_blob(&d, bad.as_slice()).unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    let sink = strata_store::LayoutSink::new(layout.clone(), "test".into()).unwrap();
+    let err = strata_image::ImageSink::put_blob(&sink, &d, reader(bad))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("digest") || format!("{err:?}").contains("Digest"),
+        "{err}"
+    );
+    let mut long = good.clone();
+    long.push(0);
+    let err = strata_image::ImageSink::put_blob(&sink, &d, reader(long))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("SizeMismatch"), "{err:?}");
+    assert!(!layout.has_blob(&d.digest, None));
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
+}

@@ -17,6 +17,10 @@ const EXIT_FAILURE: i32 = 1;
 fn main() {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    // ring for TLS: reqwest's default provider (aws-lc-rs) seeds its RNG with CPU jitter
+    // entropy on first use, ~25 ms of CPU, which was most of a copy that finds everything
+    // present. Only fails when a provider is installed already, which is then kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -97,6 +97,9 @@ impl ImageSource for AtDigest {
     fn origin(&self) -> Option<BlobOrigin> {
         self.inner.origin()
     }
+    fn blob_replay(&self) -> strata_image::BlobReplay {
+        self.inner.blob_replay()
+    }
 }
 
 /// Open `name` so that its top document is the manifest `digest`.
