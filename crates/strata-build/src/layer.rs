@@ -1,0 +1,333 @@
+//! Layer bytes: planned entries → tar → compressed blob in the layout (one pass, digests
+//! computed while streaming); reading layers back (headers, one file, a whole rootfs); squash.
+
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use strata_archive::{
+    Compression, DeviceKind, EntryMeta, ExtractOptions, LayerLayout, LayerWriter, NameMode,
+    Ownership, OwnerOverride, TarBuilder, TarOptions, WhiteoutMode, decompress, extract_layer,
+};
+use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
+use strata_store::OciLayout;
+
+use crate::BuildError;
+use crate::cache::CachedLayer;
+use crate::copyplan::{Content, PlannedEntry, PlannedKind};
+use crate::progress::LayerOrigin;
+use crate::tree::{RawEntry, scan_layer};
+
+/// Uncompressed bytes between two progress reports.
+const PROGRESS_EVERY_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest `/etc/passwd` or `/etc/group` read for `--chown` (CVE-2024-9676: a symlink to
+/// `/dev/zero` must not exhaust memory; a real file is a few KiB).
+pub(crate) const MAX_ACCOUNT_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A layer of an image being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayerRef {
+    pub digest: Digest,
+    pub diff_id: DiffId,
+    pub size: u64,
+    pub media_type: MediaType,
+    pub origin: LayerOrigin,
+}
+
+impl LayerRef {
+    pub(crate) fn from_cached(c: &CachedLayer, origin: LayerOrigin) -> LayerRef {
+        LayerRef {
+            digest: c.digest.clone(),
+            diff_id: c.diff_id.clone(),
+            size: c.size,
+            media_type: c.media_type.clone(),
+            origin,
+        }
+    }
+}
+
+/// How layers of this build are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerSettings {
+    pub compression: Compression,
+    pub layout: LayerLayout,
+    /// SOURCE_DATE_EPOCH: newer mtimes are clamped to it.
+    pub clamp: Option<u64>,
+}
+
+fn tar_options(settings: &LayerSettings) -> TarOptions {
+    TarOptions {
+        owner: OwnerOverride::Keep,
+        mtime_clamp: settings.clamp,
+        names: NameMode::Omit,
+        layout: settings.layout,
+    }
+}
+
+fn entry_meta(e: &PlannedEntry) -> EntryMeta {
+    EntryMeta {
+        mode: e.meta.mode,
+        uid: e.meta.uid,
+        gid: e.meta.gid,
+        mtime: e.meta.mtime,
+        ..Default::default()
+    }
+}
+
+/// Open a planned file's bytes, checking the file is still what was planned (and hashed).
+fn open_content<'a>(content: &'a Content, path: &[u8]) -> Result<Box<dyn Read + 'a>, BuildError> {
+    match content {
+        Content::Bytes(b) => Ok(Box::new(b.as_slice())),
+        Content::Root { root, rel, stat } => {
+            let shown = root.path().join(String::from_utf8_lossy(rel).as_ref());
+            let f = root
+                .open_file(rel)
+                .map_err(|e| BuildError::io(&shown, "cannot open source file", e))?;
+            let md = f
+                .metadata()
+                .map_err(|e| BuildError::io(&shown, "cannot stat source file", e))?;
+            if !md.is_file()
+                || md.len() != stat.size
+                || md.ino() != stat.ino
+                || md.mtime() != stat.mtime
+                || md.mtime_nsec() != stat.mtime_nsec
+            {
+                return Err(BuildError::io(
+                    &shown,
+                    format!(
+                        "changed while the build was reading it (layer entry {})",
+                        String::from_utf8_lossy(path)
+                    ),
+                    io::Error::from(io::ErrorKind::InvalidData),
+                ));
+            }
+            Ok(Box::new(f))
+        }
+    }
+}
+
+/// Write `entries` as one layer blob into `layout`. `on_bytes` gets the running count of
+/// uncompressed bytes every few MiB.
+pub(crate) fn write_layer(
+    layout: &OciLayout,
+    entries: &[PlannedEntry],
+    settings: &LayerSettings,
+    on_bytes: &dyn Fn(u64),
+) -> Result<CachedLayer, BuildError> {
+    let blob = layout
+        .new_blob()
+        .map_err(|e| BuildError::store("creating a layer blob", e))?;
+    let writer = LayerWriter::new(blob, settings.compression)
+        .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
+    let mut tar = TarBuilder::new(writer, tar_options(settings));
+    let mut written = 0u64;
+    let mut reported = 0u64;
+    for e in entries {
+        let path = e.path();
+        let meta = entry_meta(e);
+        let arch = |r: strata_archive::Result<()>| {
+            r.map_err(|err| {
+                BuildError::archive(
+                    format!("writing layer entry {}", String::from_utf8_lossy(&path)),
+                    err,
+                )
+            })
+        };
+        match &e.kind {
+            PlannedKind::Dir => arch(tar.append_dir(&path, &meta))?,
+            PlannedKind::File { size, content, .. } => {
+                let reader = open_content(content, &path)?;
+                arch(tar.append_file(&path, &meta, *size, reader))?;
+                written += size;
+            }
+            PlannedKind::Symlink(target) => arch(tar.append_symlink(&path, &meta, target))?,
+            PlannedKind::Hardlink(target) => {
+                arch(tar.append_hardlink(&path, &meta, target.join(&b'/')))?
+            }
+            PlannedKind::Fifo => arch(tar.append_fifo(&path, &meta))?,
+            PlannedKind::Device {
+                block,
+                major,
+                minor,
+            } => {
+                let kind = if *block {
+                    DeviceKind::Block
+                } else {
+                    DeviceKind::Char
+                };
+                arch(tar.append_device(&path, &meta, kind, *major, *minor))?
+            }
+        }
+        if written - reported >= PROGRESS_EVERY_BYTES {
+            reported = written;
+            on_bytes(written);
+        }
+    }
+    finish_layer(tar, layout)
+}
+
+pub(crate) fn finish_layer(
+    tar: TarBuilder<LayerWriter<strata_store::NewBlob>>,
+    layout: &OciLayout,
+) -> Result<CachedLayer, BuildError> {
+    let writer = tar
+        .finish()
+        .map_err(|e| BuildError::archive("finishing layer", e))?;
+    let (info, blob) = writer
+        .finish()
+        .map_err(|e| BuildError::io(layout.root(), "finishing layer compression", e))?;
+    let (digest, size) = blob
+        .commit()
+        .map_err(|e| BuildError::store("committing a layer blob", e))?;
+    if digest != info.digest || size != info.size {
+        return Err(BuildError::Internal(format!(
+            "layer digest disagreement: writer {} ({} bytes), store {digest} ({size} bytes)",
+            info.digest, info.size
+        )));
+    }
+    Ok(CachedLayer {
+        digest,
+        diff_id: info.diff_id,
+        size,
+        media_type: info.media_type,
+    })
+}
+
+/// A layer blob of the layout, decompressed.
+pub(crate) fn open_layer(
+    layout: &OciLayout,
+    layer: &LayerRef,
+) -> Result<Box<dyn Read + 'static>, BuildError> {
+    let (file, _) = layout
+        .open_blob(&layer.digest)
+        .map_err(|e| BuildError::store(format!("opening layer {}", layer.digest), e))?;
+    let compression = layer
+        .media_type
+        .layer_compression()
+        .unwrap_or(LayerCompression::Gzip);
+    decompress(file, compression)
+        .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "cannot decompress layer", e))
+}
+
+/// The headers of a layer.
+pub(crate) fn scan(
+    layout: &OciLayout,
+    layer: &LayerRef,
+    windows: LayerLayout,
+) -> Result<Vec<RawEntry>, BuildError> {
+    let reader = open_layer(layout, layer)?;
+    scan_layer(reader, windows).map_err(|e| {
+        BuildError::io(
+            layout.blob_path(&layer.digest),
+            format!("reading layer {}", layer.digest),
+            e,
+        )
+    })
+}
+
+/// The bytes of the regular file `path` (literal, as stored) in a layer, at most `cap`.
+pub(crate) fn read_file(
+    layout: &OciLayout,
+    layer: &LayerRef,
+    path: &[u8],
+    windows: LayerLayout,
+    cap: u64,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    let reader = open_layer(layout, layer)?;
+    let mut archive = tar::Archive::new(reader);
+    let err = |e: io::Error| {
+        BuildError::io(
+            layout.blob_path(&layer.digest),
+            format!("reading layer {}", layer.digest),
+            e,
+        )
+    };
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
+        let raw = entry.path_bytes().into_owned();
+        let Some(mut parts) = crate::tree::split_clean(&raw) else {
+            continue;
+        };
+        if windows == LayerLayout::Windows {
+            if parts.first().map(Vec::as_slice) != Some(b"Files".as_slice()) {
+                continue;
+            }
+            parts.remove(0);
+        }
+        if parts.join(&b'/') != path {
+            continue;
+        }
+        if entry.size() > cap {
+            return Err(BuildError::io(
+                layout.blob_path(&layer.digest),
+                format!(
+                    "{} is larger than {cap} bytes",
+                    String::from_utf8_lossy(path)
+                ),
+                io::Error::from(io::ErrorKind::InvalidData),
+            ));
+        }
+        let mut out = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut out).map_err(err)?;
+        return Ok(Some(out));
+    }
+    Ok(None)
+}
+
+pub(crate) fn extract_ownership() -> Ownership {
+    if rustix::process::geteuid().is_root() {
+        Ownership::Preserve
+    } else {
+        Ownership::Rootless
+    }
+}
+
+/// Extract `layers` in order beneath `dest` (an empty directory).
+pub(crate) fn materialise(
+    layout: &OciLayout,
+    layers: &[LayerRef],
+    dest: &Path,
+    whiteouts: WhiteoutMode,
+) -> Result<(), BuildError> {
+    let options = ExtractOptions {
+        ownership: extract_ownership(),
+        whiteouts,
+        ..Default::default()
+    };
+    for layer in layers {
+        let reader = open_layer(layout, layer)?;
+        extract_layer(reader, dest, &options)
+            .map_err(|e| BuildError::archive(format!("extracting layer {}", layer.digest), e))?;
+    }
+    Ok(())
+}
+
+/// One layer holding the union of `layers`: with `WhiteoutMode::OverlayConvert` whiteouts of
+/// lower content are kept (squash of the new layers over a base), with `Apply` everything is
+/// flattened (squash of the whole image).
+pub(crate) fn squash(
+    layout: &OciLayout,
+    layers: &[LayerRef],
+    scratch: &Path,
+    whiteouts: WhiteoutMode,
+    settings: &LayerSettings,
+) -> Result<CachedLayer, BuildError> {
+    let dir = scratch.join("squash");
+    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, "cannot create directory", e))?;
+    materialise(layout, layers, &dir, whiteouts)?;
+    let tree_root = &dir;
+    let blob = layout
+        .new_blob()
+        .map_err(|e| BuildError::store("creating a layer blob", e))?;
+    let writer = LayerWriter::new(blob, settings.compression)
+        .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
+    let mut tar = TarBuilder::new(writer, tar_options(settings));
+    let result = match whiteouts {
+        WhiteoutMode::Apply => strata_archive::write_tree(tree_root, "", &mut tar),
+        WhiteoutMode::OverlayConvert => strata_archive::write_overlay_diff(tree_root, &mut tar),
+    };
+    result.map_err(|e| BuildError::archive("writing the squashed layer", e))?;
+    let layer = finish_layer(tar, layout)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(layer)
+}
