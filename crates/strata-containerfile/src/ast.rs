@@ -64,8 +64,9 @@ pub struct From {
     pub alias: Option<String>,
 }
 
-/// One instruction with its position and its text as written (continuations joined), which
-/// the build engine records in the image history.
+/// One instruction with its position and its text as written (continuations joined, comment
+/// and blank lines inside them dropped, trimmed; heredoc bodies not included), which the build
+/// engine records in the image history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instruction {
     pub span: Span,
@@ -95,14 +96,18 @@ pub enum InstructionKind {
     Shell(Vec<String>),
     StopSignal(String),
     Healthcheck(Healthcheck),
-    /// The trigger instruction text, stored in the config's `OnBuild` and run when the image
-    /// is used as a base. Parsed already (so errors show at the ONBUILD line); `ONBUILD
-    /// ONBUILD`, `ONBUILD FROM` and `ONBUILD MAINTAINER` are errors.
+    /// The trigger instruction, run when the image is used as a base. Parsed already (so
+    /// errors show at the ONBUILD line); `ONBUILD ONBUILD`, `ONBUILD FROM` and `ONBUILD
+    /// MAINTAINER` are errors. The boxed instruction's `original` is exactly the text to store
+    /// in the config's `OnBuild`: the trigger as written after `ONBUILD`, followed (for
+    /// `ONBUILD RUN <<EOF`) by each heredoc body and delimiter line, as Docker stores it, so
+    /// that parsing it again gives the same instruction.
     Onbuild(Box<Instruction>),
     Maintainer(String),
 }
 
-/// `ARG NAME[=default]`; one ARG instruction may declare several.
+/// `ARG NAME[=default]`; one ARG instruction may declare several. The default keeps its
+/// quotes (`"a b"`); [`crate::Scope::declare_arg`] expands it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArgDecl {
     pub name: String,
@@ -111,6 +116,7 @@ pub struct ArgDecl {
 }
 
 /// `KEY=VALUE` with both sides unexpanded (quotes still in place; expansion removes them).
+/// For the legacy `ENV KEY value with spaces`, `value` is the rest of the line as written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyValue {
     pub key: String,
@@ -122,7 +128,8 @@ pub struct KeyValue {
 pub enum CommandForm {
     /// `["a","b"]`, already JSON-decoded.
     Exec(Vec<String>),
-    /// Everything after the keyword, continuations joined, as written.
+    /// Everything after the keyword and flags, continuations joined, as written (for
+    /// `RUN <<EOF` this is `<<EOF`; the bodies are in [`RunInstr::heredocs`]).
     Shell(String),
 }
 
@@ -157,11 +164,12 @@ pub struct CopyInstr {
     pub from: Option<String>,
     /// `--chown=user[:group]`
     pub chown: Option<String>,
-    /// `--chmod=0755` (octal) or symbolic
+    /// `--chmod=0755` (octal) or symbolic (`u=rwX,go=rX`); checked by the parser unless it
+    /// holds a variable; see [`crate::Chmod`].
     pub chmod: Option<String>,
     /// `--link`
     pub link: bool,
-    /// `--exclude=pattern`, repeatable
+    /// `--exclude=pattern`, repeatable; match with [`crate::IgnoreMatcher::from_patterns`].
     pub excludes: Vec<String>,
     /// `--parents`
     pub parents: bool,
@@ -183,12 +191,13 @@ pub struct AddInstr {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInstr {
     pub command: CommandForm,
-    /// Raw `--mount` values (`type=cache,target=/x,…`), parsed by the build engine with
-    /// [`crate::parse_mount`].
+    /// Raw `--mount` values (`type=cache,target=/x,…`, quotes already removed), parsed by the
+    /// build engine with [`crate::parse_mount`] after expansion. The parser already rejects
+    /// values without a `$` that `parse_mount` would reject.
     pub mounts: Vec<String>,
-    /// `--network=default|none|host`
+    /// `--network=default|none|host` (other values are parse errors)
     pub network: Option<String>,
-    /// `--security=sandbox|insecure`
+    /// `--security=sandbox|insecure` (other values are parse errors)
     pub security: Option<String>,
     /// Heredocs referenced by the command (`RUN <<EOF` / `RUN python3 <<EOF`).
     pub heredocs: Vec<Heredoc>,
@@ -200,7 +209,8 @@ pub enum Healthcheck {
     None,
     Check {
         command: CommandForm,
-        /// Durations as written (`30s`, `1m30s`); [`crate::parse_duration`] converts.
+        /// Durations as written (`30s`, `1m30s`), already checked (valid, at least 1ms);
+        /// [`crate::parse_duration`] converts.
         interval: Option<String>,
         timeout: Option<String>,
         start_period: Option<String>,
