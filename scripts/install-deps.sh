@@ -10,7 +10,8 @@ SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
 PKGS=(ca-certificates curl jq gcc pkg-config)
 if [[ ${1:-} != --minimal ]]; then
   PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
-         qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file)
+         qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file
+         pigz python3 util-linux)
 fi
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

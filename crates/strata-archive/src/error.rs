@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-/// Every failure of this crate. Variants name the entry or path at fault.
+/// Every failure of this crate. Variants name the entry, offset or path at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArchiveError {
@@ -19,7 +19,7 @@ pub enum ArchiveError {
         #[source]
         source: std::io::Error,
     },
-    /// A tar entry that cannot be extracted safely or is malformed.
+    /// A tar entry that cannot be extracted safely, or written.
     #[error("layer entry {entry:?}: {reason}")]
     Entry {
         entry: String,
@@ -27,6 +27,9 @@ pub enum ArchiveError {
         #[source]
         source: Option<std::io::Error>,
     },
+    /// The tar stream itself is malformed or ambiguous at `offset`.
+    #[error("malformed tar at byte {offset}: {reason}")]
+    Tar { offset: u64, reason: String },
     /// A size limit was exceeded (decompression bomb, huge records).
     #[error("limit exceeded: {what} larger than {limit} bytes")]
     Limit { what: &'static str, limit: u64 },
@@ -42,6 +45,7 @@ impl ArchiveError {
             source,
         }
     }
+
     pub(crate) fn entry(
         entry: &[u8],
         reason: impl Into<String>,
@@ -51,6 +55,28 @@ impl ArchiveError {
             entry: String::from_utf8_lossy(entry).into_owned(),
             reason: reason.into(),
             source,
+        }
+    }
+
+    /// Turn an `io::Error` back into the `ArchiveError` it carries (errors of this crate
+    /// cross `Read` boundaries wrapped in `io::Error`), or wrap it with `context`.
+    pub fn from_io(context: impl Into<String>, e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|inner| inner.is::<ArchiveError>()) {
+            let kind = e.kind();
+            return match e.into_inner().map(|inner| inner.downcast::<ArchiveError>()) {
+                Some(Ok(inner)) => *inner,
+                _ => ArchiveError::io(context, std::io::Error::from(kind)),
+            };
+        }
+        ArchiveError::io(context, e)
+    }
+
+    /// Wrap into an `io::Error` (for `Read`/`Write` implementations); an `Io` variant gives
+    /// back its source.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            ArchiveError::Io { source, .. } => source,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
         }
     }
 }

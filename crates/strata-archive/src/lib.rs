@@ -1,12 +1,17 @@
 //! strata-archive: layer bytes.
 //!
-//! - [`Compression`], [`CompressWriter`], [`ParallelGzEncoder`] (pigz-style), [`decompress`],
-//!   [`decompress_detect`] (gzip multi-member, zstd with window cap, xz, bzip2).
-//! - [`HashingWriter`], [`HashingReader`], [`LayerWriter`] → [`LayerInfo`] (digest, diff_id, sizes).
-//! - [`TarBuilder`]: deterministic tar with PAX records (long names, big sizes, xattrs),
-//!   whiteouts, [`write_tree`], [`write_overlay_diff`], and the Windows layer layout.
-//! - [`extract_layer`]: safe extraction beneath a root through `openat2(RESOLVE_IN_ROOT)`,
-//!   applying or converting OCI whiteouts.
+//! - Compression: [`Compression`], [`CompressWriter`], [`ParallelGzEncoder`] (pigz-style,
+//!   reproducible for any worker count), [`decompress`], [`decompress_detect`] (gzip
+//!   multi-member, zstd with a window cap, xz with a memory cap, bzip2), [`PipeReader`]
+//!   (decode on another thread).
+//! - Digests: [`HashingWriter`], [`HashingReader`], [`LayerWriter`] → [`LayerInfo`]
+//!   (digest, DiffId, sizes in one pass), [`LayerReader`] → [`LayerDigests`].
+//! - Writing: [`TarBuilder`] (deterministic PAX tar: long names, big files, xattrs,
+//!   whiteouts, the Windows layer layout), [`write_tree`] (COPY/ADD), [`write_overlay_diff`]
+//!   (RUN).
+//! - Reading: [`TarReader`] (streaming, bounded metadata, refuses ambiguous archives) and
+//!   [`extract_layer`] (safe extraction beneath a root through
+//!   `openat2(RESOLVE_IN_ROOT)`, applying or converting OCI whiteouts).
 //!
 //! ```no_run
 //! use strata_archive::{Compression, LayerWriter, TarBuilder, TarOptions, write_tree};
@@ -22,17 +27,24 @@ mod compress;
 mod error;
 mod extract;
 mod hash;
+mod tarread;
 mod tarwrite;
 
 pub use compress::{
-    CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, ParallelGzEncoder,
-    ZSTD_MAX_WINDOW_LOG, decompress, decompress_detect, default_workers, detect_format,
+    CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, ParallelGzEncoder, PipeReader,
+    XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG, decompress, decompress_detect, default_workers,
+    detect_format,
 };
 pub use error::{ArchiveError, Result};
 pub use extract::{
     ExtractOptions, ExtractStats, Ownership, TargetPolicy, WhiteoutMode, extract_layer,
 };
-pub use hash::{HashingReader, HashingWriter, LayerInfo, LayerWriter};
+pub use hash::{
+    HashingReader, HashingWriter, LayerDigests, LayerInfo, LayerReader, LayerWriter, Threading,
+};
+pub use tarread::{
+    EntryData, EntryKind, MAX_LONG_NAME_BYTES, MAX_PAX_BYTES, TarEntry, TarReader, Trailing,
+};
 pub use tarwrite::{
     DeviceKind, EntryMeta, LayerLayout, NameMode, OwnerOverride, TarBuilder, TarOptions,
     WINDOWS_RAWSD, write_overlay_diff, write_tree,
