@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use strata_containerfile::{Chmod, EntryKind};
 use strata_spec::Digest;
 
 use crate::source::{FileKind, FileStat, SourceRoot, WalkEntry};
@@ -150,7 +151,7 @@ pub(crate) struct CopyRequest<'a> {
     pub workdir: &'a str,
     pub windows: bool,
     pub chown: Option<(u64, u64)>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<&'a Chmod>,
     pub parents: bool,
     /// mtime of directories the copy creates (SOURCE_DATE_EPOCH, else the newest source).
     pub created_mtime: u64,
@@ -277,7 +278,8 @@ impl Planner<'_> {
     fn meta(&self, st: &FileStat, owners: Owners) -> NodeMeta {
         let (uid, gid) = self.owner(owners, Some(st));
         let mode = match (self.req.chmod, st.kind) {
-            (Some(m), FileKind::File | FileKind::Dir) => m,
+            (Some(c), FileKind::File) => c.apply(st.mode, EntryKind::File),
+            (Some(c), FileKind::Dir) => c.apply(st.mode, EntryKind::Directory),
             _ => st.mode,
         };
         NodeMeta {
@@ -371,7 +373,10 @@ pub(crate) fn plan_copy(
                     // mode and mtime, owned by --chown or root.
                     let (uid, gid) = p.owner(Owners::Root, None);
                     let meta = NodeMeta {
-                        mode: req.chmod.unwrap_or(stat.mode),
+                        mode: req
+                            .chmod
+                            .map(|c| c.apply(stat.mode, EntryKind::Directory))
+                            .unwrap_or(stat.mode),
                         uid,
                         gid,
                         mtime: stat.mtime_secs(),
@@ -466,7 +471,10 @@ pub(crate) fn plan_copy(
                 }
                 let (uid, gid) = p.owner(Owners::Root, None);
                 let meta = NodeMeta {
-                    mode: req.chmod.unwrap_or(*mode),
+                    mode: req
+                        .chmod
+                        .map(|c| c.apply(*mode, EntryKind::File))
+                        .unwrap_or(*mode),
                     uid,
                     gid,
                     mtime: *mtime,
@@ -707,7 +715,8 @@ mod tests {
         assert_eq!(e[0].meta.mode, 0o750, "dest dir takes the source dir's mode");
         let mut r = req("/n/deep/", "/");
         r.chown = Some((5, 6));
-        r.chmod = Some(0o600);
+        let chmod = Chmod::parse("0600").unwrap();
+        r.chmod = Some(&chmod);
         r.created_mtime = 42;
         let e = plan_copy(&[file(&f, "a")], &r, &t).unwrap();
         assert_eq!(paths(&e), ["n/", "n/deep/", "n/deep/a"]);

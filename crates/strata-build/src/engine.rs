@@ -1,6 +1,6 @@
 //! The executor: stages per platform, instruction by instruction, with cache keys.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -31,20 +31,6 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const MAX_CONTAINERFILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest ignore file read.
 const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
-/// Build args Docker accepts without a declaration (and never records).
-const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
-
 /// State shared by every platform of one build.
 pub(crate) struct Shared<'r> {
     pub options: &'r BuildOptions,
@@ -934,34 +920,10 @@ pub async fn build(
 }
 
 fn warn_unused_args(shared: &Shared<'_>) {
-    let mut declared = BTreeSet::new();
-    let all = shared
-        .file
-        .global_args
-        .iter()
-        .chain(shared.file.stages.iter().flat_map(|s| s.instructions.iter()));
-    for i in all {
-        if let InstructionKind::Arg(decls) = &i.kind {
-            for d in decls {
-                declared.insert(d.name.clone());
-            }
-        }
-    }
-    let unused: Vec<&String> = shared
-        .build_args
-        .keys()
-        .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
-        .collect();
+    let unused = Scope::unused_build_args(&shared.file, &shared.build_args);
     if !unused.is_empty() {
         shared.emit(BuildEvent::Warning {
-            message: format!(
-                "build args not consumed by any ARG: {}",
-                unused
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            message: format!("build args not consumed by any ARG: {}", unused.join(", ")),
         });
     }
 }

@@ -197,7 +197,7 @@ pub(crate) fn finish_layer(
 pub(crate) fn open_layer(
     layout: &OciLayout,
     layer: &LayerRef,
-) -> Result<Box<dyn Read + 'static>, BuildError> {
+) -> Result<Box<dyn Read + Send + 'static>, BuildError> {
     let (file, _) = layout
         .open_blob(&layer.digest)
         .map_err(|e| BuildError::store(format!("opening layer {}", layer.digest), e))?;
@@ -216,13 +216,8 @@ pub(crate) fn scan(
     windows: LayerLayout,
 ) -> Result<Vec<RawEntry>, BuildError> {
     let reader = open_layer(layout, layer)?;
-    scan_layer(reader, windows).map_err(|e| {
-        BuildError::io(
-            layout.blob_path(&layer.digest),
-            format!("reading layer {}", layer.digest),
-            e,
-        )
-    })
+    scan_layer(reader, windows)
+        .map_err(|e| BuildError::archive(format!("reading layer {}", layer.digest), e))
 }
 
 /// The bytes of the regular file `path` (literal, as stored) in a layer, at most `cap`.
@@ -234,18 +229,12 @@ pub(crate) fn read_file(
     cap: u64,
 ) -> Result<Option<Vec<u8>>, BuildError> {
     let reader = open_layer(layout, layer)?;
-    let mut archive = tar::Archive::new(reader);
-    let err = |e: io::Error| {
-        BuildError::io(
-            layout.blob_path(&layer.digest),
-            format!("reading layer {}", layer.digest),
-            e,
-        )
+    let mut tar = strata_archive::TarReader::new(reader);
+    let err = |e: strata_archive::ArchiveError| {
+        BuildError::archive(format!("reading layer {}", layer.digest), e)
     };
-    for entry in archive.entries().map_err(err)? {
-        let mut entry = entry.map_err(err)?;
-        let raw = entry.path_bytes().into_owned();
-        let Some(mut parts) = crate::tree::split_clean(&raw) else {
+    while let Some(entry) = tar.next_entry().map_err(err)? {
+        let Some(mut parts) = crate::tree::split_clean(&entry.path) else {
             continue;
         };
         if windows == LayerLayout::Windows {
@@ -254,21 +243,20 @@ pub(crate) fn read_file(
             }
             parts.remove(0);
         }
-        if parts.join(&b'/') != path {
+        if parts.join(&b'/') != path || entry.kind != strata_archive::EntryKind::Regular {
             continue;
         }
-        if entry.size() > cap {
+        if entry.size > cap {
             return Err(BuildError::io(
                 layout.blob_path(&layer.digest),
-                format!(
-                    "{} is larger than {cap} bytes",
-                    String::from_utf8_lossy(path)
-                ),
+                format!("{} is larger than {cap} bytes", String::from_utf8_lossy(path)),
                 io::Error::from(io::ErrorKind::InvalidData),
             ));
         }
-        let mut out = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut out).map_err(err)?;
+        let mut out = Vec::with_capacity(entry.size as usize);
+        tar.data()
+            .read_to_end(&mut out)
+            .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "reading a layer entry", e))?;
         return Ok(Some(out));
     }
     Ok(None)

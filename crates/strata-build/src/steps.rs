@@ -490,11 +490,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             return Err(bad("no destination".into()));
         }
         let chown = copy.chown.as_ref().map(|c| self.expand_in(st, c, at)).transpose()?;
-        let chmod = match &copy.chmod {
-            Some(c) => {
-                let c = self.expand_in(st, c, at)?;
-                Some(strata_containerfile::parse_chmod(&c).map_err(|e| bad(format!("--chmod {c}: {e}")))?)
-            }
+        let chmod_text = copy.chmod.as_ref().map(|c| self.expand_in(st, c, at)).transpose()?;
+        let chmod = match &chmod_text {
+            Some(c) => Some(strata_containerfile::Chmod::parse(c).map_err(|e| bad(format!("--chmod: {e}")))?),
             None => None,
         };
         let from = copy.from.as_ref().map(|f| self.expand_in(st, f, at)).transpose()?;
@@ -633,7 +631,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         k.str("dest", &dest)
             .str("workdir", &workdir)
             .str("chown", chown.as_deref().unwrap_or(""))
-            .num("chmod", chmod.map(|m| m as u64 + 1).unwrap_or(0))
+            .str("chmod", chmod_text.as_deref().unwrap_or(""))
             .num("link", copy.link as u64)
             .num("parents", copy.parents as u64)
             .str("excludes", &excludes.join("\n"))
@@ -740,7 +738,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             workdir: &workdir,
             windows: st.windows,
             chown: chown_ids,
-            chmod,
+            chmod: chmod.as_ref(),
             parents: copy.parents,
             created_mtime: shared.options.source_date_epoch.unwrap_or(newest),
         };
@@ -886,9 +884,15 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let mut mounts = Vec::new();
         let mut mount_text = Vec::new();
         for m in &run.mounts {
-            let m = self.expand_in(st, m, at)?;
-            mounts.push(strata_containerfile::parse_mount(&m).map_err(|e| bad(format!("--mount {m}: {e}")))?);
-            mount_text.push(m);
+            let parsed = strata_containerfile::parse_mount_expanding(
+                m,
+                &|n| st.scope.lookup(n),
+                shared.escape(),
+            )
+            .map_err(|e| bad(format!("--mount {m}: {e}")))?;
+            // The key holds the parsed (expanded) mount, not the raw text.
+            mount_text.push(format!("{parsed:?}"));
+            mounts.push(parsed);
         }
         let network = run.network.as_ref().map(|n| self.expand_in(st, n, at)).transpose()?;
         let security = run.security.as_ref().map(|n| self.expand_in(st, n, at)).transpose()?;

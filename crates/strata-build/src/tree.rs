@@ -95,26 +95,22 @@ pub(crate) fn split_clean(path: &[u8]) -> Option<Vec<Name>> {
     Some(out)
 }
 
-/// Read the headers of one layer tar (already decompressed). Windows layers: only `Files/…`
-/// entries are part of the filesystem (`Hives/`, `UtilityVM/` are not), prefix removed.
+/// Read the headers of one layer tar (already decompressed) with strata's own bounded tar
+/// reader. Windows layers: only `Files/…` entries are part of the filesystem (`Hives/`,
+/// `UtilityVM/` are not), prefix removed.
 pub(crate) fn scan_layer(
     reader: impl Read,
     layout: LayerLayout,
-) -> Result<Vec<RawEntry>, std::io::Error> {
-    let mut archive = tar::Archive::new(reader);
+) -> Result<Vec<RawEntry>, strata_archive::ArchiveError> {
+    let mut tar = strata_archive::TarReader::new(reader);
     let mut out = Vec::new();
-    for entry in archive.entries()? {
-        let entry = entry?;
-        let header = entry.header();
-        let raw_path = entry.path_bytes().into_owned();
-        let Some(mut parts) = split_clean(&raw_path) else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "layer entry {:?} climbs out of the root",
-                    String::from_utf8_lossy(&raw_path)
-                ),
-            ));
+    while let Some(entry) = tar.next_entry()? {
+        let Some(mut parts) = split_clean(&entry.path) else {
+            return Err(strata_archive::ArchiveError::Entry {
+                entry: String::from_utf8_lossy(&entry.path).into_owned(),
+                reason: "climbs out of the root".into(),
+                source: None,
+            });
         };
         if layout == LayerLayout::Windows {
             if parts.first().map(Vec::as_slice) != Some(b"Files".as_slice()) || parts.len() < 2 {
@@ -126,10 +122,10 @@ pub(crate) fn scan_layer(
             continue;
         }
         let meta = NodeMeta {
-            mode: header.mode().unwrap_or(0o644) & 0o7777,
-            uid: header.uid().unwrap_or(0),
-            gid: header.gid().unwrap_or(0),
-            mtime: header.mtime().unwrap_or(0),
+            mode: entry.mode & 0o7777,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
         };
         let leaf = parts.last().map(Vec::as_slice).unwrap_or_default();
         let kind = if leaf == b".wh..wh..opq" {
@@ -145,22 +141,13 @@ pub(crate) fn scan_layer(
             parts.push(name);
             RawKind::Whiteout
         } else {
-            match header.entry_type() {
-                tar::EntryType::Directory => RawKind::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    RawKind::File(entry.size())
-                }
-                tar::EntryType::Symlink => RawKind::Symlink(
-                    entry
-                        .link_name_bytes()
-                        .map(|l| l.into_owned())
-                        .unwrap_or_default(),
-                ),
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|l| l.into_owned())
-                        .unwrap_or_default();
+            use strata_archive::EntryKind as K;
+            match entry.kind {
+                K::Directory => RawKind::Dir,
+                K::Regular => RawKind::File(entry.size),
+                K::Symlink => RawKind::Symlink(entry.link_target.clone().unwrap_or_default()),
+                K::HardLink => {
+                    let target = entry.link_target.clone().unwrap_or_default();
                     let mut t = split_clean(&target).unwrap_or_default();
                     if layout == LayerLayout::Windows
                         && t.first().map(Vec::as_slice) == Some(b"Files".as_slice())
@@ -169,15 +156,13 @@ pub(crate) fn scan_layer(
                     }
                     RawKind::Hardlink(t.join(&b'/'))
                 }
-                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
                 _ => RawKind::Other,
             }
         };
         out.push(RawEntry { parts, kind, meta });
     }
-    // Drain: the caller's digest must cover every byte.
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink())?;
+    // Drain: a caller's digest must cover every byte.
+    tar.finish()?;
     Ok(out)
 }
 
