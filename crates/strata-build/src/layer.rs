@@ -7,7 +7,7 @@ use std::path::Path;
 
 use strata_archive::{
     Compression, DeviceKind, EntryMeta, ExtractOptions, LayerLayout, LayerWriter, NameMode,
-    Ownership, OwnerOverride, TarBuilder, TarOptions, WhiteoutMode, decompress, extract_layer,
+    Ownership, OwnerOverride, TarBuilder, TarOptions, TargetPolicy, WhiteoutMode, decompress, extract_layer,
 };
 use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
 use strata_store::OciLayout;
@@ -280,6 +280,8 @@ pub(crate) fn materialise(
     let options = ExtractOptions {
         ownership: extract_ownership(),
         whiteouts,
+        // Later layers go on top of earlier ones.
+        target: TargetPolicy::MayExist,
         ..Default::default()
     };
     for layer in layers {
