@@ -109,6 +109,16 @@ impl PlatformBuild<'_, '_> {
             }
         }
 
+        if layers.is_empty() {
+            // image-spec: layers SHOULD have at least one entry (its schema requires one, and
+            // some runtimes refuse none): an image of only metadata gets one empty layer.
+            layers.push(self.empty_layer(stage.windows).await?);
+            history.push(History {
+                created: Some(rfc3339(shared.created())),
+                created_by: Some("strata build: empty layer (an image needs one)".into()),
+                ..Default::default()
+            });
+        }
         let docker = options.format == ImageFormat::V2s2;
         let mut config = stage.config.clone();
         config.created = Some(rfc3339(shared.created()));
@@ -192,6 +202,25 @@ impl PlatformBuild<'_, '_> {
             },
             descriptor: index_descriptor,
         })
+    }
+
+    async fn empty_layer(&self, windows: bool) -> Result<LayerRef, BuildError> {
+        let shared = self.shared;
+        let mut k = KeyHasher::new("empty-layer");
+        k.str("salt", &shared.salt.to_string()).num("windows", windows as u64);
+        let key = k.finish();
+        if let Some(c) = shared.cache.lookup_content(&key, &shared.layout) {
+            return Ok(LayerRef::from_cached(&c, LayerOrigin::Cached));
+        }
+        let layout = shared.layout.clone();
+        let settings = shared.layer_settings(windows);
+        let layer = tokio::task::spawn_blocking(move || {
+            layer::write_layer(&layout, &[], &settings, &|_| {})
+        })
+        .await
+        .map_err(join_error)??;
+        shared.cache.record_content(&key, &layer)?;
+        Ok(LayerRef::from_cached(&layer, LayerOrigin::Built))
     }
 
     async fn squash_layers(
