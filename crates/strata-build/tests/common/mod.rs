@@ -652,3 +652,31 @@ pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// `podman run --rm` an image of a layout. podman names pulled `oci:` images after the path,
+/// which must be lowercase: the layout is reached through a lowercase symlink, and the pulled
+/// image is removed afterwards.
+pub fn podman_run(layout: &Path, tag: &str, extra: &[&str], cmd: &[&str]) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let link = PathBuf::from(format!("/tmp/strata-build-podman-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(layout, &link).unwrap();
+    let name = format!("oci:{}:{tag}", link.display());
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(extra);
+    args.push(&name);
+    args.extend_from_slice(cmd);
+    let out = Command::new("podman").args(&args).output().unwrap();
+    let _ = Command::new("podman")
+        .args(["rmi", "-f", &format!("localhost{}:{tag}", link.display())])
+        .output();
+    let _ = std::fs::remove_file(&link);
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
