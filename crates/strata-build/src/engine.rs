@@ -19,7 +19,7 @@ use crate::fetch::Download;
 use crate::hashcache::HashCache;
 use crate::layer::{LayerRef, LayerSettings};
 use crate::options::{ContainerfileSource, ImageFormat, Output, read_build_arg_file};
-use crate::progress::{BuildEvent, BuildProgress};
+use crate::progress::{BuildEvent, BuildProgress, LayerOrigin};
 use crate::source::{OwnerSource, SourceRoot};
 use crate::time::{now_unix, rfc3339};
 use crate::tree::Tree;
@@ -495,7 +495,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         })?;
                 }
                 // ARG changes no config and no layer; RUN keys include the declared values.
-                self.done(st, step, None, 0);
+                self.done(st, step, None);
                 return Ok(());
             }
             InstructionKind::Env(pairs) => {
@@ -676,17 +676,27 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
         }
         self.metadata_step(st, instr);
-        self.done(st, step, None, 0);
+        self.done(st, step, None);
         Ok(())
     }
 
-    pub(crate) fn done(&self, st: &StageState, step: usize, layer: Option<Digest>, size: u64) {
+    pub(crate) fn done(
+        &self,
+        st: &StageState,
+        step: usize,
+        layer: Option<(Digest, u64, LayerOrigin)>,
+    ) {
+        let (layer, size, origin) = match layer {
+            Some((d, s, o)) => (Some(d), s, Some(o)),
+            None => (None, 0, None),
+        };
         self.shared.emit(BuildEvent::StepDone {
             platform: self.platform.clone(),
             stage: st.name.clone(),
             step,
             layer,
             size,
+            origin,
         });
     }
 }

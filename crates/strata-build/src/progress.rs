@@ -40,7 +40,7 @@ pub enum BuildEvent {
         line: usize,
         instruction: String,
     },
-    /// The step's result came from the cache (or another platform) without producing anything.
+    /// The step's key was found in the build cache: nothing was read or produced.
     StepCached {
         platform: Platform,
         stage: String,
@@ -48,13 +48,16 @@ pub enum BuildEvent {
         layer: Option<Digest>,
         origin: LayerOrigin,
     },
-    /// The step finished; `layer` is its new layer, if it makes one.
+    /// The step finished; `layer` is its layer, if it makes one, and `origin` where that
+    /// layer came from (built now, the same content found in the cache, or produced by
+    /// another platform of this build).
     StepDone {
         platform: Platform,
         stage: String,
         step: usize,
         layer: Option<Digest>,
         size: u64,
+        origin: Option<LayerOrigin>,
     },
     /// Uncompressed bytes written into a layer so far (sent every few MiB).
     LayerBytes {

@@ -663,7 +663,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             self.push_layer(st, LayerRef::from_cached(&hit, LayerOrigin::Cached), None, &created_by)
                 .await?;
             st.key = new_key;
-            self.done(st, step, Some(digest), size);
+            self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
             return Ok(());
         }
 
@@ -749,21 +749,12 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let settings = shared.layer_settings(st.windows);
         let (layer, origin) = self.produce(st, step, Arc::clone(&entries), settings).await?;
         shared.cache.record_step(&step_key, &layer)?;
-        if origin != LayerOrigin::Built {
-            shared.emit(BuildEvent::StepCached {
-                platform: self.platform.clone(),
-                stage: st.name.clone(),
-                step,
-                layer: Some(layer.digest.clone()),
-                origin,
-            });
-        }
         let size = layer.size;
         let digest = layer.digest.clone();
         self.push_layer(st, LayerRef::from_cached(&layer, origin), Some(&entries), &created_by)
             .await?;
         st.key = new_key;
-        self.done(st, step, Some(digest), size);
+        self.done(st, step, Some((digest, size, origin)));
         Ok(())
     }
 
@@ -925,7 +916,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             self.push_layer(st, LayerRef::from_cached(&hit, LayerOrigin::Cached), None, &created_by)
                 .await?;
             st.key = key;
-            self.done(st, step, Some(digest), size);
+            self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
             return Ok(());
         }
         let rootfs = self.root_for(&st.key, &st.layers, false).await?;
@@ -991,7 +982,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         self.push_layer(st, LayerRef::from_cached(&layer, LayerOrigin::Built), None, &created_by)
             .await?;
         st.key = key;
-        self.done(st, step, Some(digest), size);
+        self.done(st, step, Some((digest, size, LayerOrigin::Built)));
         Ok(())
     }
 }

@@ -322,7 +322,7 @@ impl Events {
     pub fn all(&self) -> Vec<BuildEvent> {
         self.0.lock().unwrap().clone()
     }
-    /// (built, cached) layer-step counts.
+    /// Layer-making steps: (not found by step key, found by step key).
     pub fn step_counts(&self) -> (usize, usize) {
         let all = self.all();
         let cached = all
