@@ -133,6 +133,18 @@ pub(crate) async fn fetch(
         }
         FetchError::Other(msg)
     })?;
+    if response.status().is_redirection() {
+        // reqwest hands back redirects it will not follow (a `file:` Location, say).
+        let to = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(no Location)")
+            .to_string();
+        return Err(FetchError::Other(format!(
+            "redirect to {to} refused: only http and https are followed"
+        )));
+    }
     if !response.status().is_success() {
         return Err(FetchError::Other(format!("server answered {}", response.status())));
     }
