@@ -268,7 +268,9 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
         }
         let mut any = false;
         for m in kept {
-            let st = req
+            let named = m.clone();
+            let mut m = m;
+            let mut st = req
                 .root
                 .lstat(&m)
                 .map_err(|e| BuildError::io(req.root.path(), format!("stat {}", String::from_utf8_lossy(&m)), e))?
@@ -278,7 +280,20 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
                     path: String::from_utf8_lossy(&m).into_owned(),
                     hint: format!(" in {} (it disappeared)", req.place),
                 })?;
-            let comps = split(&m);
+            let comps = split(&named);
+            if !req.context && st.kind == FileKind::Symlink {
+                // From a stage or an image, a source that is a symlink is followed inside that
+                // rootfs (BuildKit's FollowSymlinks); the name stays the one written. Context
+                // symlinks are copied as symlinks (RELIABILITY B2).
+                if let Some(target) = req.root.resolve(&m).map_err(|e| {
+                    BuildError::io(req.root.path(), format!("resolving {}", String::from_utf8_lossy(&m)), e)
+                })? && let Some(tst) = req.root.lstat(&target).map_err(|e| {
+                    BuildError::io(req.root.path(), format!("stat {}", String::from_utf8_lossy(&target)), e)
+                })? {
+                    m = target;
+                    st = tst;
+                }
+            }
             let parents_rel: Vec<Name> = match pivot {
                 Some(p) => comps.get(p..).map(<[Name]>::to_vec).unwrap_or_default(),
                 None => comps.clone(),

@@ -225,6 +225,31 @@ impl SourceRoot {
         Ok(File::from(fd))
     }
 
+    /// Resolve `rel` inside the root, following symlinks in every component (the last one
+    /// too), with the root as `/`: the root-relative path of what it names, `None` when that
+    /// does not exist.
+    pub(crate) fn resolve(&self, rel: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        use std::os::fd::AsRawFd;
+        let p: &[u8] = if rel.is_empty() { b"." } else { rel };
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            os(p),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            in_root(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
+            Err(e) => return Err(errno_io(e)),
+        };
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let root = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
+        let inside = target
+            .strip_prefix(&root)
+            .map_err(|_| io::Error::other("resolved outside the root"))?;
+        Ok(Some(inside.as_os_str().as_bytes().to_vec()))
+    }
+
     pub(crate) fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
         let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
         let Some((leaf, parents)) = parts.split_last() else {

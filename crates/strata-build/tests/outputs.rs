@@ -161,3 +161,48 @@ async fn squash_new_keeps_base_layers_and_all_flattens_whiteouts() {
         assert_eq!(out, "b\nsecond layer\nnogroup\n");
     }
 }
+
+#[tokio::test]
+async fn annotations_events_and_json_result() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    c.file("big", &vec![7u8; 20 * 1024 * 1024]);
+    let mut o = c.options("FROM test/multi\nCOPY big /big\n");
+    o.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+    o.annotations = map(&[
+        ("org.opencontainers.image.source", "https://example.com/src"),
+        ("index:org.example.only-index", "i"),
+        ("manifest:org.example.only-manifest", "m"),
+    ]);
+    let (result, events) = run_build(&o, &r).await.unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&read_blob(&result.layout, &result.digest)).unwrap();
+    let ia = index["annotations"].as_object().unwrap();
+    assert_eq!(ia["org.opencontainers.image.source"], "https://example.com/src");
+    assert_eq!(ia["org.example.only-index"], "i");
+    assert!(!ia.contains_key("org.example.only-manifest"));
+    for img in &result.images {
+        let m = manifest_of(&result.layout, &img.manifest);
+        assert_eq!(m.annotations["org.opencontainers.image.source"], "https://example.com/src");
+        assert_eq!(m.annotations["org.example.only-manifest"], "m");
+        assert!(!m.annotations.contains_key("org.example.only-index"));
+        assert_eq!(m.annotations["org.opencontainers.image.base.name"], "test/multi");
+        assert!(m.annotations["org.opencontainers.image.base.digest"].starts_with("sha256:"));
+    }
+    // Events: steps per platform, bytes while a big layer is written, images written.
+    let all = events.all();
+    let started = all.iter().filter(|e| matches!(e, strata_build::BuildEvent::StepStarted { .. })).count();
+    assert_eq!(started, 2);
+    assert!(all.iter().any(|e| matches!(e, strata_build::BuildEvent::LayerBytes { bytes, .. } if *bytes >= 8 * 1024 * 1024)));
+    let written = all.iter().filter(|e| matches!(e, strata_build::BuildEvent::ImageWritten { .. })).count();
+    assert_eq!(written, 2);
+    let v = serde_json::to_value(&all[0]).unwrap();
+    assert!(v["event"].is_string(), "{v}");
+    // The result serialises for `--format json`.
+    let j = serde_json::to_value(&result).unwrap();
+    assert_eq!(j["digest"], result.digest.to_string());
+    assert_eq!(j["images"].as_array().unwrap().len(), 2);
+    let layer = &j["images"][0]["layers"][1];
+    assert!(layer["size"].as_u64().unwrap() > 0 && layer["diff_id"].is_string());
+    assert!(matches!(layer["origin"].as_str(), Some("built" | "shared" | "cached")));
+}

@@ -668,9 +668,12 @@ pub fn podman_run(layout: &Path, tag: &str, extra: &[&str], cmd: &[&str]) -> Str
     args.push(&name);
     args.extend_from_slice(cmd);
     let out = Command::new("podman").args(&args).output().unwrap();
-    let _ = Command::new("podman")
-        .args(["rmi", "-f", &format!("localhost{}:{tag}", link.display())])
-        .output();
+    // podman names the pulled image after the path (tag `latest`, whatever the layout tag).
+    for t in [tag, "latest"] {
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &format!("localhost{}:{t}", link.display())])
+            .output();
+    }
     let _ = std::fs::remove_file(&link);
     assert!(
         out.status.success(),
