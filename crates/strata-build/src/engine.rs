@@ -55,6 +55,9 @@ pub(crate) struct Shared<'r> {
     pub(crate) inflight: Mutex<HashMap<Digest, Arc<OnceCell<CachedLayer>>>>,
     pub(crate) downloads: Mutex<HashMap<String, Arc<OnceCell<Arc<Download>>>>>,
     pub(crate) roots: Mutex<HashMap<Digest, Arc<OnceCell<Arc<SourceRoot>>>>>,
+    /// Sources already globbed, walked and hashed (the same COPY on several platforms reads
+    /// the context once).
+    pub(crate) gathers: Mutex<HashMap<Digest, Arc<OnceCell<Arc<Vec<crate::gather::Gathered>>>>>>,
 }
 
 impl Shared<'_> {
@@ -894,6 +897,7 @@ pub async fn build(
         inflight: Mutex::new(HashMap::new()),
         downloads: Mutex::new(HashMap::new()),
         roots: Mutex::new(HashMap::new()),
+        gathers: Mutex::new(HashMap::new()),
     };
     warn_unused_args(&shared);
 

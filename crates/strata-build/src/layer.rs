@@ -1,16 +1,16 @@
 //! Layer bytes: planned entries → tar → compressed blob in the layout (one pass, digests
 //! computed while streaming); reading layers back (headers, one file, a whole rootfs); squash.
 
-use std::io::{self, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use strata_archive::{
-    Compression, DeviceKind, EntryMeta, ExtractOptions, LayerLayout, LayerWriter, NameMode,
+    CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingWriter, LayerLayout, NameMode,
     Ownership, OwnerOverride, TarBuilder, TarOptions, TargetPolicy, WhiteoutMode, decompress, extract_layer,
 };
 use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
-use strata_store::OciLayout;
+use strata_store::{NewBlob, OciLayout};
 
 use crate::BuildError;
 use crate::cache::CachedLayer;
@@ -43,6 +43,40 @@ impl LayerRef {
             media_type: c.media_type.clone(),
             origin,
         }
+    }
+}
+
+/// Where a layer's tar goes: DiffId hashed on the way in, compressed, straight into a new
+/// blob of the layout (which computes the stored digest itself: the compressed bytes are
+/// hashed once, not twice as with a `LayerWriter` in front of a `NewBlob`).
+pub(crate) struct LayerSink {
+    inner: HashingWriter<CompressWriter<BufWriter<NewBlob>>>,
+    compression: Compression,
+}
+
+/// Output buffer in front of the blob file (compressed members arrive in 1 MiB pieces).
+const BLOB_BUFFER_BYTES: usize = 1 << 20;
+
+impl LayerSink {
+    pub(crate) fn new(layout: &OciLayout, compression: Compression) -> Result<LayerSink, BuildError> {
+        let blob = layout
+            .new_blob()
+            .map_err(|e| BuildError::store("creating a layer blob", e))?;
+        let compress = CompressWriter::new(BufWriter::with_capacity(BLOB_BUFFER_BYTES, blob), compression)
+            .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
+        Ok(LayerSink {
+            inner: HashingWriter::new(compress),
+            compression,
+        })
+    }
+}
+
+impl Write for LayerSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.inner.write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -114,12 +148,7 @@ pub(crate) fn write_layer(
     settings: &LayerSettings,
     on_bytes: &dyn Fn(u64),
 ) -> Result<CachedLayer, BuildError> {
-    let blob = layout
-        .new_blob()
-        .map_err(|e| BuildError::store("creating a layer blob", e))?;
-    let writer = LayerWriter::new(blob, settings.compression)
-        .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
-    let mut tar = TarBuilder::new(writer, tar_options(settings));
+    let mut tar = TarBuilder::new(LayerSink::new(layout, settings.compression)?, tar_options(settings));
     let mut written = 0u64;
     let mut reported = 0u64;
     for e in entries {
@@ -167,29 +196,28 @@ pub(crate) fn write_layer(
 }
 
 pub(crate) fn finish_layer(
-    tar: TarBuilder<LayerWriter<strata_store::NewBlob>>,
+    tar: TarBuilder<LayerSink>,
     layout: &OciLayout,
 ) -> Result<CachedLayer, BuildError> {
-    let writer = tar
+    let sink = tar
         .finish()
         .map_err(|e| BuildError::archive("finishing layer", e))?;
-    let (info, blob) = writer
+    let compression = sink.compression;
+    let (compressor, diff_id, _uncompressed) = sink.inner.finish();
+    let buffered = compressor
         .finish()
         .map_err(|e| BuildError::io(layout.root(), "finishing layer compression", e))?;
+    let blob = buffered
+        .into_inner()
+        .map_err(|e| BuildError::io(layout.root(), "writing a layer blob", e.into_error()))?;
     let (digest, size) = blob
         .commit()
         .map_err(|e| BuildError::store("committing a layer blob", e))?;
-    if digest != info.digest || size != info.size {
-        return Err(BuildError::Internal(format!(
-            "layer digest disagreement: writer {} ({} bytes), store {digest} ({size} bytes)",
-            info.digest, info.size
-        )));
-    }
     Ok(CachedLayer {
         digest,
-        diff_id: info.diff_id,
+        diff_id: DiffId(diff_id),
         size,
-        media_type: info.media_type,
+        media_type: compression.media_type(),
     })
 }
 
@@ -306,12 +334,7 @@ pub(crate) fn squash(
     std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, "cannot create directory", e))?;
     materialise(layout, layers, &dir, whiteouts)?;
     let tree_root = &dir;
-    let blob = layout
-        .new_blob()
-        .map_err(|e| BuildError::store("creating a layer blob", e))?;
-    let writer = LayerWriter::new(blob, settings.compression)
-        .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
-    let mut tar = TarBuilder::new(writer, tar_options(settings));
+    let mut tar = TarBuilder::new(LayerSink::new(layout, settings.compression)?, tar_options(settings));
     let result = match whiteouts {
         WhiteoutMode::Apply => strata_archive::write_tree(tree_root, "", &mut tar),
         WhiteoutMode::OverlayConvert => strata_archive::write_overlay_diff(tree_root, &mut tar),

@@ -612,9 +612,24 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let mut gathered = if patterns.is_empty() {
             Vec::new()
         } else {
-            tokio::task::spawn_blocking(move || gather(&request, &patterns))
-                .await
-                .map_err(join_error)??
+            let mut k = KeyHasher::new("gather");
+            k.str("root", &request.root_key.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "context".into()))
+                .str("patterns", &patterns.join("\0"))
+                .str("excludes", &excludes.join("\0"))
+                .num("archives", request.detect_archives as u64)
+                .num("line", at.line as u64);
+            let cell = {
+                let mut map = shared.gathers.lock().map_err(|_| poisoned())?;
+                Arc::clone(map.entry(k.finish()).or_default())
+            };
+            cell.get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || gather(&request, &patterns).map(Arc::new))
+                    .await
+                    .map_err(join_error)?
+            })
+            .await?
+            .as_ref()
+            .clone()
         };
         gathered.extend(inline);
 
@@ -957,13 +972,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let layout = shared.layout.clone();
         let settings = shared.layer_settings(false);
         let layer = tokio::task::spawn_blocking(move || -> Result<CachedLayer, BuildError> {
-            let blob = layout
-                .new_blob()
-                .map_err(|e| BuildError::store("creating a layer blob", e))?;
-            let writer = strata_archive::LayerWriter::new(blob, settings.compression)
-                .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
             let mut tar = strata_archive::TarBuilder::new(
-                writer,
+                layer::LayerSink::new(&layout, settings.compression)?,
                 strata_archive::TarOptions {
                     mtime_clamp: settings.clamp,
                     ..Default::default()
