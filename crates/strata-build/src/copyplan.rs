@@ -87,7 +87,7 @@ pub(crate) enum SourceItem {
         parents_rel: Vec<Name>,
         stat: FileStat,
         /// The contents, walked (relative to the directory), with content ids for files.
-        children: Vec<(WalkEntry, Option<ContentId>)>,
+        children: Arc<Vec<(WalkEntry, Option<ContentId>)>>,
         /// Root-relative path of the directory (content reads).
         rel: Vec<u8>,
         owners: Owners,
@@ -198,7 +198,7 @@ struct Planner<'a> {
     tree: &'a Tree,
     req: &'a CopyRequest<'a>,
     /// Planned entries by path; later sources replace earlier ones.
-    entries: BTreeMap<Vec<Name>, PlannedEntry>,
+    entries: BTreeMap<Vec<Name>, (PlannedKind, NodeMeta)>,
 }
 
 impl Planner<'_> {
@@ -212,8 +212,8 @@ impl Planner<'_> {
 
     /// What is at `parts` now: planned by this copy, or in the rootfs.
     fn is_dir(&self, parts: &[Name]) -> bool {
-        if let Some(e) = self.entries.get(parts) {
-            return matches!(e.kind, PlannedKind::Dir);
+        if let Some((kind, _)) = self.entries.get(parts) {
+            return matches!(kind, PlannedKind::Dir);
         }
         matches!(self.tree.get(parts), Some(n) if n.is_dir())
     }
@@ -240,7 +240,7 @@ impl Planner<'_> {
 
     fn add(&mut self, parts: Vec<Name>, kind: PlannedKind, meta: NodeMeta) {
         // A directory over an existing planned directory keeps the latest metadata.
-        self.entries.insert(parts.clone(), PlannedEntry { parts, kind, meta });
+        self.entries.insert(parts, (kind, meta));
     }
 
     fn entry_kind(
@@ -386,7 +386,7 @@ pub(crate) fn plan_copy(
                 // Resolved location of every directory of the source, by its relative path.
                 let mut dirs: HashMap<Vec<u8>, Vec<Name>> = HashMap::new();
                 dirs.insert(Vec::new(), target.clone());
-                for (e, id) in children {
+                for (e, id) in children.iter() {
                     let (parent_rel, name) = match e.rel.iter().rposition(|&b| b == b'/') {
                         Some(i) => (e.rel[..i].to_vec(), e.rel[i + 1..].to_vec()),
                         None => (Vec::new(), e.rel.clone()),
@@ -493,27 +493,28 @@ pub(crate) fn plan_copy(
     }
 
     // Missing parents of every entry are created.
-    let paths: Vec<Vec<Name>> = p.entries.keys().cloned().collect();
-    for path in paths {
+    let mut missing: std::collections::BTreeSet<Vec<Name>> = Default::default();
+    for path in p.entries.keys() {
         for i in 1..path.len() {
             let anc = &path[..i];
-            if p.entries.contains_key(anc) {
+            if p.entries.contains_key(anc) || missing.contains(anc) {
                 continue;
             }
-            match tree.get(anc) {
-                Some(n) if n.is_dir() => continue,
-                _ => {
-                    let meta = created(req.chown, req.created_mtime);
-                    p.add(anc.to_vec(), PlannedKind::Dir, meta);
-                }
+            if !tree.get(anc).is_some_and(|n| n.is_dir()) {
+                missing.insert(anc.to_vec());
             }
         }
+    }
+    for anc in missing {
+        let meta = created(req.chown, req.created_mtime);
+        p.entries.entry(anc).or_insert((PlannedKind::Dir, meta));
     }
 
     // Hard links: within this copy, later names of one inode link to the first (in tar order).
     let mut first: HashMap<(usize, u64, u64), Vec<Name>> = HashMap::new();
     let mut out: Vec<PlannedEntry> = Vec::with_capacity(p.entries.len());
-    for (_, mut e) in p.entries {
+    for (parts, (kind, meta)) in p.entries {
+        let mut e = PlannedEntry { parts, kind, meta };
         if let PlannedKind::File {
             content: Content::Root { root, stat, .. },
             ..
@@ -597,7 +598,7 @@ mod tests {
             root: Arc::clone(&f.root),
             parents_rel: name.split('/').map(|c| c.as_bytes().to_vec()).collect(),
             stat: st(FileKind::Dir, 0o750),
-            children: children
+            children: Arc::new(children
                 .iter()
                 .map(|(c, k)| {
                     (
@@ -610,7 +611,7 @@ mod tests {
                             .then(|| ContentId::Digest(Digest::sha256_of(c.as_bytes()))),
                     )
                 })
-                .collect(),
+                .collect()),
             rel: name.as_bytes().to_vec(),
             owners: Owners::Root,
         }
@@ -758,7 +759,7 @@ mod tests {
         let f = fixture();
         let mut item = dir(&f, "src", &[("a", FileKind::File), ("b", FileKind::File)]);
         if let SourceItem::Dir { children, .. } = &mut item {
-            for (c, _) in children.iter_mut() {
+            for (c, _) in Arc::make_mut(children).iter_mut() {
                 c.stat.nlink = 2;
                 c.stat.ino = 99;
             }

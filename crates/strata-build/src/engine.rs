@@ -152,6 +152,9 @@ pub(crate) struct StageState {
     pub tree: Option<Tree>,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub cmd_set: bool,
+    /// A later COPY/ADD of this stage will need the rootfs index (else it is dropped after
+    /// each layer instead of being kept up to date).
+    pub tree_needed_later: bool,
     pub base: Option<(String, Digest)>,
 }
 
@@ -369,6 +372,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             scope,
             tree: None,
             cmd_set: false,
+            tree_needed_later: true,
             base,
         };
 
@@ -398,6 +402,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
 
         let steps = stage.instructions.len();
         for (i, instr) in stage.instructions.iter().enumerate() {
+            st.tree_needed_later = stage.instructions[i + 1..]
+                .iter()
+                .any(|x| matches!(x.kind, InstructionKind::Copy(_) | InstructionKind::Add(_)));
             let at = shared.at(instr.span.line);
             self.instruction(&mut st, instr, &at, i + 1, steps, &visiting)
                 .await?;

@@ -310,7 +310,7 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
                         e,
                     )
                 })?;
-                let children = children.into_iter().map(|c| (c, None)).collect();
+                let children = Arc::new(children.into_iter().map(|c| (c, None)).collect());
                 gathered.push(Gathered::Item(SourceItem::Dir {
                     root: Arc::clone(&req.root),
                     parents_rel,
@@ -391,7 +391,7 @@ fn identify(req: &GatherRequest, gathered: &mut [Gathered]) -> Result<(), BuildE
         for g in gathered.iter_mut() {
             match g {
                 Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
-                    for (c, id) in children.iter_mut() {
+                    for (c, id) in Arc::make_mut(children).iter_mut() {
                         if c.stat.kind == FileKind::File {
                             *id = id_within(&join_rel(rel, &c.rel));
                         }
@@ -416,7 +416,7 @@ fn identify(req: &GatherRequest, gathered: &mut [Gathered]) -> Result<(), BuildE
     for g in gathered.iter() {
         match g {
             Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
-                for (c, _) in children {
+                for (c, _) in children.iter() {
                     if c.stat.kind == FileKind::File {
                         files.push((join_rel(rel, &c.rel), c.stat));
                     }
@@ -442,7 +442,7 @@ fn identify(req: &GatherRequest, gathered: &mut [Gathered]) -> Result<(), BuildE
     for g in gathered.iter_mut() {
         match g {
             Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
-                for (c, id) in children.iter_mut() {
+                for (c, id) in Arc::make_mut(children).iter_mut() {
                     if c.stat.kind == FileKind::File {
                         *id = lookup(&join_rel(rel, &c.rel));
                     }

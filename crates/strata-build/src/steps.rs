@@ -83,7 +83,7 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                 describe_stat(k, stat, *owners);
                 // Hard-link groups (by first path) so a changed link structure is a miss.
                 let mut first: std::collections::HashMap<(u64, u64), Vec<u8>> = Default::default();
-                for (c, id) in children {
+                for (c, id) in children.iter() {
                     k.field("child", &c.rel);
                     describe_stat(k, &c.stat, *owners);
                     if let Some(l) = &c.link {
@@ -231,6 +231,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         created_by: &str,
     ) -> Result<(), BuildError> {
         let index = st.layers.len();
+        if !st.tree_needed_later {
+            st.tree = None;
+        }
         if st.tree.is_some() {
             let raw = match planned {
                 Some(p) => planned_to_raw(p),
@@ -760,7 +763,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let entries = plan_copy(&items, &request, tree).map_err(bad)?;
         let entries = Arc::new(entries);
         // URL files must be read with their on-disk stat (mode/mtime above are the layer's).
-        let entries = Arc::new(fix_download_stats(&entries, &urls));
+        let entries = if urls.is_empty() {
+            entries
+        } else {
+            Arc::new(fix_download_stats(&entries, &urls))
+        };
         let settings = shared.layer_settings(st.windows);
         let (layer, origin) = self.produce(st, step, Arc::clone(&entries), settings).await?;
         shared.cache.record_step(&step_key, &layer)?;
@@ -831,7 +838,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     k.finish()
                 }
             };
-            let children = children
+            let children: Vec<_> = children
                 .into_iter()
                 .map(|c| {
                     let id = (c.stat.kind == FileKind::File).then(|| ContentId::Within {
@@ -848,7 +855,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 root: staged,
                 parents_rel: Vec::new(),
                 stat: dir_stat,
-                children,
+                children: Arc::new(children),
                 rel: Vec::new(),
                 owners: Owners::Preserve,
             })
