@@ -79,7 +79,10 @@ async fn main() {
         local: LocalResolver::default(),
     };
     match build(&options, &resolver, None).await {
-        Ok(result) => println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default()),
+        Ok(result) => println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        ),
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

@@ -39,7 +39,11 @@ fn platform_list(entries: &[&Descriptor]) -> String {
                 .unwrap_or_else(|| "(no platform)".into())
         })
         .collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Choose the entry of `index` for `wanted`. Never guesses: no match is an error naming what
@@ -142,12 +146,13 @@ impl Shared<'_> {
                     .source
                     .manifest(Some(&entry.digest))
                     .await
-                    .map_err(|e| BuildError::image(name, format!("reading manifest {}", entry.digest), e))?;
+                    .map_err(|e| {
+                        BuildError::image(name, format!("reading manifest {}", entry.digest), e)
+                    })?;
                 raw.media_type = entry.media_type.clone();
-                match raw
-                    .parse()
-                    .map_err(|e| BuildError::image(name, format!("parsing manifest {}", entry.digest), e))?
-                {
+                match raw.parse().map_err(|e| {
+                    BuildError::image(name, format!("parsing manifest {}", entry.digest), e)
+                })? {
                     Manifest::Image(m) => (raw, m),
                     Manifest::Index(_) => {
                         return Err(BuildError::image(
@@ -198,7 +203,13 @@ impl Shared<'_> {
     ) -> Result<Arc<BaseImage>, BuildError> {
         let config_bytes = read_blob_bytes(top.source.as_ref(), &manifest.config, MAX_CONFIG_BYTES)
             .await
-            .map_err(|e| BuildError::image(name, format!("reading config {}", manifest.config.digest), e))?;
+            .map_err(|e| {
+                BuildError::image(
+                    name,
+                    format!("reading config {}", manifest.config.digest),
+                    e,
+                )
+            })?;
         let config = ImageConfig::parse(&config_bytes).map_err(|e| {
             BuildError::image(
                 name,
@@ -219,17 +230,16 @@ impl Shared<'_> {
             ));
         }
         let copies = manifest.layers.iter().map(|d| async move {
-            let size = d.size_u64().map_err(|e| {
-                BuildError::image(name, format!("layer {}", d.digest), e.into())
-            })?;
+            let size = d
+                .size_u64()
+                .map_err(|e| BuildError::image(name, format!("layer {}", d.digest), e.into()))?;
             if self.layout.has_blob(&d.digest, Some(size)) {
                 return Ok(());
             }
-            let stream = top
-                .source
-                .blob(d)
-                .await
-                .map_err(|e| BuildError::image(name, format!("reading layer {}", d.digest), e))?;
+            let stream =
+                top.source.blob(d).await.map_err(|e| {
+                    BuildError::image(name, format!("reading layer {}", d.digest), e)
+                })?;
             self.sink
                 .put_blob(d, stream)
                 .await
@@ -281,14 +291,23 @@ mod tests {
             entry("windows/amd64:10.0.20348.2000"),
         ];
         let pick = |w: &str| select_entry("base", &index, &w.parse().unwrap());
-        assert_eq!(pick("linux/arm64").unwrap().digest, index.manifests[1].digest);
+        assert_eq!(
+            pick("linux/arm64").unwrap().digest,
+            index.manifests[1].digest
+        );
         assert_eq!(
             pick("windows/amd64:10.0.17763.1757").unwrap().digest,
             index.manifests[2].digest
         );
-        assert_eq!(pick("windows/amd64:10.0.20348").unwrap().digest, index.manifests[3].digest);
+        assert_eq!(
+            pick("windows/amd64:10.0.20348").unwrap().digest,
+            index.manifests[3].digest
+        );
         let err = pick("linux/s390x").unwrap_err().to_string();
-        assert!(err.contains("base") && err.contains("linux/s390x") && err.contains("linux/arm64/v8"), "{err}");
+        assert!(
+            err.contains("base") && err.contains("linux/s390x") && err.contains("linux/arm64/v8"),
+            "{err}"
+        );
         let err = pick("windows/amd64").unwrap_err().to_string();
         assert!(err.contains("matches several"), "{err}");
     }

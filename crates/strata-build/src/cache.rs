@@ -93,7 +93,10 @@ impl BuildCache {
 
     fn entry_path(&self, kind: &str, key: &Digest) -> PathBuf {
         let hex = key.encoded();
-        self.dir.join(kind).join(&hex[..2]).join(format!("{hex}.json"))
+        self.dir
+            .join(kind)
+            .join(&hex[..2])
+            .join(format!("{hex}.json"))
     }
 
     fn lookup(&self, kind: &str, key: &Digest, layout: &OciLayout) -> Option<CachedLayer> {
@@ -123,7 +126,8 @@ impl BuildCache {
     fn record(&self, kind: &str, key: &Digest, layer: &CachedLayer) -> Result<(), BuildError> {
         let path = self.entry_path(kind, key);
         let dir = path.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, "cannot create cache directory", e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| BuildError::io(dir, "cannot create cache directory", e))?;
         let bytes = serde_json::to_vec(&EntryFile {
             version: LAYER_FORMAT_VERSION.into(),
             layer: layer.clone(),
@@ -150,7 +154,11 @@ impl BuildCache {
     pub(crate) fn lookup_content(&self, key: &Digest, layout: &OciLayout) -> Option<CachedLayer> {
         self.lookup(CONTENT, key, layout)
     }
-    pub(crate) fn record_content(&self, key: &Digest, layer: &CachedLayer) -> Result<(), BuildError> {
+    pub(crate) fn record_content(
+        &self,
+        key: &Digest,
+        layer: &CachedLayer,
+    ) -> Result<(), BuildError> {
         self.record(CONTENT, key, layer)
     }
 
@@ -158,13 +166,16 @@ impl BuildCache {
     pub(crate) fn hash_cache_file(&self, context: &Path) -> PathBuf {
         let canonical = fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
         let id = Digest::sha256_of(canonical.as_os_str().as_encoded_bytes());
-        self.dir.join(HASHES).join(format!("{}.bin", &id.encoded()[..32]))
+        self.dir
+            .join(HASHES)
+            .join(format!("{}.bin", &id.encoded()[..32]))
     }
 
     /// A scratch directory for this build's temporary files (same filesystem as the layout).
     pub(crate) fn temp_dir(&self) -> Result<tempfile::TempDir, BuildError> {
         let base = self.dir.join("tmp");
-        fs::create_dir_all(&base).map_err(|e| BuildError::io(&base, "cannot create directory", e))?;
+        fs::create_dir_all(&base)
+            .map_err(|e| BuildError::io(&base, "cannot create directory", e))?;
         tempfile::Builder::new()
             .prefix("build-")
             .tempdir_in(&base)
@@ -209,7 +220,9 @@ pub struct PruneReport {
 pub fn prune_cache(cache_dir: &Path, options: &PruneOptions) -> Result<PruneReport, BuildError> {
     let mut report = PruneReport::default();
     let layout = match &options.layout {
-        Some(p) => Some(OciLayout::open(p).map_err(|e| BuildError::store("opening layout for prune", e))?),
+        Some(p) => {
+            Some(OciLayout::open(p).map_err(|e| BuildError::store("opening layout for prune", e))?)
+        }
         None => None,
     };
     let now = SystemTime::now();
@@ -244,7 +257,8 @@ pub fn prune_cache(cache_dir: &Path, options: &PruneOptions) -> Result<PruneRepo
                     report.entries_kept += 1;
                     continue;
                 }
-                fs::remove_file(&path).map_err(|e| BuildError::io(&path, "cannot remove cache entry", e))?;
+                fs::remove_file(&path)
+                    .map_err(|e| BuildError::io(&path, "cannot remove cache entry", e))?;
                 report.entries_removed += 1;
             }
             let _ = fs::remove_dir(shard.path());
@@ -288,7 +302,9 @@ mod tests {
     fn entries_need_their_blob_and_respect_no_cache() {
         let dir = tempfile::tempdir().unwrap();
         let layout = OciLayout::create_or_open(&dir.path().join("layout")).unwrap();
-        let blob = layout.write_blob_bytes(MediaType::OCI_LAYER, b"tar").unwrap();
+        let blob = layout
+            .write_blob_bytes(MediaType::OCI_LAYER, b"tar")
+            .unwrap();
         let layer = CachedLayer {
             digest: blob.digest.clone(),
             diff_id: DiffId(blob.digest.clone()),

@@ -259,9 +259,12 @@ impl Planner<'_> {
                     rel: rel.to_vec(),
                     stat: e.stat,
                 },
-                id: id
-                    .cloned()
-                    .ok_or_else(|| format!("internal: no content id for {}", String::from_utf8_lossy(rel)))?,
+                id: id.cloned().ok_or_else(|| {
+                    format!(
+                        "internal: no content id for {}",
+                        String::from_utf8_lossy(rel)
+                    )
+                })?,
             },
             FileKind::Symlink => PlannedKind::Symlink(e.link.clone().unwrap_or_default()),
             FileKind::Fifo => PlannedKind::Fifo,
@@ -535,7 +538,9 @@ pub(crate) fn plan_copy(
 
 fn resolve_message(dest: &str, e: ResolveError) -> String {
     match e {
-        ResolveError::TooManyLinks => format!("destination {dest}: too many levels of symbolic links"),
+        ResolveError::TooManyLinks => {
+            format!("destination {dest}: too many levels of symbolic links")
+        }
         ResolveError::NotADirectory(at) => format!(
             "destination {dest}: /{} is not a directory",
             String::from_utf8_lossy(&at.join(&b'/'))
@@ -598,20 +603,22 @@ mod tests {
             root: Arc::clone(&f.root),
             parents_rel: name.split('/').map(|c| c.as_bytes().to_vec()).collect(),
             stat: st(FileKind::Dir, 0o750),
-            children: Arc::new(children
-                .iter()
-                .map(|(c, k)| {
-                    (
-                        WalkEntry {
-                            rel: c.as_bytes().to_vec(),
-                            stat: st(*k, if *k == FileKind::Dir { 0o755 } else { 0o644 }),
-                            link: (*k == FileKind::Symlink).then(|| b"target".to_vec()),
-                        },
-                        (*k == FileKind::File)
-                            .then(|| ContentId::Digest(Digest::sha256_of(c.as_bytes()))),
-                    )
-                })
-                .collect()),
+            children: Arc::new(
+                children
+                    .iter()
+                    .map(|(c, k)| {
+                        (
+                            WalkEntry {
+                                rel: c.as_bytes().to_vec(),
+                                stat: st(*k, if *k == FileKind::Dir { 0o755 } else { 0o644 }),
+                                link: (*k == FileKind::Symlink).then(|| b"target".to_vec()),
+                            },
+                            (*k == FileKind::File)
+                                .then(|| ContentId::Digest(Digest::sha256_of(c.as_bytes()))),
+                        )
+                    })
+                    .collect(),
+            ),
             rel: name.as_bytes().to_vec(),
             owners: Owners::Root,
         }
@@ -670,34 +677,173 @@ mod tests {
     fn docker_destination_table() {
         let f = fixture();
         let t = base();
-        let cases: Vec<(&str, Vec<SourceItem>, &str, &str, Result<Vec<&str>, &str>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Vec<SourceItem>,
+            &'a str,
+            &'a str,
+            Result<Vec<&'a str>, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             // (case, sources, dest, workdir, expected entries)
-            ("file to dir/", vec![file(&f, "a.txt")], "/d/", "/", Ok(vec!["d/", "d/a.txt"])),
-            ("file to existing dir", vec![file(&f, "a.txt")], "/existing", "/", Ok(vec!["existing/a.txt"])),
-            ("file to new path", vec![file(&f, "a.txt")], "/new", "/", Ok(vec!["new"])),
-            ("file onto existing file", vec![file(&f, "a.txt")], "/afile", "/", Ok(vec!["afile"])),
-            ("file onto link to file", vec![file(&f, "a.txt")], "/linkfile", "/", Ok(vec!["afile"])),
-            ("file into symlinked dir", vec![file(&f, "a.txt")], "/bin/", "/", Ok(vec!["usr/bin/a.txt"])),
-            ("file to deep new dir/", vec![file(&f, "a.txt")], "/x/y/", "/", Ok(vec!["x/", "x/y/", "x/y/a.txt"])),
-            ("relative dest", vec![file(&f, "a.txt")], "rel/", "/app", Ok(vec!["app/rel/", "app/rel/a.txt"])),
-            ("dot dest", vec![file(&f, "a.txt")], ".", "/app", Ok(vec!["app/a.txt"])),
-            ("dotdot clamps", vec![file(&f, "a.txt")], "../../../x", "/app", Ok(vec!["x"])),
-            ("dir contents", vec![dir(&f, "src", &[("f", FileKind::File), ("s", FileKind::Dir), ("s/g", FileKind::File)])], "/d", "/", Ok(vec!["d/", "d/f", "d/s/", "d/s/g"])),
-            ("dir into existing dir", vec![dir(&f, "src", &[("f", FileKind::File)])], "/existing", "/", Ok(vec!["existing/f"])),
-            ("dir onto file", vec![dir(&f, "src", &[("f", FileKind::File)])], "/afile", "/", Err("exists and is not a directory")),
-            ("dir child through symlinked dir", vec![dir(&f, "src", &[("bin", FileKind::Dir), ("bin/x", FileKind::File)])], "/", "/", Ok(vec!["usr/bin/", "usr/bin/x"])),
-            ("two files no slash", vec![file(&f, "a"), file(&f, "b")], "/multi", "/", Ok(vec!["multi/", "multi/a", "multi/b"])),
-            ("two files onto a file", vec![file(&f, "a"), file(&f, "b")], "/afile", "/", Err("exists and is not a directory")),
-            ("later source wins", vec![dir(&f, "one", &[("f", FileKind::File)]), dir(&f, "two", &[("f", FileKind::File)])], "/d/", "/", Ok(vec!["d/", "d/f"])),
-            ("through a file", vec![file(&f, "a")], "/afile/x", "/", Err("is not a directory")),
-            ("symlink source", vec![dir(&f, "s", &[("l", FileKind::Symlink)])], "/d", "/", Ok(vec!["d/", "d/l"])),
+            (
+                "file to dir/",
+                vec![file(&f, "a.txt")],
+                "/d/",
+                "/",
+                Ok(vec!["d/", "d/a.txt"]),
+            ),
+            (
+                "file to existing dir",
+                vec![file(&f, "a.txt")],
+                "/existing",
+                "/",
+                Ok(vec!["existing/a.txt"]),
+            ),
+            (
+                "file to new path",
+                vec![file(&f, "a.txt")],
+                "/new",
+                "/",
+                Ok(vec!["new"]),
+            ),
+            (
+                "file onto existing file",
+                vec![file(&f, "a.txt")],
+                "/afile",
+                "/",
+                Ok(vec!["afile"]),
+            ),
+            (
+                "file onto link to file",
+                vec![file(&f, "a.txt")],
+                "/linkfile",
+                "/",
+                Ok(vec!["afile"]),
+            ),
+            (
+                "file into symlinked dir",
+                vec![file(&f, "a.txt")],
+                "/bin/",
+                "/",
+                Ok(vec!["usr/bin/a.txt"]),
+            ),
+            (
+                "file to deep new dir/",
+                vec![file(&f, "a.txt")],
+                "/x/y/",
+                "/",
+                Ok(vec!["x/", "x/y/", "x/y/a.txt"]),
+            ),
+            (
+                "relative dest",
+                vec![file(&f, "a.txt")],
+                "rel/",
+                "/app",
+                Ok(vec!["app/rel/", "app/rel/a.txt"]),
+            ),
+            (
+                "dot dest",
+                vec![file(&f, "a.txt")],
+                ".",
+                "/app",
+                Ok(vec!["app/a.txt"]),
+            ),
+            (
+                "dotdot clamps",
+                vec![file(&f, "a.txt")],
+                "../../../x",
+                "/app",
+                Ok(vec!["x"]),
+            ),
+            (
+                "dir contents",
+                vec![dir(
+                    &f,
+                    "src",
+                    &[
+                        ("f", FileKind::File),
+                        ("s", FileKind::Dir),
+                        ("s/g", FileKind::File),
+                    ],
+                )],
+                "/d",
+                "/",
+                Ok(vec!["d/", "d/f", "d/s/", "d/s/g"]),
+            ),
+            (
+                "dir into existing dir",
+                vec![dir(&f, "src", &[("f", FileKind::File)])],
+                "/existing",
+                "/",
+                Ok(vec!["existing/f"]),
+            ),
+            (
+                "dir onto file",
+                vec![dir(&f, "src", &[("f", FileKind::File)])],
+                "/afile",
+                "/",
+                Err("exists and is not a directory"),
+            ),
+            (
+                "dir child through symlinked dir",
+                vec![dir(
+                    &f,
+                    "src",
+                    &[("bin", FileKind::Dir), ("bin/x", FileKind::File)],
+                )],
+                "/",
+                "/",
+                Ok(vec!["usr/bin/", "usr/bin/x"]),
+            ),
+            (
+                "two files no slash",
+                vec![file(&f, "a"), file(&f, "b")],
+                "/multi",
+                "/",
+                Ok(vec!["multi/", "multi/a", "multi/b"]),
+            ),
+            (
+                "two files onto a file",
+                vec![file(&f, "a"), file(&f, "b")],
+                "/afile",
+                "/",
+                Err("exists and is not a directory"),
+            ),
+            (
+                "later source wins",
+                vec![
+                    dir(&f, "one", &[("f", FileKind::File)]),
+                    dir(&f, "two", &[("f", FileKind::File)]),
+                ],
+                "/d/",
+                "/",
+                Ok(vec!["d/", "d/f"]),
+            ),
+            (
+                "through a file",
+                vec![file(&f, "a")],
+                "/afile/x",
+                "/",
+                Err("is not a directory"),
+            ),
+            (
+                "symlink source",
+                vec![dir(&f, "s", &[("l", FileKind::Symlink)])],
+                "/d",
+                "/",
+                Ok(vec!["d/", "d/l"]),
+            ),
         ];
         for (name, items, dest, wd, want) in cases {
             let got = plan_copy(&items, &req(dest, wd), &t);
             match (got, want) {
                 (Ok(entries), Ok(w)) => assert_eq!(paths(&entries), w, "case {name}"),
                 (Err(e), Err(w)) => assert!(e.contains(w), "case {name}: {e}"),
-                (got, want) => panic!("case {name}: got {:?}, want {want:?}", got.map(|e| paths(&e))),
+                (got, want) => panic!(
+                    "case {name}: got {:?}, want {want:?}",
+                    got.map(|e| paths(&e))
+                ),
             }
         }
     }
@@ -711,9 +857,17 @@ mod tests {
         let e = plan_copy(&[file(&f, "x/y/a.txt")], &r, &t).unwrap();
         assert_eq!(paths(&e), ["dst/", "dst/x/", "dst/x/y/", "dst/x/y/a.txt"]);
         // Context files are 0:0; --chown everything incl. created parents; --chmod only sources.
-        let e = plan_copy(&[dir(&f, "src", &[("f", FileKind::File)])], &req("/n/", "/"), &t).unwrap();
+        let e = plan_copy(
+            &[dir(&f, "src", &[("f", FileKind::File)])],
+            &req("/n/", "/"),
+            &t,
+        )
+        .unwrap();
         assert!(e.iter().all(|e| e.meta.uid == 0 && e.meta.gid == 0));
-        assert_eq!(e[0].meta.mode, 0o750, "dest dir takes the source dir's mode");
+        assert_eq!(
+            e[0].meta.mode, 0o750,
+            "dest dir takes the source dir's mode"
+        );
         let mut r = req("/n/deep/", "/");
         r.chown = Some((5, 6));
         let chmod = Chmod::parse("0600").unwrap();

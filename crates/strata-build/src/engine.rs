@@ -31,6 +31,9 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const MAX_CONTAINERFILE_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest ignore file read.
 const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// A value computed once per build by whichever task asks first; the others wait for it.
+pub(crate) type Memo<T> = Arc<OnceCell<Arc<T>>>;
+
 /// State shared by every platform of one build.
 pub(crate) struct Shared<'r> {
     pub options: &'r BuildOptions,
@@ -51,13 +54,13 @@ pub(crate) struct Shared<'r> {
     pub salt: Digest,
     pub jobs: Arc<Semaphore>,
     pub(crate) bases: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseTop>>>>>,
-    pub(crate) images: Mutex<HashMap<(String, String), Arc<OnceCell<Arc<BaseImage>>>>>,
+    pub(crate) images: Mutex<HashMap<(String, String), Memo<BaseImage>>>,
     pub(crate) inflight: Mutex<HashMap<Digest, Arc<OnceCell<CachedLayer>>>>,
     pub(crate) downloads: Mutex<HashMap<String, Arc<OnceCell<Arc<Download>>>>>,
     pub(crate) roots: Mutex<HashMap<Digest, Arc<OnceCell<Arc<SourceRoot>>>>>,
     /// Sources already globbed, walked and hashed (the same COPY on several platforms reads
     /// the context once).
-    pub(crate) gathers: Mutex<HashMap<Digest, Arc<OnceCell<Arc<Vec<crate::gather::Gathered>>>>>>,
+    pub(crate) gathers: Mutex<HashMap<Digest, Memo<Vec<crate::gather::Gathered>>>>,
 }
 
 impl Shared<'_> {
@@ -168,7 +171,9 @@ impl StageState {
             .unwrap_or_else(|| "/".into())
     }
     pub(crate) fn runtime(&mut self) -> &mut RuntimeConfig {
-        self.config.config.get_or_insert_with(RuntimeConfig::default)
+        self.config
+            .config
+            .get_or_insert_with(RuntimeConfig::default)
     }
     fn finish(self) -> BuiltStage {
         BuiltStage {
@@ -215,14 +220,12 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             shared.escape(),
         )
         .map_err(|source| BuildError::Expand {
-            at: shared.at(
-                shared
-                    .file
-                    .global_args
-                    .first()
-                    .map(|i| i.span.line)
-                    .unwrap_or(1),
-            ),
+            at: shared.at(shared
+                .file
+                .global_args
+                .first()
+                .map(|i| i.span.line)
+                .unwrap_or(1)),
             source,
         })?;
         Ok(PlatformBuild {
@@ -271,20 +274,30 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         })
     }
 
-    async fn run_stage(&'s self, index: usize, visiting: Vec<usize>) -> Result<BuiltStage, BuildError> {
+    async fn run_stage(
+        &'s self,
+        index: usize,
+        visiting: Vec<usize>,
+    ) -> Result<BuiltStage, BuildError> {
         let shared = self.shared;
         let stage = &shared.file.stages[index];
         let at = shared.at(stage.span.line);
         let escape = shared.escape();
         let expand = |w: &str| {
-            self.global.expand(w, escape).map_err(|source| BuildError::Expand {
-                at: at.clone(),
-                source,
-            })
+            self.global
+                .expand(w, escape)
+                .map_err(|source| BuildError::Expand {
+                    at: at.clone(),
+                    source,
+                })
         };
         let image = expand(&stage.from.image)?;
         if image.is_empty() {
-            return Err(BuildError::instruction(&at, &stage.original, "FROM names no image"));
+            return Err(BuildError::instruction(
+                &at,
+                &stage.original,
+                "FROM names no image",
+            ));
         }
         let platform = match &stage.from.platform {
             Some(p) => {
@@ -557,13 +570,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             InstructionKind::Expose(words) => {
                 let mut ports = Vec::new();
                 for w in words {
-                    for p in st
-                        .scope
-                        .expand_words(w, escape)
-                        .map_err(|source| BuildError::Expand {
-                            at: at.clone(),
-                            source,
-                        })?
+                    for p in
+                        st.scope
+                            .expand_words(w, escape)
+                            .map_err(|source| BuildError::Expand {
+                                at: at.clone(),
+                                source,
+                            })?
                     {
                         ports.extend(expose_ports(&p).map_err(&bad)?);
                     }
@@ -665,13 +678,18 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
             InstructionKind::Onbuild(inner) => {
                 let text = inner.original.trim().to_string();
-                st.runtime().on_build.get_or_insert_with(Vec::new).push(text);
+                st.runtime()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(text);
             }
             InstructionKind::Maintainer(m) => {
                 st.config.author = Some(m.clone());
             }
             InstructionKind::Copy(copy) => {
-                return self.copy_step(st, instr, copy, None, at, step, visiting).await;
+                return self
+                    .copy_step(st, instr, copy, None, at, step, visiting)
+                    .await;
             }
             InstructionKind::Add(add) => {
                 return self
@@ -739,8 +757,11 @@ fn expose_ports(word: &str) -> Result<Vec<String>, String> {
 }
 
 fn read_capped(path: &Path, limit: u64, what: &str) -> Result<String, BuildError> {
-    let f = std::fs::File::open(path).map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
-    let md = f.metadata().map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
     if md.len() > limit {
         return Err(BuildError::io(
             path,
@@ -748,7 +769,8 @@ fn read_capped(path: &Path, limit: u64, what: &str) -> Result<String, BuildError
             std::io::Error::from(std::io::ErrorKind::InvalidData),
         ));
     }
-    std::fs::read_to_string(path).map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))
+    std::fs::read_to_string(path)
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))
 }
 
 /// The ignore file for this build: `--ignorefile`, else `<Containerfile>.containerignore` /
@@ -795,10 +817,13 @@ pub async fn build(
     resolver: &dyn BaseResolver,
     progress: Option<Arc<dyn BuildProgress>>,
 ) -> Result<BuildResult, BuildError> {
-    if options.format == ImageFormat::V2s2 && matches!(options.compression, Compression::Zstd { .. }) {
+    if options.format == ImageFormat::V2s2
+        && matches!(options.compression, Compression::Zstd { .. })
+    {
         return Err(BuildError::InvalidOption {
             option: "compression".into(),
-            reason: "zstd layers cannot be described by Docker schema 2 (use the OCI format)".into(),
+            reason: "zstd layers cannot be described by Docker schema 2 (use the OCI format)"
+                .into(),
         });
     }
     let (text, file_name) = match &options.containerfile {

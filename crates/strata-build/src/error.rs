@@ -109,21 +109,21 @@ pub enum BuildError {
         image: String,
         context: String,
         #[source]
-        source: ImageError,
+        source: Box<ImageError>,
     },
     /// The output layout or the build cache's store failed.
     #[error("{context}")]
     Store {
         context: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// Writing or reading layer bytes failed.
     #[error("{context}")]
     Archive {
         context: String,
         #[source]
-        source: ArchiveError,
+        source: Box<ArchiveError>,
     },
     /// A filesystem operation on `path` failed.
     #[error("{path}: {context}")]
@@ -172,7 +172,7 @@ pub enum BuildError {
     #[error("pushing the build result: {source}")]
     Push {
         #[source]
-        source: strata_copy::CopyError,
+        source: Box<strata_copy::CopyError>,
     },
     /// The RUN executor failed.
     #[error("{at}: {instruction}: {message}")]
@@ -187,7 +187,11 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    pub(crate) fn io(path: impl Into<PathBuf>, context: impl Into<String>, e: std::io::Error) -> Self {
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        context: impl Into<String>,
+        e: std::io::Error,
+    ) -> Self {
         BuildError::Io {
             path: path.into(),
             context: context.into(),
@@ -197,23 +201,31 @@ impl BuildError {
     pub(crate) fn store(context: impl Into<String>, source: StoreError) -> Self {
         BuildError::Store {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
     pub(crate) fn archive(context: impl Into<String>, source: ArchiveError) -> Self {
         BuildError::Archive {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
-    pub(crate) fn image(image: impl Into<String>, context: impl Into<String>, source: ImageError) -> Self {
+    pub(crate) fn image(
+        image: impl Into<String>,
+        context: impl Into<String>,
+        source: ImageError,
+    ) -> Self {
         BuildError::Image {
             image: image.into(),
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
-    pub(crate) fn instruction(at: &Location, instruction: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn instruction(
+        at: &Location,
+        instruction: &str,
+        message: impl Into<String>,
+    ) -> Self {
         BuildError::Instruction {
             at: at.clone(),
             instruction: instruction.to_string(),

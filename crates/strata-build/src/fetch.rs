@@ -74,7 +74,8 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(v);
             i += 3;
@@ -93,7 +94,8 @@ pub(crate) async fn fetch(
     checksum: Option<&Digest>,
     temp_base: &Path,
 ) -> Result<Download, FetchError> {
-    let url = url::Url::parse(raw_url).map_err(|e| FetchError::Other(format!("invalid URL: {e}")))?;
+    let url =
+        url::Url::parse(raw_url).map_err(|e| FetchError::Other(format!("invalid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(FetchError::Other(format!(
             "only http and https URLs can be fetched, not {}:",
@@ -111,7 +113,9 @@ pub(crate) async fn fetch(
             return attempt.error(msg);
         }
         if !origin_local && host_is_local(next) {
-            let msg = format!("redirect to {next} refused: a public URL may not lead to a local or private address");
+            let msg = format!(
+                "redirect to {next} refused: a public URL may not lead to a local or private address"
+            );
             return attempt.error(msg);
         }
         attempt.follow()
@@ -146,7 +150,10 @@ pub(crate) async fn fetch(
         )));
     }
     if !response.status().is_success() {
-        return Err(FetchError::Other(format!("server answered {}", response.status())));
+        return Err(FetchError::Other(format!(
+            "server answered {}",
+            response.status()
+        )));
     }
     let mtime = response
         .headers()
@@ -222,7 +229,10 @@ mod tests {
     #[test]
     fn names_and_locality() {
         let u = |s: &str| url::Url::parse(s).unwrap();
-        assert_eq!(url_file_name(&u("https://x.org/a/b/tool.tar.gz?x=1")), "tool.tar.gz");
+        assert_eq!(
+            url_file_name(&u("https://x.org/a/b/tool.tar.gz?x=1")),
+            "tool.tar.gz"
+        );
         assert_eq!(url_file_name(&u("https://x.org/")), "index.html");
         assert_eq!(url_file_name(&u("https://x.org/a%20b")), "a b");
         assert!(host_is_local(&u("http://127.0.0.1:8080/")));

@@ -108,7 +108,13 @@ fn tar_header_checksum_ok(block: &[u8; 512]) -> bool {
     let sum: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u64 } else { b as u64 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u64
+            } else {
+                b as u64
+            }
+        })
         .sum();
     sum == stored
 }
@@ -123,7 +129,9 @@ pub(crate) fn hash_files(
     let mut out = HashMap::with_capacity(files.len());
     let mut todo = Vec::new();
     {
-        let c = cache.lock().map_err(|_| (Vec::new(), io::Error::other("hash cache lock poisoned")))?;
+        let c = cache
+            .lock()
+            .map_err(|_| (Vec::new(), io::Error::other("hash cache lock poisoned")))?;
         for (rel, st) in files {
             match c.get(&rel, &st) {
                 Some(d) => {
@@ -174,7 +182,9 @@ pub(crate) fn hash_files(
     }
     let now = crate::time::now_unix() as i64;
     let results = results.into_inner().unwrap_or_default();
-    let mut c = cache.lock().map_err(|_| (Vec::new(), io::Error::other("hash cache lock poisoned")))?;
+    let mut c = cache
+        .lock()
+        .map_err(|_| (Vec::new(), io::Error::other("hash cache lock poisoned")))?;
     for (i, d) in results {
         let (rel, st) = &todo[i];
         c.put(rel, st, &d, now);
@@ -220,7 +230,10 @@ fn hash_one(root: &SourceRoot, rel: &[u8], st: &FileStat, buf: &mut [u8]) -> io:
 }
 
 /// Glob, filter, walk and identify every pattern.
-pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gathered>, BuildError> {
+pub(crate) fn gather(
+    req: &GatherRequest,
+    patterns: &[String],
+) -> Result<Vec<Gathered>, BuildError> {
     let at = &req.at;
     let bad = |msg: String| BuildError::instruction(at, &req.instruction, msg);
     let ignore = req.ignore.as_deref();
@@ -235,7 +248,9 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
         let wild = parts.iter().any(|p| crate::glob::is_wild(p));
         let matches = req.root.glob(&parts).map_err(|e| match e {
             GlobError::BadPattern => bad(format!("invalid wildcard pattern {pattern:?}")),
-            GlobError::Io(e) => BuildError::io(req.root.path(), format!("reading source {pattern}"), e),
+            GlobError::Io(e) => {
+                BuildError::io(req.root.path(), format!("reading source {pattern}"), e)
+            }
         })?;
         let mut kept = Vec::new();
         for m in matches {
@@ -273,7 +288,13 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
             let mut st = req
                 .root
                 .lstat(&m)
-                .map_err(|e| BuildError::io(req.root.path(), format!("stat {}", String::from_utf8_lossy(&m)), e))?
+                .map_err(|e| {
+                    BuildError::io(
+                        req.root.path(),
+                        format!("stat {}", String::from_utf8_lossy(&m)),
+                        e,
+                    )
+                })?
                 .ok_or_else(|| BuildError::SourceNotFound {
                     at: at.clone(),
                     what: "source",
@@ -286,9 +307,17 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
                 // rootfs (BuildKit's FollowSymlinks); the name stays the one written. Context
                 // symlinks are copied as symlinks (RELIABILITY B2).
                 if let Some(target) = req.root.resolve(&m).map_err(|e| {
-                    BuildError::io(req.root.path(), format!("resolving {}", String::from_utf8_lossy(&m)), e)
+                    BuildError::io(
+                        req.root.path(),
+                        format!("resolving {}", String::from_utf8_lossy(&m)),
+                        e,
+                    )
                 })? && let Some(tst) = req.root.lstat(&target).map_err(|e| {
-                    BuildError::io(req.root.path(), format!("stat {}", String::from_utf8_lossy(&target)), e)
+                    BuildError::io(
+                        req.root.path(),
+                        format!("stat {}", String::from_utf8_lossy(&target)),
+                        e,
+                    )
                 })? {
                     m = target;
                     st = tst;
@@ -300,7 +329,11 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
             };
             if st.kind == FileKind::Dir {
                 let filter = WalkFilter {
-                    ignore: if req.context { ignore.map(|i| &i.0) } else { None },
+                    ignore: if req.context {
+                        ignore.map(|i| &i.0)
+                    } else {
+                        None
+                    },
                     exclude: req.exclude.as_ref(),
                 };
                 let children = req.root.walk(&m, &filter).map_err(|e| {
@@ -333,12 +366,17 @@ pub(crate) fn gather(req: &GatherRequest, patterns: &[String]) -> Result<Vec<Gat
             }
             let link = if st.kind == FileKind::Symlink {
                 Some(req.root.read_link(&m).map_err(|e| {
-                    BuildError::io(req.root.path(), format!("readlink {}", String::from_utf8_lossy(&m)), e)
+                    BuildError::io(
+                        req.root.path(),
+                        format!("readlink {}", String::from_utf8_lossy(&m)),
+                        e,
+                    )
                 })?)
             } else {
                 None
             };
-            if req.detect_archives && st.kind == FileKind::File && looks_like_archive(&req.root, &m) {
+            if req.detect_archives && st.kind == FileKind::File && looks_like_archive(&req.root, &m)
+            {
                 gathered.push(Gathered::Archive {
                     root: Arc::clone(&req.root),
                     rel: m,
@@ -536,7 +574,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            expand_heredoc("a=$A b=${A} c=${X:-d} e=${A:+y} f=${E:-z} '$A' \\$A $", &look),
+            expand_heredoc(
+                "a=$A b=${A} c=${X:-d} e=${A:+y} f=${E:-z} '$A' \\$A $",
+                &look
+            ),
             "a=1 b=1 c=d e=y f=z '1' $A $"
         );
     }

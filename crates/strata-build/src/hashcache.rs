@@ -98,7 +98,8 @@ impl HashCache {
             return;
         }
         hex.copy_from_slice(enc);
-        let persist = st.mtime < hashed_at - RACY_WINDOW_SECS && st.ctime < hashed_at - RACY_WINDOW_SECS;
+        let persist =
+            st.mtime < hashed_at - RACY_WINDOW_SECS && st.ctime < hashed_at - RACY_WINDOW_SECS;
         self.entries.insert(
             rel.to_vec(),
             Entry {

@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use strata_archive::{
-    CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingWriter, LayerLayout, NameMode,
-    Ownership, OwnerOverride, TarBuilder, TarOptions, TargetPolicy, WhiteoutMode, decompress, extract_layer,
+    CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingWriter, LayerLayout,
+    NameMode, OwnerOverride, Ownership, TarBuilder, TarOptions, TargetPolicy, WhiteoutMode,
+    decompress, extract_layer,
 };
 use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
 use strata_store::{NewBlob, OciLayout};
@@ -58,12 +59,18 @@ pub(crate) struct LayerSink {
 const BLOB_BUFFER_BYTES: usize = 1 << 20;
 
 impl LayerSink {
-    pub(crate) fn new(layout: &OciLayout, compression: Compression) -> Result<LayerSink, BuildError> {
+    pub(crate) fn new(
+        layout: &OciLayout,
+        compression: Compression,
+    ) -> Result<LayerSink, BuildError> {
         let blob = layout
             .new_blob()
             .map_err(|e| BuildError::store("creating a layer blob", e))?;
-        let compress = CompressWriter::new(BufWriter::with_capacity(BLOB_BUFFER_BYTES, blob), compression)
-            .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
+        let compress = CompressWriter::new(
+            BufWriter::with_capacity(BLOB_BUFFER_BYTES, blob),
+            compression,
+        )
+        .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
         Ok(LayerSink {
             inner: HashingWriter::new(compress),
             compression,
@@ -148,7 +155,10 @@ pub(crate) fn write_layer(
     settings: &LayerSettings,
     on_bytes: &dyn Fn(u64),
 ) -> Result<CachedLayer, BuildError> {
-    let mut tar = TarBuilder::new(LayerSink::new(layout, settings.compression)?, tar_options(settings));
+    let mut tar = TarBuilder::new(
+        LayerSink::new(layout, settings.compression)?,
+        tar_options(settings),
+    );
     let mut written = 0u64;
     let mut reported = 0u64;
     for e in entries {
@@ -233,8 +243,13 @@ pub(crate) fn open_layer(
         .media_type
         .layer_compression()
         .unwrap_or(LayerCompression::Gzip);
-    decompress(file, compression)
-        .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "cannot decompress layer", e))
+    decompress(file, compression).map_err(|e| {
+        BuildError::io(
+            layout.blob_path(&layer.digest),
+            "cannot decompress layer",
+            e,
+        )
+    })
 }
 
 /// The headers of a layer.
@@ -277,14 +292,17 @@ pub(crate) fn read_file(
         if entry.size > cap {
             return Err(BuildError::io(
                 layout.blob_path(&layer.digest),
-                format!("{} is larger than {cap} bytes", String::from_utf8_lossy(path)),
+                format!(
+                    "{} is larger than {cap} bytes",
+                    String::from_utf8_lossy(path)
+                ),
                 io::Error::from(io::ErrorKind::InvalidData),
             ));
         }
         let mut out = Vec::with_capacity(entry.size as usize);
-        tar.data()
-            .read_to_end(&mut out)
-            .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "reading a layer entry", e))?;
+        tar.data().read_to_end(&mut out).map_err(|e| {
+            BuildError::io(layout.blob_path(&layer.digest), "reading a layer entry", e)
+        })?;
         return Ok(Some(out));
     }
     Ok(None)
@@ -331,10 +349,14 @@ pub(crate) fn squash(
     settings: &LayerSettings,
 ) -> Result<CachedLayer, BuildError> {
     let dir = scratch.join("squash");
-    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, "cannot create directory", e))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BuildError::io(&dir, "cannot create directory", e))?;
     materialise(layout, layers, &dir, whiteouts)?;
     let tree_root = &dir;
-    let mut tar = TarBuilder::new(LayerSink::new(layout, settings.compression)?, tar_options(settings));
+    let mut tar = TarBuilder::new(
+        LayerSink::new(layout, settings.compression)?,
+        tar_options(settings),
+    );
     let result = match whiteouts {
         WhiteoutMode::Apply => strata_archive::write_tree(tree_root, "", &mut tar),
         WhiteoutMode::OverlayConvert => strata_archive::write_overlay_diff(tree_root, &mut tar),

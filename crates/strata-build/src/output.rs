@@ -12,6 +12,7 @@ use strata_spec::{
 };
 use strata_store::OciLayout;
 
+use crate::BuildError;
 use crate::cache::KeyHasher;
 use crate::engine::{BuiltStage, PlatformBuild, Shared};
 use crate::error::join_error;
@@ -20,7 +21,6 @@ use crate::options::{ImageFormat, IndexMode, Output, Squash};
 use crate::progress::{BuildEvent, LayerOrigin};
 use crate::result::{BuildResult, BuiltImage, BuiltLayer};
 use crate::time::rfc3339;
-use crate::BuildError;
 
 /// OCI annotations naming the base image (as buildah and BuildKit write them).
 const BASE_NAME_ANNOTATION: &str = "org.opencontainers.image.base.name";
@@ -33,7 +33,9 @@ pub(crate) struct PlatformImage {
 }
 
 fn layer_media_type(layer: &LayerRef, format: ImageFormat) -> Result<MediaType, BuildError> {
-    let mt = layer.media_type.layer_for_format(format == ImageFormat::V2s2);
+    let mt = layer
+        .media_type
+        .layer_for_format(format == ImageFormat::V2s2);
     if format == ImageFormat::V2s2 && !mt.is_docker() {
         return Err(BuildError::InvalidOption {
             option: "format".into(),
@@ -66,7 +68,10 @@ fn annotations_for(all: &BTreeMap<String, String>, scope: &str) -> BTreeMap<Stri
 
 impl PlatformBuild<'_, '_> {
     /// Squash (if asked), write the config and the manifest of the target stage.
-    pub(crate) async fn finish_image(&self, stage: Arc<BuiltStage>) -> Result<PlatformImage, BuildError> {
+    pub(crate) async fn finish_image(
+        &self,
+        stage: Arc<BuiltStage>,
+    ) -> Result<PlatformImage, BuildError> {
         let shared = self.shared;
         let options = shared.options;
         let mut layers = stage.layers.clone();
@@ -94,7 +99,9 @@ impl PlatformBuild<'_, '_> {
             Squash::New => {
                 let new = &stage.layers[stage.base_layers..];
                 if new.len() > 1 {
-                    let merged = self.squash_layers(new, WhiteoutMode::OverlayConvert, "new").await?;
+                    let merged = self
+                        .squash_layers(new, WhiteoutMode::OverlayConvert, "new")
+                        .await?;
                     layers.truncate(stage.base_layers);
                     layers.push(merged);
                     history = squash_history(history, stage.base_history, "--squash");
@@ -102,7 +109,9 @@ impl PlatformBuild<'_, '_> {
             }
             Squash::All => {
                 if layers.len() > 1 {
-                    let merged = self.squash_layers(&stage.layers, WhiteoutMode::Apply, "all").await?;
+                    let merged = self
+                        .squash_layers(&stage.layers, WhiteoutMode::Apply, "all")
+                        .await?;
                     layers = vec![merged];
                     history = squash_history(history, 0, "--squash-all");
                 }
@@ -207,7 +216,8 @@ impl PlatformBuild<'_, '_> {
     async fn empty_layer(&self, windows: bool) -> Result<LayerRef, BuildError> {
         let shared = self.shared;
         let mut k = KeyHasher::new("empty-layer");
-        k.str("salt", &shared.salt.to_string()).num("windows", windows as u64);
+        k.str("salt", &shared.salt.to_string())
+            .num("windows", windows as u64);
         let key = k.finish();
         if let Some(c) = shared.cache.lookup_content(&key, &shared.layout) {
             return Ok(LayerRef::from_cached(&c, LayerOrigin::Cached));
@@ -291,10 +301,12 @@ pub(crate) async fn write_result(
     for t in &options.tags {
         let tag = match &options.output {
             Output::Store => {
-                let r: Reference = t.parse().map_err(|e: strata_spec::SpecError| BuildError::InvalidOption {
-                    option: "tag".into(),
-                    reason: format!("{t}: {e}"),
-                })?;
+                let r: Reference =
+                    t.parse()
+                        .map_err(|e: strata_spec::SpecError| BuildError::InvalidOption {
+                            option: "tag".into(),
+                            reason: format!("{t}: {e}"),
+                        })?;
                 strata_store::store_tag(&r)
             }
             Output::Layout(_) => t.clone(),
@@ -396,7 +408,9 @@ pub async fn push_result(
     };
     strata_copy::copy_image(&source, sink, &copy)
         .await
-        .map_err(|source| BuildError::Push { source })
+        .map_err(|source| BuildError::Push {
+            source: Box::new(source),
+        })
 }
 
 #[cfg(test)]

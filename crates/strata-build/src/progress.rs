@@ -67,7 +67,10 @@ pub enum BuildEvent {
         bytes: u64,
     },
     /// A platform's image manifest was written.
-    ImageWritten { platform: Platform, manifest: Digest },
+    ImageWritten {
+        platform: Platform,
+        manifest: Digest,
+    },
     /// Something the user should know that is not an error (unused build args, …).
     Warning { message: String },
 }

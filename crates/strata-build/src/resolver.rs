@@ -33,11 +33,10 @@ impl BaseResolver for LocalResolver {
             .parse()
             .map_err(|e| ImageError::Unsupported(format!("{image}: {e}")))?;
         match name {
-            ImageName::OciLayout { path, tag } => {
-                Ok(Box::new(LayoutSource::open(&path, tag.as_deref()).map_err(
-                    |e| ImageError::transport(format!("opening {image}"), e),
-                )?))
-            }
+            ImageName::OciLayout { path, tag } => Ok(Box::new(
+                LayoutSource::open(&path, tag.as_deref())
+                    .map_err(|e| ImageError::transport(format!("opening {image}"), e))?,
+            )),
             ImageName::Store(reference) => {
                 let path = match &self.store {
                     Some(p) => p.clone(),
@@ -48,9 +47,11 @@ impl BaseResolver for LocalResolver {
                     .map_err(|e| ImageError::transport(format!("opening {}", path.display()), e))?;
                 let tag = store_tag(&reference);
                 // Resolve now so a missing image is "not found", not a later read error.
-                layout.resolve(Some(&tag)).map_err(|_| ImageError::NotFound {
-                    what: format!("image {image} (as {tag}) in the store {}", path.display()),
-                })?;
+                layout
+                    .resolve(Some(&tag))
+                    .map_err(|_| ImageError::NotFound {
+                        what: format!("image {image} (as {tag}) in the store {}", path.display()),
+                    })?;
                 Ok(Box::new(LayoutSource::new(layout, Some(&tag), tag.clone())))
             }
             other => Err(ImageError::Unsupported(format!(

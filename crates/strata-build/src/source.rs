@@ -66,6 +66,9 @@ pub(crate) struct FileStat {
 }
 
 impl FileStat {
+    // `stat` field types differ between architectures (st_nlink is u32 on arm64): the casts
+    // are identities only on some.
+    #[allow(clippy::unnecessary_cast)]
     fn from_raw(st: &rustix::fs::Stat) -> FileStat {
         let kind = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => FileKind::Dir,
@@ -184,7 +187,10 @@ impl SourceRoot {
 
     /// `lstat` of `rel` (its parents resolved inside the root). `None` when it does not exist.
     pub(crate) fn lstat(&self, rel: &[u8]) -> io::Result<Option<FileStat>> {
-        let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let parts: Vec<&[u8]> = rel
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
         let Some((leaf, parents)) = parts.split_last() else {
             let st = rustix::fs::fstat(&self.fd).map_err(errno_io)?;
             return Ok(Some(self.with_owner(&self.fd, FileStat::from_raw(&st))));
@@ -251,7 +257,10 @@ impl SourceRoot {
     }
 
     pub(crate) fn read_link(&self, rel: &[u8]) -> io::Result<Vec<u8>> {
-        let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        let parts: Vec<&[u8]> = rel
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
         let Some((leaf, parents)) = parts.split_last() else {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         };
@@ -316,28 +325,30 @@ impl SourceRoot {
         for name in list_fd(dir)? {
             let in_root = join_rel(root_rel, &name);
             let in_src = join_rel(src_rel, &name);
-            let st = rustix::fs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-                io::Error::new(
-                    errno_io(e).kind(),
-                    format!("stat {}: {}", String::from_utf8_lossy(&in_root), errno_io(e)),
-                )
-            })?;
+            let st =
+                rustix::fs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+                    io::Error::new(
+                        errno_io(e).kind(),
+                        format!(
+                            "stat {}: {}",
+                            String::from_utf8_lossy(&in_root),
+                            errno_io(e)
+                        ),
+                    )
+                })?;
             let st = self.owner_at(dir, &name, FileStat::from_raw(&st));
             let is_dir = st.kind == FileKind::Dir;
             let in_root_str = String::from_utf8_lossy(&in_root);
             let in_src_str = String::from_utf8_lossy(&in_src);
-            let ignored = filter
-                .ignore
-                .is_some_and(|m| m.is_excluded(&in_root_str))
+            let ignored = filter.ignore.is_some_and(|m| m.is_excluded(&in_root_str))
                 || filter.exclude.is_some_and(|m| m.is_excluded(&in_src_str));
             if ignored {
                 let descend = is_dir
-                    && (filter
-                        .ignore
-                        .is_some_and(|m| m.is_excluded(&in_root_str) && m.may_include_below(&in_root_str))
-                        || filter.exclude.is_some_and(|m| {
-                            m.is_excluded(&in_src_str) && m.may_include_below(&in_src_str)
-                        }));
+                    && (filter.ignore.is_some_and(|m| {
+                        m.is_excluded(&in_root_str) && m.may_include_below(&in_root_str)
+                    }) || filter.exclude.is_some_and(|m| {
+                        m.is_excluded(&in_src_str) && m.may_include_below(&in_src_str)
+                    }));
                 if descend {
                     // Excluded itself, but a `!` pattern may bring back something below:
                     // children are walked; the directory is recreated as a parent if needed.
@@ -367,8 +378,9 @@ impl SourceRoot {
                 link,
             });
             if is_dir {
-                let sub = rustix::fs::openat(dir, os(&name), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-                    .map_err(errno_io)?;
+                let sub =
+                    rustix::fs::openat(dir, os(&name), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+                        .map_err(errno_io)?;
                 self.walk_fd(&sub, &in_root, &in_src, filter, out)?;
             }
         }
@@ -563,16 +575,19 @@ mod tests {
         // A symlink to /etc in the middle of a path resolves inside the root: no host files.
         assert!(root.lstat(b"esc/passwd").unwrap().is_none());
         assert!(root.open_file(b"esc/passwd").is_err());
-        assert_eq!(
-            root.lstat(b"esc").unwrap().unwrap().kind,
-            FileKind::Symlink
-        );
-        assert!(matches!(root.glob(&["[".into()]), Err(GlobError::BadPattern)));
+        assert_eq!(root.lstat(b"esc").unwrap().unwrap().kind, FileKind::Symlink);
+        assert!(matches!(
+            root.glob(&["[".into()]),
+            Err(GlobError::BadPattern)
+        ));
     }
 
     #[test]
     fn rootless_record_decodes() {
-        assert_eq!(rootless_owner(Some(vec![0x08, 0xe8, 0x07, 0x10, 0x05])), (1000, 5));
+        assert_eq!(
+            rootless_owner(Some(vec![0x08, 0xe8, 0x07, 0x10, 0x05])),
+            (1000, 5)
+        );
         assert_eq!(rootless_owner(None), (0, 0));
     }
 }

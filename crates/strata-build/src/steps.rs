@@ -18,7 +18,7 @@ use crate::fetch::{DOWNLOAD_NAME, Download, FetchError};
 use crate::gather::{GatherRequest, Gathered, expand_heredoc, gather};
 use crate::layer::{self, LayerRef, LayerSettings, MAX_ACCOUNT_FILE_BYTES};
 use crate::progress::{BuildEvent, LayerOrigin};
-use crate::run::{RunRequest, RunFailure};
+use crate::run::{RunFailure, RunRequest};
 use crate::source::{FileKind, FileStat, OwnerSource, SourceRoot, WalkEntry, WalkFilter};
 use crate::tree::{RawEntry, RawKind, Tree};
 use crate::{BuildError, Location};
@@ -30,7 +30,12 @@ fn is_url(s: &str) -> bool {
 
 fn is_git(s: &str) -> bool {
     let l = s.to_ascii_lowercase();
-    l.starts_with("git@") || l.starts_with("git://") || (is_url(&l) && l.split(['?', '#']).next().is_some_and(|p| p.ends_with(".git")))
+    l.starts_with("git@")
+        || l.starts_with("git://")
+        || (is_url(&l)
+            && l.split(['?', '#'])
+                .next()
+                .is_some_and(|p| p.ends_with(".git")))
 }
 
 /// A URL source of ADD.
@@ -60,7 +65,14 @@ fn describe_stat(k: &mut KeyHasher, st: &FileStat, owners: Owners) {
     k.str("type", kind)
         .num("mode", st.mode as u64)
         .num("mtime", st.mtime_secs())
-        .num("size", if st.kind == FileKind::File { st.size } else { 0 })
+        .num(
+            "size",
+            if st.kind == FileKind::File {
+                st.size
+            } else {
+                0
+            },
+        )
         .num("rdev", st.rdev);
     if owners == Owners::Preserve {
         k.num("uid", st.uid).num("gid", st.gid);
@@ -79,7 +91,9 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                 owners,
                 ..
             }) => {
-                k.str("source", "dir").field("rel", rel).field("parents", &parents_rel.join(&b'/'));
+                k.str("source", "dir")
+                    .field("rel", rel)
+                    .field("parents", &parents_rel.join(&b'/'));
                 describe_stat(k, stat, *owners);
                 // Hard-link groups (by first path) so a changed link structure is a miss.
                 let mut first: std::collections::HashMap<(u64, u64), Vec<u8>> = Default::default();
@@ -93,7 +107,9 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                         k.field("id", &id.key_bytes());
                     }
                     if c.stat.nlink > 1 && c.stat.kind == FileKind::File {
-                        let f = first.entry((c.stat.dev, c.stat.ino)).or_insert_with(|| c.rel.clone());
+                        let f = first
+                            .entry((c.stat.dev, c.stat.ino))
+                            .or_insert_with(|| c.rel.clone());
                         k.field("hardlink-group", f);
                     }
                 }
@@ -106,7 +122,9 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                 owners,
                 ..
             }) => {
-                k.str("source", "entry").field("rel", rel).field("parents", &parents_rel.join(&b'/'));
+                k.str("source", "entry")
+                    .field("rel", rel)
+                    .field("parents", &parents_rel.join(&b'/'));
                 describe_stat(k, &entry.stat, *owners);
                 if let Some(l) = &entry.link {
                     k.field("link", l);
@@ -116,7 +134,11 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                 }
             }
             Gathered::Item(SourceItem::Inline {
-                name, mode, mtime, id, ..
+                name,
+                mode,
+                mtime,
+                id,
+                ..
             }) => {
                 k.str("source", "inline")
                     .field("name", name)
@@ -125,7 +147,9 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
                     .field("id", &id.key_bytes());
             }
             Gathered::Archive { rel, stat, id, .. } => {
-                k.str("source", "archive").field("rel", rel).field("id", &id.key_bytes());
+                k.str("source", "archive")
+                    .field("rel", rel)
+                    .field("id", &id.key_bytes());
                 describe_stat(k, stat, Owners::Root);
             }
         }
@@ -142,8 +166,14 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
 /// The key of a layer's exact content: the entries in order with everything the tar holds.
 fn content_key(salt: &Digest, layout: LayerLayout, entries: &[PlannedEntry]) -> Digest {
     let mut k = KeyHasher::new("layer-content");
-    k.str("salt", &salt.to_string())
-        .str("layout", if layout == LayerLayout::Windows { "windows" } else { "linux" });
+    k.str("salt", &salt.to_string()).str(
+        "layout",
+        if layout == LayerLayout::Windows {
+            "windows"
+        } else {
+            "linux"
+        },
+    );
     for e in entries {
         k.field("path", &e.path())
             .num("mode", e.meta.mode as u64)
@@ -152,11 +182,18 @@ fn content_key(salt: &Digest, layout: LayerLayout, entries: &[PlannedEntry]) -> 
             .num("mtime", e.meta.mtime);
         match &e.kind {
             PlannedKind::Dir => k.str("type", "dir"),
-            PlannedKind::File { size, id, .. } => k.str("type", "file").num("size", *size).field("id", &id.key_bytes()),
+            PlannedKind::File { size, id, .. } => k
+                .str("type", "file")
+                .num("size", *size)
+                .field("id", &id.key_bytes()),
             PlannedKind::Symlink(t) => k.str("type", "symlink").field("target", t),
             PlannedKind::Hardlink(t) => k.str("type", "hardlink").field("target", &t.join(&b'/')),
             PlannedKind::Fifo => k.str("type", "fifo"),
-            PlannedKind::Device { block, major, minor } => k
+            PlannedKind::Device {
+                block,
+                major,
+                minor,
+            } => k
                 .str("type", if *block { "block" } else { "char" })
                 .num("major", *major as u64)
                 .num("minor", *minor as u64),
@@ -264,7 +301,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
     }
 
     /// The bytes of a file of the stage's rootfs (for `/etc/passwd`), at most `cap`.
-    async fn read_rootfs_file(&self, st: &mut StageState, path: &str) -> Result<Option<Vec<u8>>, BuildError> {
+    async fn read_rootfs_file(
+        &self,
+        st: &mut StageState,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, BuildError> {
         self.ensure_tree(st).await?;
         let Some(tree) = &st.tree else {
             return Ok(None);
@@ -286,9 +327,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         } else {
             LayerLayout::Linux
         };
-        tokio::task::spawn_blocking(move || layer::read_file(&layout, &l, &literal, mode, MAX_ACCOUNT_FILE_BYTES))
-            .await
-            .map_err(join_error)?
+        tokio::task::spawn_blocking(move || {
+            layer::read_file(&layout, &l, &literal, mode, MAX_ACCOUNT_FILE_BYTES)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// `--chown=user[:group]` → ids, names looked up in the stage's own `/etc/passwd` and
@@ -317,7 +360,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 let passwd = self
                     .read_rootfs_file(st, "/etc/passwd")
                     .await?
-                    .ok_or_else(|| err(format!("no /etc/passwd in the stage to look up user {user:?}")))?;
+                    .ok_or_else(|| {
+                        err(format!(
+                            "no /etc/passwd in the stage to look up user {user:?}"
+                        ))
+                    })?;
                 account_lookup(&String::from_utf8_lossy(&passwd), user)
                     .ok_or_else(|| err(format!("user {user:?} is not in the stage's /etc/passwd")))?
                     .0
@@ -329,12 +376,16 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             Some(g) => match g.parse::<u64>() {
                 Ok(n) => n,
                 Err(_) => {
-                    let groups = self
-                        .read_rootfs_file(st, "/etc/group")
-                        .await?
-                        .ok_or_else(|| err(format!("no /etc/group in the stage to look up group {g:?}")))?;
+                    let groups =
+                        self.read_rootfs_file(st, "/etc/group")
+                            .await?
+                            .ok_or_else(|| {
+                                err(format!("no /etc/group in the stage to look up group {g:?}"))
+                            })?;
                     account_lookup(&String::from_utf8_lossy(&groups), g)
-                        .ok_or_else(|| err(format!("group {g:?} is not in the stage's /etc/group")))?
+                        .ok_or_else(|| {
+                            err(format!("group {g:?} is not in the stage's /etc/group"))
+                        })?
                         .0
                 }
             },
@@ -381,11 +432,19 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         .cloned()
     }
 
-    async fn download(&self, url: &str, checksum: Option<&Digest>, at: &Location) -> Result<Arc<Download>, BuildError> {
+    async fn download(
+        &self,
+        url: &str,
+        checksum: Option<&Digest>,
+        at: &Location,
+    ) -> Result<Arc<Download>, BuildError> {
         let shared = self.shared;
         let cell = {
             let mut map = shared.downloads.lock().map_err(|_| poisoned())?;
-            let key = format!("{url}\n{}", checksum.map(|c| c.to_string()).unwrap_or_default());
+            let key = format!(
+                "{url}\n{}",
+                checksum.map(|c| c.to_string()).unwrap_or_default()
+            );
             Arc::clone(map.entry(key).or_default())
         };
         let base = shared.scratch.path().join("downloads");
@@ -492,13 +551,27 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         if dest.is_empty() {
             return Err(bad("no destination".into()));
         }
-        let chown = copy.chown.as_ref().map(|c| self.expand_in(st, c, at)).transpose()?;
-        let chmod_text = copy.chmod.as_ref().map(|c| self.expand_in(st, c, at)).transpose()?;
+        let chown = copy
+            .chown
+            .as_ref()
+            .map(|c| self.expand_in(st, c, at))
+            .transpose()?;
+        let chmod_text = copy
+            .chmod
+            .as_ref()
+            .map(|c| self.expand_in(st, c, at))
+            .transpose()?;
         let chmod = match &chmod_text {
-            Some(c) => Some(strata_containerfile::Chmod::parse(c).map_err(|e| bad(format!("--chmod: {e}")))?),
+            Some(c) => Some(
+                strata_containerfile::Chmod::parse(c).map_err(|e| bad(format!("--chmod: {e}")))?,
+            ),
             None => None,
         };
-        let from = copy.from.as_ref().map(|f| self.expand_in(st, f, at)).transpose()?;
+        let from = copy
+            .from
+            .as_ref()
+            .map(|f| self.expand_in(st, f, at))
+            .transpose()?;
         let mut excludes = Vec::new();
         for e in &copy.excludes {
             excludes.push(self.expand_in(st, e, at)?);
@@ -514,7 +587,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let checksum = match add.and_then(|a| a.checksum.as_ref()) {
             Some(c) => {
                 let c = self.expand_in(st, c, at)?;
-                Some(c.parse::<Digest>().map_err(|e| bad(format!("--checksum {c}: {e}")))?)
+                Some(
+                    c.parse::<Digest>()
+                        .map_err(|e| bad(format!("--checksum {c}: {e}")))?,
+                )
             }
             None => None,
         };
@@ -540,15 +616,29 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         });
                     }
                     let source = self.stage(j, visiting.to_vec()).await?;
-                    let root = self.root_for(&source.key, &source.layers, source.windows).await?;
-                    (root, Some(source.key.clone()), Owners::Preserve, format!("stage {f}"), false)
+                    let root = self
+                        .root_for(&source.key, &source.layers, source.windows)
+                        .await?;
+                    (
+                        root,
+                        Some(source.key.clone()),
+                        Owners::Preserve,
+                        format!("stage {f}"),
+                        false,
+                    )
                 } else {
                     let image = shared.base_image(f, &st.platform).await?;
                     let mut k = KeyHasher::new("image-root");
                     k.str("manifest", &image.manifest_digest.to_string());
                     let key = k.finish();
                     let root = self.root_for(&key, &image.layers, st.windows).await?;
-                    (root, Some(image.manifest_digest.clone()), Owners::Preserve, format!("image {f}"), false)
+                    (
+                        root,
+                        Some(image.manifest_digest.clone()),
+                        Owners::Preserve,
+                        format!("image {f}"),
+                        false,
+                    )
                 }
             }
         };
@@ -580,7 +670,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         return Err(bad(format!("{p}: git sources are not supported")));
                     }
                     if add.is_some() && from.is_none() && is_url(&p) {
-                        urls.push(UrlSource { url: p, download: None });
+                        urls.push(UrlSource {
+                            url: p,
+                            download: None,
+                        });
                     } else if is_url(&p) {
                         return Err(bad(format!("{word} cannot fetch URLs ({p}); use ADD")));
                     } else {
@@ -616,11 +709,18 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             Vec::new()
         } else {
             let mut k = KeyHasher::new("gather");
-            k.str("root", &request.root_key.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "context".into()))
-                .str("patterns", &patterns.join("\0"))
-                .str("excludes", &excludes.join("\0"))
-                .num("archives", request.detect_archives as u64)
-                .num("line", at.line as u64);
+            k.str(
+                "root",
+                &request
+                    .root_key
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "context".into()),
+            )
+            .str("patterns", &patterns.join("\0"))
+            .str("excludes", &excludes.join("\0"))
+            .num("archives", request.detect_archives as u64)
+            .num("line", at.line as u64);
             let cell = {
                 let mut map = shared.gathers.lock().map_err(|_| poisoned())?;
                 Arc::clone(map.entry(k.finish()).or_default())
@@ -653,7 +753,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             .num("link", copy.link as u64)
             .num("parents", copy.parents as u64)
             .str("excludes", &excludes.join("\n"))
-            .str("checksum", &checksum.as_ref().map(|c| c.to_string()).unwrap_or_default())
+            .str(
+                "checksum",
+                &checksum.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            )
             .num("unpack", unpack.map(|u| u as u64 + 1).unwrap_or(0))
             .num("windows", st.windows as u64);
         describe_items(&mut k, &gathered, &urls);
@@ -662,7 +765,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let new_key = if copy.link && !names_in_chown {
             // The chain continues from the parent; the layer itself is independent of it.
             let mut k = KeyHasher::new("link-chain");
-            k.str("parent", &st.key.to_string()).str("layer", &step_key.to_string());
+            k.str("parent", &st.key.to_string())
+                .str("layer", &step_key.to_string());
             k.finish()
         } else {
             step_key.clone()
@@ -678,8 +782,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             });
             let size = hit.size;
             let digest = hit.digest.clone();
-            self.push_layer(st, LayerRef::from_cached(&hit, LayerOrigin::Cached), None, &created_by)
-                .await?;
+            self.push_layer(
+                st,
+                LayerRef::from_cached(&hit, LayerOrigin::Cached),
+                None,
+                &created_by,
+            )
+            .await?;
             st.key = new_key;
             self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
             return Ok(());
@@ -695,8 +804,16 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         for g in gathered {
             match g {
                 Gathered::Item(i) => items.push(i),
-                Gathered::Archive { root, rel, stat, id } => {
-                    items.push(self.unpack_archive(root, &rel, stat, id, at, &instr.original).await?);
+                Gathered::Archive {
+                    root,
+                    rel,
+                    stat,
+                    id,
+                } => {
+                    items.push(
+                        self.unpack_archive(root, &rel, stat, id, at, &instr.original)
+                            .await?,
+                    );
                 }
             }
         }
@@ -735,7 +852,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             &link_tree
         } else {
             self.ensure_tree(st).await?;
-            st.tree.as_ref().ok_or_else(|| BuildError::Internal("no rootfs index".into()))?
+            st.tree
+                .as_ref()
+                .ok_or_else(|| BuildError::Internal("no rootfs index".into()))?
         };
         let newest = items
             .iter()
@@ -769,12 +888,19 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             Arc::new(fix_download_stats(&entries, &urls))
         };
         let settings = shared.layer_settings(st.windows);
-        let (layer, origin) = self.produce(st, step, Arc::clone(&entries), settings).await?;
+        let (layer, origin) = self
+            .produce(st, step, Arc::clone(&entries), settings)
+            .await?;
         shared.cache.record_step(&step_key, &layer)?;
         let size = layer.size;
         let digest = layer.digest.clone();
-        self.push_layer(st, LayerRef::from_cached(&layer, origin), Some(&entries), &created_by)
-            .await?;
+        self.push_layer(
+            st,
+            LayerRef::from_cached(&layer, origin),
+            Some(&entries),
+            &created_by,
+        )
+        .await?;
         st.key = new_key;
         self.done(st, step, Some((digest, size, origin)));
         Ok(())
@@ -811,10 +937,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 BuildError::instruction(
                     &at,
                     &instruction,
-                    format!(
-                        "unpacking {}: {e}",
-                        String::from_utf8_lossy(&rel)
-                    ),
+                    format!("unpacking {}: {e}", String::from_utf8_lossy(&rel)),
                 )
             })?;
             let staged = Arc::new(
@@ -829,7 +952,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         exclude: None,
                     },
                 )
-                .map_err(|e| BuildError::io(staged.path(), "cannot read the unpacked archive", e))?;
+                .map_err(|e| {
+                    BuildError::io(staged.path(), "cannot read the unpacked archive", e)
+                })?;
             let root_key = match &id {
                 ContentId::Digest(d) => d.clone(),
                 ContentId::Within { root_key, rel } => {
@@ -907,8 +1032,16 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             mount_text.push(format!("{parsed:?}"));
             mounts.push(parsed);
         }
-        let network = run.network.as_ref().map(|n| self.expand_in(st, n, at)).transpose()?;
-        let security = run.security.as_ref().map(|n| self.expand_in(st, n, at)).transpose()?;
+        let network = run
+            .network
+            .as_ref()
+            .map(|n| self.expand_in(st, n, at))
+            .transpose()?;
+        let security = run
+            .security
+            .as_ref()
+            .map(|n| self.expand_in(st, n, at))
+            .transpose()?;
         let user = st.config.config.as_ref().and_then(|c| c.user.clone());
         let workdir = st.workdir();
         let mut k = KeyHasher::new("RUN");
@@ -922,7 +1055,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             .str("network", network.as_deref().unwrap_or(""))
             .str("security", security.as_deref().unwrap_or(""));
         for h in &run.heredocs {
-            k.str("heredoc", &h.name).str("body", &h.content).num("expand", h.expand as u64);
+            k.str("heredoc", &h.name)
+                .str("body", &h.content)
+                .num("expand", h.expand as u64);
         }
         let key = k.finish();
         let created_by = instr.original.trim().to_string();
@@ -935,8 +1070,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 origin: LayerOrigin::Cached,
             });
             let (size, digest) = (hit.size, hit.digest.clone());
-            self.push_layer(st, LayerRef::from_cached(&hit, LayerOrigin::Cached), None, &created_by)
-                .await?;
+            self.push_layer(
+                st,
+                LayerRef::from_cached(&hit, LayerOrigin::Cached),
+                None,
+                &created_by,
+            )
+            .await?;
             st.key = key;
             self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
             return Ok(());
@@ -950,7 +1090,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let upper = dirs.path().join("upper");
         let work = dirs.path().join("work");
         for d in [&upper, &work] {
-            std::fs::create_dir(d).map_err(|e| BuildError::io(d, "cannot create a directory", e))?;
+            std::fs::create_dir(d)
+                .map_err(|e| BuildError::io(d, "cannot create a directory", e))?;
         }
         let request = RunRequest {
             platform: st.platform.clone(),
@@ -968,14 +1109,17 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             location: at.clone(),
             instruction: instr.original.clone(),
         };
-        executor.run(&request).await.map_err(|RunFailure { message, exit_code }| BuildError::Run {
-            at: at.clone(),
-            instruction: instr.original.clone(),
-            message: match exit_code {
-                Some(c) => format!("exited with status {c}: {message}"),
-                None => message,
-            },
-        })?;
+        executor
+            .run(&request)
+            .await
+            .map_err(|RunFailure { message, exit_code }| BuildError::Run {
+                at: at.clone(),
+                instruction: instr.original.clone(),
+                message: match exit_code {
+                    Some(c) => format!("exited with status {c}: {message}"),
+                    None => message,
+                },
+            })?;
         let layout = shared.layout.clone();
         let settings = shared.layer_settings(false);
         let layer = tokio::task::spawn_blocking(move || -> Result<CachedLayer, BuildError> {
@@ -996,8 +1140,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         shared.cache.record_step(&key, &layer)?;
         let (size, digest) = (layer.size, layer.digest.clone());
         // The tree (if any) is refreshed from the layer itself.
-        self.push_layer(st, LayerRef::from_cached(&layer, LayerOrigin::Built), None, &created_by)
-            .await?;
+        self.push_layer(
+            st,
+            LayerRef::from_cached(&layer, LayerOrigin::Built),
+            None,
+            &created_by,
+        )
+        .await?;
         st.key = key;
         self.done(st, step, Some((digest, size, LayerOrigin::Built)));
         Ok(())
@@ -1016,9 +1165,11 @@ fn fix_download_stats(entries: &[PlannedEntry], urls: &[UrlSource]) -> Vec<Plann
                 ..
             } = &mut e.kind
                 && rel.as_slice() == DOWNLOAD_NAME
-                && urls
-                    .iter()
-                    .any(|u| u.download.as_ref().is_some_and(|d| Arc::ptr_eq(&d.root, root)))
+                && urls.iter().any(|u| {
+                    u.download
+                        .as_ref()
+                        .is_some_and(|d| Arc::ptr_eq(&d.root, root))
+                })
                 && let Ok(Some(real)) = root.lstat(rel)
             {
                 *stat = real;

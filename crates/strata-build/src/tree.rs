@@ -37,10 +37,16 @@ impl NodeMeta {
 pub(crate) enum NodeKind {
     Dir(BTreeMap<Name, Node>),
     /// A regular file whose bytes are in layer `layer` under its own path.
-    File { layer: usize, size: u64 },
+    File {
+        layer: usize,
+        size: u64,
+    },
     Symlink(Vec<u8>),
     /// A hard link written in layer `layer`, to the entry `target` (literal path).
-    Hardlink { layer: usize, target: Vec<u8> },
+    Hardlink {
+        layer: usize,
+        target: Vec<u8>,
+    },
     Other,
 }
 
@@ -250,11 +256,7 @@ impl Tree {
                         if target.starts_with(b"/") {
                             stack.clear();
                         }
-                        for t in target
-                            .split(|&b| b == b'/')
-                            .filter(|c| !c.is_empty())
-                            .rev()
-                        {
+                        for t in target.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
                             queue.push_front(t.to_vec());
                         }
                     }
@@ -311,10 +313,12 @@ impl Tree {
         };
         match (children.get_mut(leaf), node) {
             (
-                Some(existing @ Node {
-                    kind: NodeKind::Dir(_),
-                    ..
-                }),
+                Some(
+                    existing @ Node {
+                        kind: NodeKind::Dir(_),
+                        ..
+                    },
+                ),
                 Node {
                     kind: NodeKind::Dir(_),
                     meta,
@@ -378,13 +382,7 @@ impl Tree {
                 },
                 RawKind::Other => NodeKind::Other,
             };
-            self.insert(
-                &e.parts,
-                Node {
-                    kind,
-                    meta: e.meta,
-                },
-            );
+            self.insert(&e.parts, Node { kind, meta: e.meta });
         }
     }
 
@@ -494,7 +492,10 @@ mod tests {
         assert!(t.get(&parts("usr/bin/new")).is_some());
         // Entries under a symlinked parent land at the link's target, as extraction does.
         assert!(t.get(&parts("usr/bin/viaLink")).is_some());
-        assert_eq!(t.file_location(b"/bin/new"), Some((1, b"usr/bin/new".to_vec(), 1)));
+        assert_eq!(
+            t.file_location(b"/bin/new"),
+            Some((1, b"usr/bin/new".to_vec(), 1))
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ use strata_spec::Digest;
 
 fn archive_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for (path, data, uid) in [("top/", None, 0u64), ("top/file", Some(&b"unpacked\n"[..]), 123)] {
+    for (path, data, uid) in [
+        ("top/", None, 0u64),
+        ("top/file", Some(&b"unpacked\n"[..]), 123),
+    ] {
         let mut h = tar::Header::new_ustar();
         h.set_uid(uid);
         h.set_gid(uid);
@@ -72,17 +75,28 @@ async fn local_archives_are_unpacked_in_every_compression() {
     }
     cf.push_str("ADD notes.txt.gz /notes/\nADD --unpack=false app.tar.gz /packed/\n");
     let (result, _) = run_build(&c.options(&cf), &r).await.unwrap();
-    for i in 0..names.len() {
+    for (i, name) in names.iter().enumerate() {
         let e = layer_entries(&result, 0, 1 + i as isize);
         let f = find(&e, &format!("x{i}/top/file"));
-        assert_eq!(f.data, b"unpacked\n", "{}", names[i]);
-        assert_eq!((f.uid, f.mode, f.mtime), (123, 0o640, 1_500_000_000), "archive metadata kept");
+        assert_eq!(f.data, b"unpacked\n", "{name}");
+        assert_eq!(
+            (f.uid, f.mode, f.mtime),
+            (123, 0o640, 1_500_000_000),
+            "archive metadata kept"
+        );
     }
     // One blob for the same unpacked content, whatever the compression... of the same dest.
     let notes = layer_entries(&result, 0, -2);
-    assert_eq!(paths(&notes), ["notes/", "notes/notes.txt.gz"], "a compressed non-tar is copied");
+    assert_eq!(
+        paths(&notes),
+        ["notes/", "notes/notes.txt.gz"],
+        "a compressed non-tar is copied"
+    );
     let packed = layer_entries(&result, 0, -1);
-    assert_eq!(find(&packed, "packed/app.tar.gz").data, gzip(&archive_tar()));
+    assert_eq!(
+        find(&packed, "packed/app.tar.gz").data,
+        gzip(&archive_tar())
+    );
 }
 
 #[tokio::test]
@@ -105,9 +119,12 @@ async fn hostile_archives_stay_inside() {
     h.set_cksum();
     b.append(&h, &b"evil"[..]).unwrap();
     c.file("dotdot.tar", &b.into_inner().unwrap());
-    let err = run_build(&c.options("FROM test/busybox:amd64\nADD dotdot.tar /x/\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nADD dotdot.tar /x/\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("evil"), "{err}");
     // Symlink to the probe, then a file through it: lands inside the unpacked tree.
     let mut b = tar::Builder::new(Vec::new());
@@ -122,11 +139,23 @@ async fn hostile_archives_stay_inside() {
     h.set_mode(0o644);
     b.append_data(&mut h, "l/pwn", &b"pwn"[..]).unwrap();
     c.file("link.tar", &b.into_inner().unwrap());
-    let result = run_build(&c.options("FROM test/busybox:amd64\nADD link.tar /y/\n"), &r).await;
-    assert!(std::fs::read_dir(&probe).unwrap().next().is_none(), "nothing written outside");
+    let result = run_build(
+        &c.options("FROM test/busybox:amd64\nADD link.tar /y/\n"),
+        &r,
+    )
+    .await;
+    assert!(
+        std::fs::read_dir(&probe).unwrap().next().is_none(),
+        "nothing written outside"
+    );
     if let Ok((result, _)) = result {
         let e = layer_entries(&result, 0, -1);
-        assert!(e.iter().all(|e| e.data != b"pwn" || e.path.starts_with("y/")), "{:?}", paths(&e));
+        assert!(
+            e.iter()
+                .all(|e| e.data != b"pwn" || e.path.starts_with("y/")),
+            "{:?}",
+            paths(&e)
+        );
     }
 }
 
@@ -163,11 +192,22 @@ fn serve() -> Server {
                     vec!["Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT".into()],
                     b"downloaded tool\n".to_vec(),
                 ),
-                "/redirect-file" => ("302 Found", vec!["Location: file:///etc/passwd".into()], Vec::new()),
-                "/redirect-ok" => ("302 Found", vec!["Location: /files/tool.txt".into()], Vec::new()),
+                "/redirect-file" => (
+                    "302 Found",
+                    vec!["Location: file:///etc/passwd".into()],
+                    Vec::new(),
+                ),
+                "/redirect-ok" => (
+                    "302 Found",
+                    vec!["Location: /files/tool.txt".into()],
+                    Vec::new(),
+                ),
                 _ => ("404 Not Found", vec![], b"nope".to_vec()),
             };
-            let mut resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+            let mut resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
             for h in headers {
                 resp.push_str(&h);
                 resp.push_str("\r\n");
@@ -182,7 +222,11 @@ fn serve() -> Server {
 
 fn blobs(root: &Path) -> BTreeSet<String> {
     std::fs::read_dir(root.join("blobs/sha256"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -200,8 +244,14 @@ async fn b8_urls_checksums_redirects() {
     let (result, _) = run_build(&c.options(&cf), &r).await.unwrap();
     let e = layer_entries(&result, 0, 0);
     let f = find(&e, "dl/tool.txt");
-    assert_eq!((f.data.as_slice(), f.mode, f.mtime), (&b"downloaded tool\n"[..], 0o600, 1_445_412_480));
-    assert_eq!(find(&layer_entries(&result, 0, 1), "checked").data, b"downloaded tool\n");
+    assert_eq!(
+        (f.data.as_slice(), f.mode, f.mtime),
+        (&b"downloaded tool\n"[..], 0o600, 1_445_412_480)
+    );
+    assert_eq!(
+        find(&layer_entries(&result, 0, 1), "checked").data,
+        b"downloaded tool\n"
+    );
 
     // With --checksum a cached step never contacts the server.
     let only_checked = format!("FROM scratch\nADD --checksum={good} {base}/redirect-ok /checked\n");
@@ -209,27 +259,49 @@ async fn b8_urls_checksums_redirects() {
     let before = s.hits.load(Ordering::SeqCst);
     let (_, events) = run_build(&c.options(&only_checked), &r).await.unwrap();
     assert_eq!(events.step_counts(), (0, 1));
-    assert_eq!(s.hits.load(Ordering::SeqCst), before, "no request for a cached checksummed ADD");
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        before,
+        "no request for a cached checksummed ADD"
+    );
 
     // A wrong checksum fails before anything is committed.
     let bad = Digest::sha256_of(b"something else");
     let blobs_before = blobs(&c.out());
-    let err = run_build(&c.options(&format!("FROM scratch\nADD --checksum={bad} {base}/files/tool.txt /x\n")), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options(&format!(
+            "FROM scratch\nADD --checksum={bad} {base}/files/tool.txt /x\n"
+        )),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::ChecksumMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&good.to_string()), "{err}");
-    assert_eq!(blobs(&c.out()), blobs_before, "no blob from the unverified download");
+    assert_eq!(
+        blobs(&c.out()),
+        blobs_before,
+        "no blob from the unverified download"
+    );
 
     for (path, want) in [("/redirect-file", "refused"), ("/missing", "404")] {
-        let err = run_build(&c.options(&format!("FROM scratch\nADD {base}{path} /x\n")), &r)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, BuildError::Fetch { .. }), "{err}");
-        assert!(err.to_string().contains(want) && err.to_string().contains(":2"), "{err}");
-    }
-    let err = run_build(&c.options("FROM scratch\nADD git@github.com:a/b.git /src\n"), &r)
+        let err = run_build(
+            &c.options(&format!("FROM scratch\nADD {base}{path} /x\n")),
+            &r,
+        )
         .await
         .unwrap_err();
+        assert!(matches!(err, BuildError::Fetch { .. }), "{err}");
+        assert!(
+            err.to_string().contains(want) && err.to_string().contains(":2"),
+            "{err}"
+        );
+    }
+    let err = run_build(
+        &c.options("FROM scratch\nADD git@github.com:a/b.git /src\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("git"), "{err}");
 }

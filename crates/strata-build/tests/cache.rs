@@ -34,7 +34,10 @@ async fn reproducible_digests_across_runs_and_after_deleting_the_cache() {
         text: CF.replace("busybox:amd64", "multi"),
         name: "Containerfile".into(),
     };
-    o.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+    o.platforms = vec![
+        "linux/amd64".parse().unwrap(),
+        "linux/arm64".parse().unwrap(),
+    ];
     let (first, _) = run_build(&o, &r).await.unwrap();
     let (second, events) = run_build(&o, &r).await.unwrap();
     assert_eq!(second.digest, first.digest);
@@ -48,10 +51,17 @@ async fn reproducible_digests_across_runs_and_after_deleting_the_cache() {
     let (fresh, _) = run_build(&o, &r).await.unwrap();
     assert_eq!(fresh.digest, first.digest);
     // History and created are clamped; base history untouched.
-    let config = config_of(&first.layout, &manifest_of(&first.layout, &first.images[0].manifest));
+    let config = config_of(
+        &first.layout,
+        &manifest_of(&first.layout, &first.images[0].manifest),
+    );
     assert_eq!(config.created.as_deref(), Some("2023-11-14T22:13:20Z"));
     assert_eq!(config.history[0].created, None, "base history kept as is");
-    assert!(config.history[1..].iter().all(|h| h.created.as_deref() == Some("2023-11-14T22:13:20Z")));
+    assert!(
+        config.history[1..]
+            .iter()
+            .all(|h| h.created.as_deref() == Some("2023-11-14T22:13:20Z"))
+    );
     // New files' mtimes are clamped to SOURCE_DATE_EPOCH only when newer.
     let mut newer = c.options("FROM scratch\nCOPY a /a\n");
     newer.source_date_epoch = Some(1_600_000_000);
@@ -68,8 +78,18 @@ async fn without_epoch_layers_still_reproduce() {
     let (first, _) = run_build(&o, &r).await.unwrap();
     std::fs::remove_dir_all(default_cache_dir(&c.out())).unwrap();
     let (second, _) = run_build(&o, &r).await.unwrap();
-    let digests = |r: &strata_build::BuildResult| r.images[0].layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>();
-    assert_eq!(digests(&first), digests(&second), "layer bytes depend on the context only");
+    let digests = |r: &strata_build::BuildResult| {
+        r.images[0]
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        digests(&first),
+        digests(&second),
+        "layer bytes depend on the context only"
+    );
 }
 
 #[tokio::test]
@@ -81,15 +101,28 @@ async fn touching_a_file_rebuilds_from_the_first_step_reading_it() {
     let (first, events) = run_build(&o, &r).await.unwrap();
     assert_eq!(events.step_counts(), (3, 0));
     let (_, events) = run_build(&o, &r).await.unwrap();
-    assert_eq!(events.step_counts(), (0, 3), "nothing changed: every step hits");
+    assert_eq!(
+        events.step_counts(),
+        (0, 3),
+        "nothing changed: every step hits"
+    );
     // Touch b (content unchanged, mtime changes): COPY a still hits, COPY b and COPY dir rebuild.
     set_mtime(&c.ctx().join("b"), 1_650_000_100);
     let (second, events) = run_build(&o, &r).await.unwrap();
     assert_eq!(events.step_counts(), (2, 1));
-    assert_eq!(second.images[0].layers[1].digest, first.images[0].layers[1].digest);
-    assert_ne!(second.images[0].layers[2].digest, first.images[0].layers[2].digest);
+    assert_eq!(
+        second.images[0].layers[1].digest,
+        first.images[0].layers[1].digest
+    );
+    assert_ne!(
+        second.images[0].layers[2].digest,
+        first.images[0].layers[2].digest
+    );
     // COPY dir rebuilt (its parent changed) but its content is the same blob.
-    assert_eq!(second.images[0].layers[3].digest, first.images[0].layers[3].digest);
+    assert_eq!(
+        second.images[0].layers[3].digest,
+        first.images[0].layers[3].digest
+    );
     // Same size and mtime but new content (the stat identity still changes: ctime).
     std::fs::write(c.ctx().join("dir/two"), b"3\n").unwrap();
     set_mtime(&c.ctx().join("dir/two"), 1_650_000_000);
@@ -97,7 +130,9 @@ async fn touching_a_file_rebuilds_from_the_first_step_reading_it() {
     assert_eq!(events.step_counts(), (1, 2));
     assert_eq!(find(&layer_entries(&third, 0, 3), "dir/two").data, b"3\n");
     // An ENV change invalidates the steps after it.
-    let (_, events) = run_build(&c.options(&CF.replace("X=1", "X=2")), &r).await.unwrap();
+    let (_, events) = run_build(&c.options(&CF.replace("X=1", "X=2")), &r)
+        .await
+        .unwrap();
     assert_eq!(events.step_counts(), (2, 1));
     // No-cache rebuilds everything (and still produces the same layers).
     let mut nc = c.options(CF);
@@ -122,7 +157,11 @@ async fn changing_the_base_rebuilds_everything_and_prune_empties_the_cache() {
     let (_, events) = run_build(&c.options(&CF.replace("busybox:amd64", "two-layers")), &r)
         .await
         .unwrap();
-    assert_eq!(events.step_counts().1, 0, "a different base manifest is a different chain");
+    assert_eq!(
+        events.step_counts().1,
+        0,
+        "a different base manifest is a different chain"
+    );
     let cache = default_cache_dir(&c.out());
     let kept = prune_cache(
         &cache,
@@ -149,7 +188,13 @@ async fn m15_keys_do_not_trust_a_base_claiming_another_layers_diff_id() {
     let amd64: strata_spec::Platform = "linux/amd64".parse().unwrap();
     let honest = tar_of(&[T::File("etc/who", b"honest\n".to_vec(), 0o644)]);
     let liar_bytes = tar_of(&[T::File("etc/who", b"liar!!\n".to_vec(), 0o644)]);
-    let h = write_image(layout, &amd64, std::slice::from_ref(&honest), busybox_runtime(), vec![serde_json::json!({})]);
+    let h = write_image(
+        layout,
+        &amd64,
+        std::slice::from_ref(&honest),
+        busybox_runtime(),
+        vec![serde_json::json!({})],
+    );
     tag_image(layout, &h, "honest");
     // The liar's config claims the honest layer's DiffId.
     let liar_layer = layout
@@ -161,22 +206,30 @@ async fn m15_keys_do_not_trust_a_base_claiming_another_layers_diff_id() {
         "history": [{}]
     }))
     .unwrap();
-    let config = layout.write_blob_bytes(strata_spec::MediaType::OCI_CONFIG, &config).unwrap();
+    let config = layout
+        .write_blob_bytes(strata_spec::MediaType::OCI_CONFIG, &config)
+        .unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": strata_spec::MediaType::OCI_MANIFEST,
         "config": config, "layers": [liar_layer]
     }))
     .unwrap();
-    let m = layout.write_blob_bytes(strata_spec::MediaType::OCI_MANIFEST, &manifest).unwrap();
+    let m = layout
+        .write_blob_bytes(strata_spec::MediaType::OCI_MANIFEST, &manifest)
+        .unwrap();
     layout.set_tag(Some("liar"), &m).unwrap();
     let mut r = MapResolver::with_bases(&bases);
     for t in ["honest", "liar"] {
-        r.names.insert(format!("test/{t}"), (bases.path(), t.into()));
+        r.names
+            .insert(format!("test/{t}"), (bases.path(), t.into()));
     }
     let c = context();
     let cf = "FROM test/honest\nCOPY --from=test/honest /etc/who /who\n";
     let (honest_result, _) = run_build(&c.options(cf), &r).await.unwrap();
-    assert_eq!(find(&layer_entries(&honest_result, 0, -1), "who").data, b"honest\n");
+    assert_eq!(
+        find(&layer_entries(&honest_result, 0, -1), "who").data,
+        b"honest\n"
+    );
     let events = std::sync::Arc::new(Events::default());
     // (Not validated: the liar's base layer does not match the DiffId it claims.)
     let liar = strata_build::build(
@@ -186,6 +239,10 @@ async fn m15_keys_do_not_trust_a_base_claiming_another_layers_diff_id() {
     )
     .await
     .unwrap();
-    assert_eq!(events.step_counts(), (1, 0), "no cache hit across the lying base");
+    assert_eq!(
+        events.step_counts(),
+        (1, 0),
+        "no cache hit across the lying base"
+    );
     assert_eq!(find(&layer_entries(&liar, 0, -1), "who").data, b"liar!!\n");
 }

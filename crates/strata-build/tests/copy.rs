@@ -26,15 +26,30 @@ async fn copy_dir_contents_file_and_dest_rules() {
               COPY README.md .\n";
     let (result, _) = run_build(&c.options(cf), &r).await.unwrap();
     let l1 = layer_entries(&result, 0, 1);
-    assert_eq!(paths(&l1), ["opt/", "opt/app/", "opt/app/lib/", "opt/app/lib/util.sh", "opt/app/main.sh"]);
+    assert_eq!(
+        paths(&l1),
+        [
+            "opt/",
+            "opt/app/",
+            "opt/app/lib/",
+            "opt/app/lib/util.sh",
+            "opt/app/main.sh"
+        ]
+    );
     let main = find(&l1, "opt/app/main.sh");
     assert_eq!(main.data, b"echo hi\n");
     assert_eq!((main.uid, main.gid), (0, 0), "context files are 0:0");
     assert_eq!(main.mtime, 1_650_000_000, "mtime from the context");
-    assert_eq!(paths(&layer_entries(&result, 0, 2)), ["docs/", "docs/README.md"]);
+    assert_eq!(
+        paths(&layer_entries(&result, 0, 2)),
+        ["docs/", "docs/README.md"]
+    );
     assert_eq!(paths(&layer_entries(&result, 0, 3)), ["existing/README.md"]);
     assert_eq!(paths(&layer_entries(&result, 0, 4)), ["renamed.md"]);
-    assert_eq!(paths(&layer_entries(&result, 0, 5)), ["work/", "work/rel/", "work/rel/a.conf"]);
+    assert_eq!(
+        paths(&layer_entries(&result, 0, 5)),
+        ["work/", "work/rel/", "work/rel/a.conf"]
+    );
     // work/ exists now (created by the COPY before): no entry for it.
     assert_eq!(paths(&layer_entries(&result, 0, 6)), ["work/README.md"]);
 }
@@ -44,12 +59,18 @@ async fn run_is_not_supported_yet_and_names_the_line() {
     let bases = bases();
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
-    let err = run_build(&c.options("FROM test/busybox:amd64\nENV A=1\nRUN echo hi\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nENV A=1\nRUN echo hi\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::RunNotSupported { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("Containerfile:3") && msg.contains("RUN is not supported yet"), "{msg}");
+    assert!(
+        msg.contains("Containerfile:3") && msg.contains("RUN is not supported yet"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -57,19 +78,35 @@ async fn globs_match_per_component_like_go() {
     let bases = bases();
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
-    for f in ["a.txt", "b.txt", "c.md", "sub/d.txt", "sub/e.md", ".hidden.txt"] {
+    for f in [
+        "a.txt",
+        "b.txt",
+        "c.md",
+        "sub/d.txt",
+        "sub/e.md",
+        ".hidden.txt",
+    ] {
         c.file(f, f.as_bytes());
     }
     let cf = "FROM test/busybox:amd64\nCOPY *.txt /g/\nCOPY s?b/*.txt /h\nCOPY [ab].txt /one/\n";
     let (result, _) = run_build(&c.options(cf), &r).await.unwrap();
     // `*` matches dot files too (Go), never crosses `/`.
-    assert_eq!(paths(&layer_entries(&result, 0, 1)), ["g/", "g/.hidden.txt", "g/a.txt", "g/b.txt"]);
+    assert_eq!(
+        paths(&layer_entries(&result, 0, 1)),
+        ["g/", "g/.hidden.txt", "g/a.txt", "g/b.txt"]
+    );
     // One match with a wildcard and no trailing slash: the file is the destination.
     assert_eq!(paths(&layer_entries(&result, 0, 2)), ["h"]);
-    assert_eq!(paths(&layer_entries(&result, 0, 3)), ["one/", "one/a.txt", "one/b.txt"]);
-    let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY *.nothing /x/\n"), &r)
-        .await
-        .unwrap_err();
+    assert_eq!(
+        paths(&layer_entries(&result, 0, 3)),
+        ["one/", "one/a.txt", "one/b.txt"]
+    );
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nCOPY *.nothing /x/\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::SourceNotFound { .. }), "{err}");
     assert!(err.to_string().contains("Containerfile:2"), "{err}");
     let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY [a.txt /x/\n"), &r)
@@ -94,10 +131,22 @@ async fn b3_dockerignore_excludes_and_explicit_ignored_source_errors() {
     let all = layer_entries(&result, 0, 1);
     assert_eq!(
         paths(&all),
-        ["all/", "all/.dockerignore", "all/keep.log", "all/src/", "all/src/app.rs"]
+        [
+            "all/",
+            "all/.dockerignore",
+            "all/keep.log",
+            "all/src/",
+            "all/src/app.rs"
+        ]
     );
-    assert!(all.iter().all(|e| !String::from_utf8_lossy(&e.data).contains("hunter2")));
-    assert_eq!(paths(&layer_entries(&result, 0, 2)), ["logs/", "logs/keep.log"]);
+    assert!(
+        all.iter()
+            .all(|e| !String::from_utf8_lossy(&e.data).contains("hunter2"))
+    );
+    assert_eq!(
+        paths(&layer_entries(&result, 0, 2)),
+        ["logs/", "logs/keep.log"]
+    );
     let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY secret /\n"), &r)
         .await
         .unwrap_err();
@@ -107,8 +156,16 @@ async fn b3_dockerignore_excludes_and_explicit_ignored_source_errors() {
     // `<Containerfile>.dockerignore` beside the Containerfile wins over the context's.
     let cf_dir = c.dir.path().join("files");
     std::fs::create_dir_all(&cf_dir).unwrap();
-    std::fs::write(cf_dir.join("Containerfile"), "FROM test/busybox:amd64\nCOPY . /all/\n").unwrap();
-    std::fs::write(cf_dir.join("Containerfile.dockerignore"), "src\n.dockerignore\n").unwrap();
+    std::fs::write(
+        cf_dir.join("Containerfile"),
+        "FROM test/busybox:amd64\nCOPY . /all/\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cf_dir.join("Containerfile.dockerignore"),
+        "src\n.dockerignore\n",
+    )
+    .unwrap();
     let mut o = c.options("");
     o.containerfile = strata_build::ContainerfileSource::Path(cf_dir.join("Containerfile"));
     let (result, _) = run_build(&o, &r).await.unwrap();
@@ -131,16 +188,22 @@ async fn b2_context_symlinks_are_copied_as_symlinks() {
     let (result, _) = run_build(&c.options(cf), &r).await.unwrap();
     let s = layer_entries(&result, 0, 1);
     let leak = find(&s, "s/leak");
-    assert_eq!((leak.kind, leak.link.as_deref()), ('l', Some("/etc/shadow")));
+    assert_eq!(
+        (leak.kind, leak.link.as_deref()),
+        ('l', Some("/etc/shadow"))
+    );
     let rel = find(&s, "s/d/rel");
     assert_eq!((rel.kind, rel.link.as_deref()), ('l', Some("../../secret")));
     assert_eq!(find(&s, "s/etcdir").kind, 'l');
     let x = layer_entries(&result, 0, 2);
     assert_eq!((x[0].path.as_str(), x[0].kind), ("x", 'l'));
     // A path through a symlink to /etc resolves inside the context: the host's file is never read.
-    let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY etcdir/passwd /p\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nCOPY etcdir/passwd /p\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::SourceNotFound { .. }), "{err}");
 }
 
@@ -157,12 +220,18 @@ async fn b1_sources_outside_the_context_are_errors() {
         "FROM test/busybox:amd64\nCOPY a/../../outside /\n",
     ] {
         let err = run_build(&c.options(cf), &r).await.unwrap_err();
-        assert!(matches!(err, BuildError::OutsideContext { .. }), "{cf}: {err}");
+        assert!(
+            matches!(err, BuildError::OutsideContext { .. }),
+            "{cf}: {err}"
+        );
     }
     // A leading / is the context root (Docker): the host's /etc/passwd is never read.
-    let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY /etc/passwd /\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nCOPY /etc/passwd /\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::SourceNotFound { .. }), "{err}");
     let (result, _) = run_build(&c.options("FROM test/busybox:amd64\nCOPY /a /b\n"), &r)
         .await
@@ -190,25 +259,44 @@ async fn chown_by_name_through_the_stage_passwd_and_chmod() {
     let f2 = &e(2)[0];
     assert_eq!((f2.uid, f2.gid), (1234, 1234));
     let f3 = &e(3)[0];
-    assert_eq!((f3.uid, f3.gid), (1000, 1000), "user without group: gid = uid (Docker)");
+    assert_eq!(
+        (f3.uid, f3.gid),
+        (1000, 1000),
+        "user without group: gid = uid (Docker)"
+    );
     assert_eq!(e(4)[0].mode, 0o600);
     let l5 = e(5);
     assert_eq!(paths(&l5), ["new/", "new/deep/", "new/deep/x"]);
-    assert!(l5.iter().all(|x| (x.uid, x.gid) == (65534, 50)), "--chown applies to created parents");
+    assert!(
+        l5.iter().all(|x| (x.uid, x.gid) == (65534, 50)),
+        "--chown applies to created parents"
+    );
     assert_eq!(find(&l5, "new/").mode, 0o755, "created parents are 0755");
-    assert_eq!(find(&l5, "new/deep/x").mode, 0o644, "symbolic chmod on a 0644 file");
+    assert_eq!(
+        find(&l5, "new/deep/x").mode,
+        0o644,
+        "symbolic chmod on a 0644 file"
+    );
 
-    let err = run_build(&c.options("FROM test/busybox:amd64\nCOPY --chown=ghost f /f\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/busybox:amd64\nCOPY --chown=ghost f /f\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BuildError::UnknownOwner { .. }), "{err}");
-    assert!(err.to_string().contains("ghost") && err.to_string().contains(":2"), "{err}");
+    assert!(
+        err.to_string().contains("ghost") && err.to_string().contains(":2"),
+        "{err}"
+    );
     // scratch has no /etc/passwd: names cannot be resolved, numbers can.
     let err = run_build(&c.options("FROM scratch\nCOPY --chown=app f /f\n"), &r)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no /etc/passwd"), "{err}");
-    run_build(&c.options("FROM scratch\nCOPY --chown=7:8 f /f\n"), &r).await.unwrap();
+    run_build(&c.options("FROM scratch\nCOPY --chown=7:8 f /f\n"), &r)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -218,13 +306,19 @@ async fn chown_reads_passwd_from_the_layers_not_the_host() {
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
     c.file("f", b"f");
-    let err = run_build(&c.options("FROM test/two-layers\nCOPY --chown=app:staff f /f\n"), &r)
-        .await
-        .unwrap_err();
+    let err = run_build(
+        &c.options("FROM test/two-layers\nCOPY --chown=app:staff f /f\n"),
+        &r,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("no /etc/group"), "{err}");
-    let (result, _) = run_build(&c.options("FROM test/two-layers\nCOPY --chown=app f /f\n"), &r)
-        .await
-        .unwrap();
+    let (result, _) = run_build(
+        &c.options("FROM test/two-layers\nCOPY --chown=app f /f\n"),
+        &r,
+    )
+    .await
+    .unwrap();
     assert_eq!(layer_entries(&result, 0, -1)[0].uid, 1000);
 }
 
@@ -256,7 +350,10 @@ async fn parents_exclude_and_heredocs() {
     assert_eq!(paths(&layer_entries(&result, 0, 2)), ["e/", "e/keep.c"]);
     let motd = layer_entries(&result, 0, 3);
     assert_eq!(motd[0].path, "etc/motd");
-    assert_eq!(String::from_utf8_lossy(&motd[0].data), "hello world \"quoted\"\n");
+    assert_eq!(
+        String::from_utf8_lossy(&motd[0].data),
+        "hello world \"quoted\"\n"
+    );
     let raw = layer_entries(&result, 0, 4);
     assert_eq!(paths(&raw), ["raw/", "raw/EOF"]);
     assert_eq!(String::from_utf8_lossy(&raw[1].data), "keep $NAME\n");
@@ -268,15 +365,24 @@ async fn link_layers_do_not_depend_on_the_base() {
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
     c.file("f", b"linked\n");
-    let (a, _) = run_build(&c.options("FROM test/busybox:amd64\nCOPY --link f /lib/f\n"), &r)
-        .await
-        .unwrap();
-    let (b, _) = run_build(&c.options("FROM test/two-layers\nCOPY --link f /lib/f\n"), &r)
-        .await
-        .unwrap();
+    let (a, _) = run_build(
+        &c.options("FROM test/busybox:amd64\nCOPY --link f /lib/f\n"),
+        &r,
+    )
+    .await
+    .unwrap();
+    let (b, _) = run_build(
+        &c.options("FROM test/two-layers\nCOPY --link f /lib/f\n"),
+        &r,
+    )
+    .await
+    .unwrap();
     let la = a.images[0].layers.last().unwrap();
     let lb = b.images[0].layers.last().unwrap();
-    assert_eq!(la.digest, lb.digest, "one blob for the --link layer on two bases");
+    assert_eq!(
+        la.digest, lb.digest,
+        "one blob for the --link layer on two bases"
+    );
     // --link does not follow the base's lib -> usr/lib symlink: the path is as written.
     assert_eq!(paths(&layer_entries(&a, 0, -1)), ["lib/", "lib/f"]);
     // Without --link, the destination resolves through the symlink.
@@ -302,7 +408,12 @@ async fn hardlinks_long_names_and_gnu_tar_agree() {
     assert_eq!(find(&e, "h/a").kind, 'f');
     let b = find(&e, "h/b");
     assert_eq!((b.kind, b.link.as_deref()), ('h', Some("h/a")));
-    assert!(find(&e, &format!("h/{}", "n".repeat(150))).pax.iter().any(|(k, _)| k == "path"));
+    assert!(
+        find(&e, &format!("h/{}", "n".repeat(150)))
+            .pax
+            .iter()
+            .any(|(k, _)| k == "path")
+    );
     if have("tar") {
         let m = manifest_of(&result.layout, &result.images[0].manifest);
         let blob = result

@@ -19,12 +19,18 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
     c.file("app/f", b"payload\n");
     let cf = "FROM test/multi\nARG TARGETARCH\nCOPY app C:\\\\app\\\\\nLABEL arch=$TARGETARCH\n";
     let mut o = c.options(cf);
-    o.platforms = plats(&["linux/amd64", "linux/arm64", "windows/amd64:10.0.17763.1757"]);
+    o.platforms = plats(&[
+        "linux/amd64",
+        "linux/arm64",
+        "windows/amd64:10.0.17763.1757",
+    ]);
     o.tags = vec!["multi".into()];
     o.source_date_epoch = Some(1_700_000_000);
     let (result, events) = run_build(&o, &r).await.unwrap();
     assert_eq!(result.media_type.as_str(), MediaType::OCI_INDEX);
-    let Manifest::Index(index) = Manifest::parse(&read_blob(&result.layout, &result.digest), None).unwrap() else {
+    let Manifest::Index(index) =
+        Manifest::parse(&read_blob(&result.layout, &result.digest), None).unwrap()
+    else {
         panic!("not an index")
     };
     let ps: Vec<String> = index
@@ -32,7 +38,14 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
         .iter()
         .map(|d| d.platform.as_ref().unwrap().to_string())
         .collect();
-    assert_eq!(ps, ["linux/amd64", "linux/arm64/v8", "windows/amd64:10.0.17763.1757"]);
+    assert_eq!(
+        ps,
+        [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "windows/amd64:10.0.17763.1757"
+        ]
+    );
     // Linux: the same COPY on two architectures is one blob, produced once.
     let (amd, arm, win) = (&result.images[0], &result.images[1], &result.images[2]);
     let amd_copy = amd.layers.last().unwrap();
@@ -40,7 +53,12 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
     assert_eq!(amd_copy.digest, arm_copy.digest);
     let origins = [amd_copy.origin, arm_copy.origin];
     assert!(origins.contains(&LayerOrigin::Built), "{origins:?}");
-    assert!(origins.iter().any(|o| matches!(o, LayerOrigin::Shared | LayerOrigin::Cached)), "{origins:?}");
+    assert!(
+        origins
+            .iter()
+            .any(|o| matches!(o, LayerOrigin::Shared | LayerOrigin::Cached)),
+        "{origins:?}"
+    );
     let built_events = events
         .all()
         .iter()
@@ -48,7 +66,11 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
         .count();
     assert_eq!(built_events, 3);
     let linux = layer_entries(&result, 0, -1);
-    assert_eq!(paths(&linux), ["C:\\app\\/", "C:\\app\\/f"], "backslashes are names on Linux");
+    assert_eq!(
+        paths(&linux),
+        ["C:\\app\\/", "C:\\app\\/f"],
+        "backslashes are names on Linux"
+    );
     // Windows: Files/ + Hives/ layout, MSWINDOWS PAX records, os.version from the base.
     let w = layer_entries(&result, 2, -1);
     assert_eq!(paths(&w), ["Hives", "Files", "Files/app", "Files/app/f"]);
@@ -60,25 +82,50 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
         if e.path.starts_with("Files/") {
             assert!(keys.contains(&"MSWINDOWS.rawsd"), "{}: {keys:?}", e.path);
         }
-        let attr = &e.pax.iter().find(|(k, _)| k == "MSWINDOWS.fileattr").unwrap().1;
+        let attr = &e
+            .pax
+            .iter()
+            .find(|(k, _)| k == "MSWINDOWS.fileattr")
+            .unwrap()
+            .1;
         assert_eq!(attr, if e.kind == 'd' { "16" } else { "32" }, "{}", e.path);
     }
     assert_eq!(find(&w, "Files/app/f").data, b"payload\n");
     let wm = manifest_of(&result.layout, &win.manifest);
     let wc = config_of(&result.layout, &wm);
-    assert_eq!((wc.os.as_str(), wc.os_version.as_deref()), ("windows", Some("10.0.17763.1757")));
+    assert_eq!(
+        (wc.os.as_str(), wc.os_version.as_deref()),
+        ("windows", Some("10.0.17763.1757"))
+    );
     assert_eq!(wc.config.unwrap().labels.unwrap()["arch"], "amd64");
     let ac = config_of(&result.layout, &manifest_of(&result.layout, &arm.manifest));
-    assert_eq!((ac.architecture.as_str(), ac.variant.as_deref()), ("arm64", Some("v8")));
+    assert_eq!(
+        (ac.architecture.as_str(), ac.variant.as_deref()),
+        ("arm64", Some("v8"))
+    );
     assert_eq!(ac.config.unwrap().labels.unwrap()["arch"], "arm64");
     if have("skopeo") {
-        let raw = run("skopeo", &["inspect", "--raw", &format!("oci:{}:multi", result.layout.display())]);
+        let raw = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci:{}:multi", result.layout.display()),
+            ],
+        );
         assert!(raw.contains("10.0.17763.1757"));
         for (p, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
             let (os, a) = p.split_once('/').unwrap();
             let info = serde_json::from_str::<serde_json::Value>(&run(
                 "skopeo",
-                &["--override-os", os, "--override-arch", a, "inspect", &format!("oci:{}:multi", result.layout.display())],
+                &[
+                    "--override-os",
+                    os,
+                    "--override-arch",
+                    a,
+                    "inspect",
+                    &format!("oci:{}:multi", result.layout.display()),
+                ],
             ))
             .unwrap();
             assert_eq!(info["Architecture"], arch);
@@ -96,7 +143,12 @@ async fn missing_platform_is_an_error_never_a_mislabelled_image() {
     let err = run_build(&o, &r).await.unwrap_err();
     assert!(matches!(err, BuildError::PlatformNotFound { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("test/amd64-only") && msg.contains("linux/arm64") && msg.contains("available: linux/amd64"), "{msg}");
+    assert!(
+        msg.contains("test/amd64-only")
+            && msg.contains("linux/arm64")
+            && msg.contains("available: linux/amd64"),
+        "{msg}"
+    );
     // A single-platform base is checked against its config too.
     let mut o = c.options("FROM test/busybox:amd64\nLABEL a=b\n");
     o.platforms = plats(&["linux/arm64"]);
@@ -106,7 +158,10 @@ async fn missing_platform_is_an_error_never_a_mislabelled_image() {
     let mut o = c.options("FROM test/multi\nLABEL a=b\n");
     o.platforms = plats(&["windows/amd64:10.0.20348"]);
     let err = run_build(&o, &r).await.unwrap_err();
-    assert!(err.to_string().contains("windows/amd64:10.0.17763.1757"), "{err}");
+    assert!(
+        err.to_string().contains("windows/amd64:10.0.17763.1757"),
+        "{err}"
+    );
     // Without os.version the only Windows entry is used.
     o.platforms = plats(&["windows/amd64"]);
     run_build(&o, &r).await.unwrap();
@@ -144,7 +199,11 @@ async fn docker_manifest_list_output() {
         let m = manifest_of(&result.layout, &img.manifest);
         assert_eq!(m.media_type().as_str(), MediaType::DOCKER_MANIFEST);
         assert_eq!(m.config.media_type.as_str(), MediaType::DOCKER_CONFIG);
-        assert!(m.layers.iter().all(|l| l.media_type.as_str() == MediaType::DOCKER_LAYER_GZIP));
+        assert!(
+            m.layers
+                .iter()
+                .all(|l| l.media_type.as_str() == MediaType::DOCKER_LAYER_GZIP)
+        );
     }
     o.compression = strata_build::Compression::Zstd { level: 3 };
     let err = run_build(&o, &r).await.unwrap_err();
@@ -167,5 +226,8 @@ async fn build_platform_stages_feed_target_platform_images() {
     o.platforms = plats(&["linux/arm64"]);
     let (result, _) = run_build(&o, &r).await.unwrap();
     assert_eq!(result.images[0].platform.architecture, "arm64");
-    assert_eq!(find(&layer_entries(&result, 0, -1), "for").data, b"built for arm64\n");
+    assert_eq!(
+        find(&layer_entries(&result, 0, -1), "for").data,
+        b"built for arm64\n"
+    );
 }

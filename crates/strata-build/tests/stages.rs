@@ -29,14 +29,24 @@ async fn multi_stage_target_and_unused_stages_are_not_built() {
     let (result, _) = run_build(&c.options(cf), &r).await.unwrap();
     let m = manifest_of(&result.layout, &result.images[0].manifest);
     assert_eq!(m.layers.len(), 2, "scratch + two COPY --from layers");
-    assert_eq!(find(&layer_entries(&result, 0, 0), "app/main.c").data, b"int main;\n");
-    assert_eq!(find(&layer_entries(&result, 0, 1), "etc/passwd").data, PASSWD.as_bytes());
+    assert_eq!(
+        find(&layer_entries(&result, 0, 0), "app/main.c").data,
+        b"int main;\n"
+    );
+    assert_eq!(
+        find(&layer_entries(&result, 0, 1), "etc/passwd").data,
+        PASSWD.as_bytes()
+    );
 
     let mut o = c.options(cf);
     o.target = Some("tester".into());
     let (t, _) = run_build(&o, &r).await.unwrap();
     let m = manifest_of(&t.layout, &t.images[0].manifest);
-    assert_eq!(m.layers.len(), 3, "busybox + builder's COPY + tester's COPY");
+    assert_eq!(
+        m.layers.len(),
+        3,
+        "busybox + builder's COPY + tester's COPY"
+    );
     assert_eq!(paths(&layer_entries(&t, 0, -1)), ["test.c"]);
 
     o.target = Some("nope".into());
@@ -63,10 +73,16 @@ async fn copy_from_stage_keeps_owners_and_from_an_image() {
     let (result, _) = run_build(&c.options(cf), &r).await.unwrap();
     let o = layer_entries(&result, 0, 0);
     // The destination directory is created as root; copied files keep their owners.
-    assert_eq!((find(&o, "o/").uid, find(&o, "o/f").uid, find(&o, "o/f").gid), (0, 1000, 1001));
+    assert_eq!(
+        (find(&o, "o/").uid, find(&o, "o/f").uid, find(&o, "o/f").gid),
+        (0, 1000, 1001)
+    );
     let c2 = layer_entries(&result, 0, 1);
     assert_eq!((c2[0].uid, c2[0].gid), (5, 5));
-    assert_eq!(find(&layer_entries(&result, 0, 2), "from-image").data, b"second layer\n");
+    assert_eq!(
+        find(&layer_entries(&result, 0, 2), "from-image").data,
+        b"second layer\n"
+    );
     let err = run_build(&c.options("FROM scratch AS a\nCOPY --from=a /x /y\n"), &r)
         .await
         .unwrap_err();
@@ -107,7 +123,14 @@ async fn args_predefined_and_metadata_instructions() {
     let config = config_of(&result.layout, &m);
     let rt = config.config.clone().unwrap();
     let env = rt.env.clone().unwrap();
-    for want in ["A=file", "B=flag", "C=dflt", "ARCH=amd64", "PLAT=linux/amd64", "BOS=linux"] {
+    for want in [
+        "A=file",
+        "B=flag",
+        "C=dflt",
+        "ARCH=amd64",
+        "PLAT=linux/amd64",
+        "BOS=linux",
+    ] {
         assert!(env.contains(&want.to_string()), "{want} not in {env:?}");
     }
     assert!(env[0].starts_with("PATH="), "base env first: {env:?}");
@@ -124,20 +147,36 @@ async fn args_predefined_and_metadata_instructions() {
     assert_eq!(rt.stop_signal.as_deref(), Some("SIGTERM"));
     let hc = rt.healthcheck.clone().unwrap();
     assert_eq!(hc.test.unwrap(), ["CMD-SHELL", "wget -q localhost"]);
-    assert_eq!((hc.interval, hc.timeout, hc.retries), (Some(30_000_000_000), Some(5_000_000_000), Some(3)));
+    assert_eq!(
+        (hc.interval, hc.timeout, hc.retries),
+        (Some(30_000_000_000), Some(5_000_000_000), Some(3))
+    );
     assert_eq!(rt.shell.clone().unwrap(), ["/bin/sh", "-ec"]);
     // Shell form uses the SHELL; the inherited CMD is dropped by ENTRYPOINT.
-    assert_eq!(rt.entrypoint.clone().unwrap(), ["/bin/sh", "-ec", "echo hi"]);
+    assert_eq!(
+        rt.entrypoint.clone().unwrap(),
+        ["/bin/sh", "-ec", "echo hi"]
+    );
     assert_eq!(rt.cmd, None);
     assert_eq!(rt.on_build.clone().unwrap(), ["COPY . /onbuild"]);
     assert_eq!(config.author.as_deref(), Some("someone"));
     // History: base entry, then one per instruction (ARG excluded), all empty.
-    let created: Vec<&str> = config.history.iter().filter_map(|h| h.created_by.as_deref()).collect();
+    let created: Vec<&str> = config
+        .history
+        .iter()
+        .filter_map(|h| h.created_by.as_deref())
+        .collect();
     assert_eq!(created[0], "base layer 0");
     assert!(created.contains(&"WORKDIR sub"));
-    assert!(config.history[1..].iter().all(|h| h.empty_layer == Some(true)));
-    let warned = events.all().iter().any(|e| matches!(e,
-        strata_build::BuildEvent::Warning { message } if message.contains("UNUSED")));
+    assert!(
+        config.history[1..]
+            .iter()
+            .all(|h| h.empty_layer == Some(true))
+    );
+    let warned = events.all().iter().any(|e| {
+        matches!(e,
+        strata_build::BuildEvent::Warning { message } if message.contains("UNUSED"))
+    });
     assert!(warned, "unused build arg reported");
 }
 
@@ -147,19 +186,31 @@ async fn onbuild_triggers_run_in_the_child() {
     let c = Ctx::new();
     c.file("payload", b"from the child context\n");
     let parent_out = c.dir.path().join("parent");
-    let mut o = c.options("FROM test/busybox:amd64\nONBUILD COPY payload /triggered\nCMD [\"sh\"]\n");
+    let mut o =
+        c.options("FROM test/busybox:amd64\nONBUILD COPY payload /triggered\nCMD [\"sh\"]\n");
     o.output = strata_build::Output::Layout(parent_out.clone());
     o.tags = vec!["parent".into()];
     let r = MapResolver::with_bases(&bases);
     run_build(&o, &r).await.unwrap();
     let mut r2 = r.clone();
-    r2.names.insert("test/parent".into(), (parent_out, "parent".into()));
+    r2.names
+        .insert("test/parent".into(), (parent_out, "parent".into()));
     let (child, _) = run_build(&c.options("FROM test/parent\nLABEL child=1\n"), &r2)
         .await
         .unwrap();
-    assert_eq!(find(&layer_entries(&child, 0, -1), "triggered").data, b"from the child context\n");
-    let config = config_of(&child.layout, &manifest_of(&child.layout, &child.images[0].manifest));
-    assert_eq!(config.config.unwrap().on_build, None, "triggers are consumed");
+    assert_eq!(
+        find(&layer_entries(&child, 0, -1), "triggered").data,
+        b"from the child context\n"
+    );
+    let config = config_of(
+        &child.layout,
+        &manifest_of(&child.layout, &child.images[0].manifest),
+    );
+    assert_eq!(
+        config.config.unwrap().on_build,
+        None,
+        "triggers are consumed"
+    );
 }
 
 #[tokio::test]
@@ -168,16 +219,30 @@ async fn errors_name_the_line() {
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
     for (cf, want) in [
-        ("FROM test/busybox:amd64\nCOPY --from=nostage /x /y\n", "nostage"),
+        (
+            "FROM test/busybox:amd64\nCOPY --from=nostage /x /y\n",
+            "nostage",
+        ),
         ("FROM test/busybox:amd64\nEXPOSE 99999\n", "Containerfile:2"),
-        ("FROM test/busybox:amd64\nCOPY missing /x\n", "Containerfile:2"),
-        ("FROM test/busybox:amd64\nCOPY https://example.com/x /x\n", "use ADD"),
-        ("FROM test/busybox:amd64\nENV A=${B:?must be set}\n", "Containerfile:2"),
+        (
+            "FROM test/busybox:amd64\nCOPY missing /x\n",
+            "Containerfile:2",
+        ),
+        (
+            "FROM test/busybox:amd64\nCOPY https://example.com/x /x\n",
+            "use ADD",
+        ),
+        (
+            "FROM test/busybox:amd64\nENV A=${B:?must be set}\n",
+            "Containerfile:2",
+        ),
     ] {
         let err = run_build(&c.options(cf), &r).await.unwrap_err();
         assert!(err.to_string().contains(want), "{cf:?}: {err}");
     }
-    let err = run_build(&c.options("FROM test/busybox:amd64\nFROOM x\n"), &r).await.unwrap_err();
+    let err = run_build(&c.options("FROM test/busybox:amd64\nFROOM x\n"), &r)
+        .await
+        .unwrap_err();
     assert!(matches!(err, BuildError::Parse { .. }), "{err}");
 }
 
@@ -189,10 +254,11 @@ struct FakeRun;
 impl RunExecutor for FakeRun {
     async fn run(&self, req: &RunRequest) -> Result<(), RunFailure> {
         // The rootfs view holds the stage's files (the base busybox and earlier layers).
-        let passwd = std::fs::read_to_string(req.rootfs.join("etc/passwd")).map_err(|e| RunFailure {
-            message: e.to_string(),
-            exit_code: None,
-        })?;
+        let passwd =
+            std::fs::read_to_string(req.rootfs.join("etc/passwd")).map_err(|e| RunFailure {
+                message: e.to_string(),
+                exit_code: None,
+            })?;
         if req.args.last().map(String::as_str) == Some("exit 3") {
             return Err(RunFailure {
                 message: "command failed".into(),
@@ -202,7 +268,13 @@ impl RunExecutor for FakeRun {
         std::fs::create_dir_all(req.upper.join("out")).unwrap();
         std::fs::write(
             req.upper.join("out/result"),
-            format!("{}|{}|{}|{}", req.args.join(" "), req.workdir, req.env.join(","), passwd.lines().count()),
+            format!(
+                "{}|{}|{}|{}",
+                req.args.join(" "),
+                req.workdir,
+                req.env.join(","),
+                passwd.lines().count()
+            ),
         )
         .unwrap();
         Ok(())
@@ -226,12 +298,23 @@ async fn run_slot_turns_the_upper_dir_into_a_cached_layer() {
     assert_eq!(events.step_counts(), (1, 0));
     let (again, events) = run_build(&o, &r).await.unwrap();
     let digests = |r: &strata_build::BuildResult| {
-        r.images[0].layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>()
+        r.images[0]
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(digests(&again), digests(&result));
-    assert_eq!(events.step_counts(), (0, 1), "RUN cached by command, env, workdir");
+    assert_eq!(
+        events.step_counts(),
+        (0, 1),
+        "RUN cached by command, env, workdir"
+    );
     let mut o2 = c.options("FROM test/busybox:amd64\nRUN exit 3\n");
     o2.run_executor = Some(Arc::new(FakeRun));
     let err = run_build(&o2, &r).await.unwrap_err();
-    assert!(err.to_string().contains("status 3") && err.to_string().contains(":2"), "{err}");
+    assert!(
+        err.to_string().contains("status 3") && err.to_string().contains(":2"),
+        "{err}"
+    );
 }

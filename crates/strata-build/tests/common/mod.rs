@@ -162,12 +162,14 @@ pub const GROUP: &str = "root:x:0:\napp:x:1001:\nstaff:x:50:\nnogroup:x:65534:\n
 /// group, a `lib -> usr/lib` symlink for destination tests).
 pub fn busybox_layer(binary: &Path) -> Vec<u8> {
     let bb = std::fs::read(binary).unwrap();
-    let mut entries = vec![
-        T::Dir("bin", 0o755),
-        T::File("bin/busybox", bb, 0o755),
-    ];
-    for applet in ["sh", "echo", "cat", "ls", "id", "stat", "test", "true", "uname", "wc"] {
-        entries.push(T::Link(Box::leak(format!("bin/{applet}").into_boxed_str()), "busybox"));
+    let mut entries = vec![T::Dir("bin", 0o755), T::File("bin/busybox", bb, 0o755)];
+    for applet in [
+        "sh", "echo", "cat", "ls", "id", "stat", "test", "true", "uname", "wc",
+    ] {
+        entries.push(T::Link(
+            Box::leak(format!("bin/{applet}").into_boxed_str()),
+            "busybox",
+        ));
     }
     entries.extend([
         T::Dir("etc", 0o755),
@@ -246,8 +248,18 @@ pub fn bases() -> Bases {
     let layout = OciLayout::create_or_open(&dir.path().join("bases")).unwrap();
     let amd64: Platform = "linux/amd64".parse().unwrap();
     let bb = busybox_layer(Path::new("/bin/busybox"));
-    let hist = |n: usize| (0..n).map(|i| json!({"created_by": format!("base layer {i}")})).collect::<Vec<_>>();
-    let amd = write_image(&layout, &amd64, std::slice::from_ref(&bb), busybox_runtime(), hist(1));
+    let hist = |n: usize| {
+        (0..n)
+            .map(|i| json!({"created_by": format!("base layer {i}")}))
+            .collect::<Vec<_>>()
+    };
+    let amd = write_image(
+        &layout,
+        &amd64,
+        std::slice::from_ref(&bb),
+        busybox_runtime(),
+        hist(1),
+    );
     tag_image(&layout, &amd, "busybox:amd64");
     let arm64: Platform = "linux/arm64/v8".parse().unwrap();
     let arm_layer = match arm64_busybox() {
@@ -261,7 +273,10 @@ pub fn bases() -> Bases {
     };
     let arm = write_image(&layout, &arm64, &[arm_layer], busybox_runtime(), hist(1));
     let win: Platform = "windows/amd64:10.0.17763.1757".parse().unwrap();
-    let wl = windows_layer(&[("Windows/System32/config/SYSTEM", b"hive"), ("Windows/win.ini", b"[fonts]\r\n")]);
+    let wl = windows_layer(&[
+        ("Windows/System32/config/SYSTEM", b"hive"),
+        ("Windows/win.ini", b"[fonts]\r\n"),
+    ]);
     let windows = write_image(
         &layout,
         &win,
@@ -290,7 +305,8 @@ impl MapResolver {
     pub fn with_bases(bases: &Bases) -> MapResolver {
         let mut r = MapResolver::default();
         for tag in ["busybox:amd64", "multi", "amd64-only", "two-layers"] {
-            r.names.insert(format!("test/{tag}"), (bases.path(), tag.to_string()));
+            r.names
+                .insert(format!("test/{tag}"), (bases.path(), tag.to_string()));
         }
         r
     }
@@ -400,7 +416,12 @@ pub async fn run_build(
     resolver: &dyn BaseResolver,
 ) -> Result<(BuildResult, Arc<Events>), BuildError> {
     let events = Arc::new(Events::default());
-    let r = strata_build::build(options, resolver, Some(events.clone() as Arc<dyn BuildProgress>)).await?;
+    let r = strata_build::build(
+        options,
+        resolver,
+        Some(events.clone() as Arc<dyn BuildProgress>),
+    )
+    .await?;
     validate_layout(&r.layout);
     Ok((r, events))
 }
@@ -409,7 +430,12 @@ pub async fn run_build(
 // Reading results.
 
 pub fn read_blob(root: &Path, d: &Digest) -> Vec<u8> {
-    std::fs::read(root.join("blobs").join(d.algorithm().as_str()).join(d.encoded())).unwrap()
+    std::fs::read(
+        root.join("blobs")
+            .join(d.algorithm().as_str())
+            .join(d.encoded()),
+    )
+    .unwrap()
 }
 
 pub fn manifest_of(root: &Path, d: &Digest) -> strata_spec::ImageManifest {
@@ -499,7 +525,11 @@ pub fn entries_of(tar_bytes: &[u8]) -> Vec<Entry> {
 pub fn layer_entries(result: &BuildResult, image: usize, n: isize) -> Vec<Entry> {
     let img = &result.images[image];
     let m = manifest_of(&result.layout, &img.manifest);
-    let i = if n < 0 { m.layers.len() as isize + n } else { n } as usize;
+    let i = if n < 0 {
+        m.layers.len() as isize + n
+    } else {
+        n
+    } as usize;
     entries_of(&uncompressed(&result.layout, &m.layers[i]))
 }
 
@@ -568,7 +598,11 @@ fn check_blob(root: &Path, d: &Descriptor) -> Vec<u8> {
 /// layers; DiffIds recomputed from the layers; platform entries agree with configs; OCI
 /// documents pass the image-spec schemas.
 pub fn validate_layout(root: &Path) {
-    assert_schema("image-layout-schema.json", &std::fs::read(root.join("oci-layout")).unwrap(), "oci-layout");
+    assert_schema(
+        "image-layout-schema.json",
+        &std::fs::read(root.join("oci-layout")).unwrap(),
+        "oci-layout",
+    );
     let index = std::fs::read(root.join("index.json")).unwrap();
     assert_schema("image-index-schema.json", &index, "index.json");
     let index: strata_spec::ImageIndex = serde_json::from_slice(&index).unwrap();
@@ -611,7 +645,12 @@ fn validate_document(root: &Path, d: &Descriptor) {
             for (l, diff) in m.layers.iter().zip(&config.rootfs.diff_ids) {
                 check_blob(root, l);
                 let tar = uncompressed(root, l);
-                assert_eq!(&DiffId(Digest::sha256_of(&tar)), diff, "DiffId of {}", l.digest);
+                assert_eq!(
+                    &DiffId(Digest::sha256_of(&tar)),
+                    diff,
+                    "DiffId of {}",
+                    l.digest
+                );
             }
         }
     }
@@ -659,7 +698,10 @@ pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 pub fn podman_run(layout: &Path, tag: &str, extra: &[&str], cmd: &[&str]) -> String {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let link = PathBuf::from(format!("/tmp/strata-build-podman-{}-{n}", std::process::id()));
+    let link = PathBuf::from(format!(
+        "/tmp/strata-build-podman-{}-{n}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(layout, &link).unwrap();
     let name = format!("oci:{}:{tag}", link.display());
