@@ -189,10 +189,16 @@ pub fn busybox_runtime() -> Value {
     json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})
 }
 
-/// The arm64 static busybox, if this machine has one (make-fixtures.sh extracts it).
+/// The arm64 static busybox, if this machine has one (scripts/install-deps.sh installs it,
+/// make-fixtures.sh extracts one too).
 pub fn arm64_busybox() -> Option<PathBuf> {
-    let p = PathBuf::from("/tmp/fixtures/debs/arm64-x/bin/busybox");
-    p.exists().then_some(p)
+    [
+        "/var/cache/strata-test/busybox-arm64",
+        "/tmp/fixtures/debs/arm64-x/bin/busybox",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// A layer in the Windows layout (Hives/, Files/…), as Windows base images have them.
