@@ -366,3 +366,75 @@ pub(crate) fn squash(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(layer)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::copyplan::ContentId;
+    use crate::source::{OwnerSource, SourceRoot};
+    use crate::tree::NodeMeta;
+
+    fn planned(root: &Arc<SourceRoot>, rel: &[u8]) -> PlannedEntry {
+        let stat = root.lstat(rel).unwrap().unwrap();
+        PlannedEntry {
+            parts: vec![rel.to_vec()],
+            kind: PlannedKind::File {
+                size: stat.size,
+                content: Content::Root {
+                    root: Arc::clone(root),
+                    rel: rel.to_vec(),
+                    stat,
+                },
+                id: ContentId::Digest(strata_spec::Digest::sha256_of(b"good")),
+            },
+            meta: NodeMeta {
+                mode: 0o644,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn blob_count(layout: &OciLayout) -> usize {
+        std::fs::read_dir(layout.root().join("blobs/sha256")).unwrap().count()
+    }
+
+    #[test]
+    fn a25_source_swapped_after_planning_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("f"), b"good").unwrap();
+        std::fs::write(ctx.join("g"), b"good").unwrap();
+        let root = Arc::new(SourceRoot::open(&ctx, OwnerSource::Inode).unwrap());
+        let layout = OciLayout::create_or_open(&dir.path().join("layout")).unwrap();
+        let settings = LayerSettings {
+            compression: Compression::Gzip { level: 1 },
+            layout: LayerLayout::Linux,
+            clamp: None,
+        };
+        let f = planned(&root, b"f");
+        let g = planned(&root, b"g");
+        // f becomes a symlink to a host file; g another file of the same size.
+        std::fs::remove_file(ctx.join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ctx.join("f")).unwrap();
+        std::fs::remove_file(ctx.join("g")).unwrap();
+        std::fs::write(ctx.join("g"), b"evil").unwrap();
+        for e in [f, g] {
+            let err = write_layer(&layout, std::slice::from_ref(&e), &settings, &|_| {}).unwrap_err();
+            assert!(
+                err.to_string().contains("changed") || err.to_string().contains("cannot open"),
+                "{err}"
+            );
+        }
+        assert_eq!(blob_count(&layout), 0, "nothing committed");
+        assert!(
+            std::fs::read_dir(layout.root().join(".strata/tmp"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                == 0,
+            "no temp file left"
+        );
+    }
+}
