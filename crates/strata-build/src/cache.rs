@@ -38,6 +38,7 @@ const HASHES: &str = "hashes";
 
 /// Hashes fields into a key: every field is tagged and length-prefixed, so no two different
 /// field lists hash alike.
+#[derive(Clone)]
 pub(crate) struct KeyHasher(DigestHasher);
 
 impl KeyHasher {

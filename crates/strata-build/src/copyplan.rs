@@ -53,6 +53,18 @@ pub(crate) enum ContentId {
     /// The file `rel` of a root whose whole content is identified by `root_key` (a stage's
     /// step key, an image's manifest digest, an archive's digest).
     Within { root_key: Digest, rel: Vec<u8> },
+    /// A context file not hashed yet (no hash-cache entry for its current stat): its bytes
+    /// are hashed while the layer is written, and the real keys computed then. Until then
+    /// it is named by its stat identity (only for deduplicating work within one build).
+    Pending {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: i64,
+        mtime_nsec: i64,
+        ctime: i64,
+        ctime_nsec: i64,
+    },
 }
 
 impl ContentId {
@@ -64,7 +76,33 @@ impl ContentId {
                 v.extend_from_slice(rel);
                 v
             }
+            ContentId::Pending {
+                dev,
+                ino,
+                size,
+                mtime,
+                mtime_nsec,
+                ctime,
+                ctime_nsec,
+            } => format!("pending:{dev}:{ino}:{size}:{mtime}.{mtime_nsec}:{ctime}.{ctime_nsec}")
+                .into_bytes(),
         }
+    }
+
+    pub(crate) fn pending(st: &FileStat) -> ContentId {
+        ContentId::Pending {
+            dev: st.dev,
+            ino: st.ino,
+            size: st.size,
+            mtime: st.mtime,
+            mtime_nsec: st.mtime_nsec,
+            ctime: st.ctime,
+            ctime_nsec: st.ctime_nsec,
+        }
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        matches!(self, ContentId::Pending { .. })
     }
 }
 

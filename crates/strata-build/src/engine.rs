@@ -55,7 +55,8 @@ pub(crate) struct Shared<'r> {
     pub jobs: Arc<Semaphore>,
     pub(crate) bases: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseTop>>>>>,
     pub(crate) images: Mutex<HashMap<(String, String), Memo<BaseImage>>>,
-    pub(crate) inflight: Mutex<HashMap<Digest, Arc<OnceCell<CachedLayer>>>>,
+    pub(crate) inflight:
+        Mutex<HashMap<Digest, Memo<(CachedLayer, Arc<crate::layer::WrittenHashes>)>>>,
     pub(crate) downloads: Mutex<HashMap<String, Arc<OnceCell<Arc<Download>>>>>,
     pub(crate) roots: Mutex<HashMap<Digest, Arc<OnceCell<Arc<SourceRoot>>>>>,
     /// Sources already globbed, walked and hashed (the same COPY on several platforms reads

@@ -450,56 +450,135 @@ fn identify(req: &GatherRequest, gathered: &mut [Gathered]) -> Result<(), BuildE
         }
         return Ok(());
     }
-    let mut files: Vec<(Vec<u8>, FileStat)> = Vec::new();
-    for g in gathered.iter() {
-        match g {
-            Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
-                for (c, _) in children.iter() {
-                    if c.stat.kind == FileKind::File {
-                        files.push((join_rel(rel, &c.rel), c.stat));
+    // Known hashes come from the stat-keyed cache; unknown ones are hashed while the layer is
+    // written (ContentId::Pending), except archives ADD unpacks, whose digest names their
+    // content before anything is written.
+    let mut archives: Vec<(Vec<u8>, FileStat)> = Vec::new();
+    {
+        let cache = req
+            .hashes
+            .lock()
+            .map_err(|_| BuildError::Internal("hash cache lock poisoned".into()))?;
+        // Three cases: a trusted hash; a file seen before with this very stat (racily clean:
+        // hashed now, because a cached step may match); a new or changed file (hashed while
+        // the layer is written: no cached step can match stats never seen).
+        let mut eager: Vec<(Vec<u8>, FileStat)> = Vec::new();
+        let mut known = |rel: &[u8], st: &FileStat| -> ContentId {
+            match cache.get(rel, st) {
+                Some(d) => ContentId::Digest(d),
+                None if cache.seen(rel, st) => {
+                    eager.push((rel.to_vec(), *st));
+                    ContentId::pending(st)
+                }
+                None => ContentId::pending(st),
+            }
+        };
+        for g in gathered.iter_mut() {
+            match g {
+                Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
+                    for (c, id) in Arc::make_mut(children).iter_mut() {
+                        if c.stat.kind == FileKind::File {
+                            *id = Some(known(&join_rel(rel, &c.rel), &c.stat));
+                        }
                     }
                 }
-            }
-            Gathered::Item(SourceItem::Entry { rel, entry, .. }) => {
-                if entry.stat.kind == FileKind::File {
-                    files.push((rel.clone(), entry.stat));
+                Gathered::Item(SourceItem::Entry { rel, id, entry, .. }) => {
+                    if entry.stat.kind == FileKind::File {
+                        *id = Some(known(rel, &entry.stat));
+                    }
                 }
+                Gathered::Archive { rel, stat, .. } => archives.push((rel.clone(), *stat)),
+                Gathered::Item(SourceItem::Inline { .. }) => {}
             }
-            Gathered::Archive { rel, stat, .. } => files.push((rel.clone(), *stat)),
-            Gathered::Item(SourceItem::Inline { .. }) => {}
         }
+        archives.extend(eager);
     }
-    let hashes = hash_files(&req.root, files, &req.hashes).map_err(|(rel, e)| {
+    if archives.is_empty() {
+        return Ok(());
+    }
+    let hashes = hash_files(&req.root, archives, &req.hashes).map_err(|(rel, e)| {
         BuildError::io(
             req.root.path().join(String::from_utf8_lossy(&rel).as_ref()),
             "cannot read source file",
             e,
         )
     })?;
-    let lookup = |rel: &[u8]| hashes.get(rel).cloned().map(ContentId::Digest);
+    for g in gathered.iter_mut() {
+        if let Gathered::Archive { rel, id, .. } = g
+            && let Some(d) = hashes.get(rel.as_slice())
+        {
+            *id = ContentId::Digest(d.clone());
+        }
+    }
+    resolve_pending(gathered, &hashes);
+    Ok(())
+}
+
+/// Replace pending ids by the digests computed while writing (`hashes`: root-relative path →
+/// SHA-256). Returns false if one is still missing.
+pub(crate) fn resolve_pending(
+    gathered: &mut [Gathered],
+    hashes: &HashMap<Vec<u8>, Digest>,
+) -> bool {
+    // Hard links are written once: their other names get the digest by inode.
+    let mut by_inode: HashMap<(u64, u64), Digest> = HashMap::new();
+    let mut note = |rel: &[u8], id: &Option<ContentId>| {
+        if let Some(ContentId::Pending { dev, ino, .. }) = id
+            && let Some(d) = hashes.get(rel)
+        {
+            by_inode.insert((*dev, *ino), d.clone());
+        }
+    };
+    for g in gathered.iter() {
+        match g {
+            Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
+                for (c, id) in children.iter() {
+                    note(&join_rel(rel, &c.rel), id);
+                }
+            }
+            Gathered::Item(SourceItem::Entry { rel, id, .. }) => note(rel, id),
+            _ => {}
+        }
+    }
+    let mut complete = true;
+    let mut fill = |rel: &[u8], id: &mut Option<ContentId>| {
+        if let Some(ContentId::Pending { dev, ino, .. }) = id {
+            match hashes.get(rel).or_else(|| by_inode.get(&(*dev, *ino))) {
+                Some(d) => *id = Some(ContentId::Digest(d.clone())),
+                None => complete = false,
+            }
+        }
+    };
     for g in gathered.iter_mut() {
         match g {
             Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
-                for (c, id) in Arc::make_mut(children).iter_mut() {
-                    if c.stat.kind == FileKind::File {
-                        *id = lookup(&join_rel(rel, &c.rel));
+                if children
+                    .iter()
+                    .any(|(_, id)| id.as_ref().is_some_and(ContentId::is_pending))
+                {
+                    for (c, id) in Arc::make_mut(children).iter_mut() {
+                        fill(&join_rel(rel, &c.rel), id);
                     }
                 }
             }
-            Gathered::Item(SourceItem::Entry { rel, id, entry, .. }) => {
-                if entry.stat.kind == FileKind::File {
-                    *id = lookup(rel);
-                }
-            }
-            Gathered::Archive { rel, id, .. } => {
-                if let Some(i) = lookup(rel) {
-                    *id = i;
-                }
-            }
-            Gathered::Item(SourceItem::Inline { .. }) => {}
+            Gathered::Item(SourceItem::Entry { rel, id, .. }) => fill(rel, id),
+            _ => {}
         }
     }
-    Ok(())
+    complete
+}
+
+/// Does any source still wait for its hash?
+pub(crate) fn has_pending(gathered: &[Gathered]) -> bool {
+    gathered.iter().any(|g| match g {
+        Gathered::Item(SourceItem::Dir { children, .. }) => children
+            .iter()
+            .any(|(_, id)| id.as_ref().is_some_and(ContentId::is_pending)),
+        Gathered::Item(SourceItem::Entry { id, .. }) => {
+            id.as_ref().is_some_and(ContentId::is_pending)
+        }
+        _ => false,
+    })
 }
 
 /// Expand `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alt}` in a heredoc body (quotes

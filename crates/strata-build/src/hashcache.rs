@@ -2,10 +2,11 @@
 //! (device, inode, size, mtime and ctime to the nanosecond, mode) is unchanged.
 //!
 //! A rebuild where nothing changed then reads no file contents at all: it stats the context
-//! and looks hashes up. Like git's index, an entry is only persisted when the file's mtime and
-//! ctime are comfortably older than the moment it was hashed ([`RACY_WINDOW_SECS`]): a write
+//! and looks hashes up. Like git's index, a hash is only trusted when the file's mtime and
+//! ctime were comfortably older than the moment it was hashed ([`RACY_WINDOW_SECS`]): a write
 //! in the same timestamp tick as the hash could otherwise keep the stat identical while the
-//! bytes changed.
+//! bytes changed. Racily clean entries are kept as "seen" ([`HashCache::seen`]): the file is
+//! hashed again, but the build knows a cached step may match.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,7 +17,7 @@ use strata_spec::Digest;
 
 use crate::source::FileStat;
 
-const MAGIC: &[u8] = b"strata-hash-cache 1\n";
+const MAGIC: &[u8] = b"strata-hash-cache 2\n";
 /// Files modified this recently (relative to when they were hashed) are not persisted.
 pub(crate) const RACY_WINDOW_SECS: i64 = 2;
 /// Largest hash cache file read (a context of ~1M files); bigger is treated as corrupt.
@@ -56,8 +57,11 @@ struct Entry {
     identity: Identity,
     /// Hex SHA-256 of the content.
     hex: [u8; 64],
-    /// Safe to write to disk (not racily clean).
-    persist: bool,
+    /// Hashed long enough after the file's last change (not racily clean).
+    trusted: bool,
+    /// Hashed by this process: usable for the rest of this build even when racily clean
+    /// (every read checks the file's stat again).
+    fresh: bool,
 }
 
 /// The hash cache of one context directory.
@@ -83,11 +87,18 @@ impl HashCache {
     /// The cached digest of `rel`, if its stat identity is unchanged.
     pub(crate) fn get(&self, rel: &[u8], st: &FileStat) -> Option<Digest> {
         let e = self.entries.get(rel)?;
-        if e.identity != Identity::of(st) {
+        if e.identity != Identity::of(st) || !(e.trusted || e.fresh) {
             return None;
         }
         let s = std::str::from_utf8(&e.hex).ok()?;
         format!("sha256:{s}").parse().ok()
+    }
+
+    /// Was `rel` hashed before with exactly this stat identity (trusted or racily clean)?
+    pub(crate) fn seen(&self, rel: &[u8], st: &FileStat) -> bool {
+        self.entries
+            .get(rel)
+            .is_some_and(|e| e.identity == Identity::of(st))
     }
 
     /// Record the digest of `rel` computed at `hashed_at` (Unix seconds).
@@ -98,14 +109,15 @@ impl HashCache {
             return;
         }
         hex.copy_from_slice(enc);
-        let persist =
+        let trusted =
             st.mtime < hashed_at - RACY_WINDOW_SECS && st.ctime < hashed_at - RACY_WINDOW_SECS;
         self.entries.insert(
             rel.to_vec(),
             Entry {
                 identity: Identity::of(st),
                 hex,
-                persist,
+                trusted,
+                fresh: true,
             },
         );
         self.dirty = true;
@@ -125,12 +137,7 @@ impl HashCache {
         {
             let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
             w.write_all(MAGIC)?;
-            let mut keys: Vec<&Vec<u8>> = self
-                .entries
-                .iter()
-                .filter(|(_, e)| e.persist)
-                .map(|(k, _)| k)
-                .collect();
+            let mut keys: Vec<&Vec<u8>> = self.entries.keys().collect();
             keys.sort();
             w.write_all(&(keys.len() as u64).to_le_bytes())?;
             for k in keys {
@@ -145,6 +152,7 @@ impl HashCache {
                     w.write_all(&v.to_le_bytes())?;
                 }
                 w.write_all(&id.mode.to_le_bytes())?;
+                w.write_all(&[e.trusted as u8])?;
                 w.write_all(&e.hex)?;
             }
             w.flush()?;
@@ -191,6 +199,8 @@ fn read_file(path: &Path) -> io::Result<HashMap<Vec<u8>, Entry>> {
         }
         r.read_exact(&mut u32b)?;
         let mode = u32::from_le_bytes(u32b);
+        let mut flag = [0u8; 1];
+        r.read_exact(&mut flag)?;
         let mut hex = [0u8; 64];
         r.read_exact(&mut hex)?;
         if !hex.iter().all(|b| b.is_ascii_hexdigit()) {
@@ -210,7 +220,8 @@ fn read_file(path: &Path) -> io::Result<HashMap<Vec<u8>, Entry>> {
                     mode,
                 },
                 hex,
-                persist: true,
+                trusted: flag[0] == 1,
+                fresh: false,
             },
         );
     }
@@ -252,8 +263,10 @@ mod tests {
         c.save().unwrap();
         let c = HashCache::load(file.clone());
         assert_eq!(c.get(b"old", &stat(1000)), Some(d.clone()));
-        // Racily clean entries are not persisted.
+        // Racily clean entries are not trusted, but remembered as seen.
         assert_eq!(c.get(b"racy", &stat(4999)), None);
+        assert!(c.seen(b"racy", &stat(4999)));
+        assert!(!c.seen(b"racy", &stat(5001)));
         let mut changed = stat(1000);
         changed.mtime_nsec = 6;
         assert_eq!(c.get(b"old", &changed), None);

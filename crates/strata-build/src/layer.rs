@@ -1,14 +1,15 @@
 //! Layer bytes: planned entries → tar → compressed blob in the layout (one pass, digests
 //! computed while streaming); reading layers back (headers, one file, a whole rootfs); squash.
 
+use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use strata_archive::{
-    CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingWriter, LayerLayout,
-    NameMode, OwnerOverride, Ownership, TarBuilder, TarOptions, TargetPolicy, WhiteoutMode,
-    decompress, extract_layer,
+    CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingReader,
+    HashingWriter, LayerLayout, NameMode, OwnerOverride, Ownership, TarBuilder, TarOptions,
+    TargetPolicy, WhiteoutMode, decompress, extract_layer,
 };
 use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
 use strata_store::{NewBlob, OciLayout};
@@ -147,14 +148,20 @@ fn open_content<'a>(content: &'a Content, path: &[u8]) -> Result<Box<dyn Read + 
     }
 }
 
+/// SHA-256 of files read while writing a layer (those whose id was pending), by their
+/// root-relative path.
+pub(crate) type WrittenHashes = HashMap<Vec<u8>, Digest>;
+
 /// Write `entries` as one layer blob into `layout`. `on_bytes` gets the running count of
-/// uncompressed bytes every few MiB.
+/// uncompressed bytes every few MiB. Files whose content id is still pending are hashed as
+/// they are read (one read per file on a cold build).
 pub(crate) fn write_layer(
     layout: &OciLayout,
     entries: &[PlannedEntry],
     settings: &LayerSettings,
     on_bytes: &dyn Fn(u64),
-) -> Result<CachedLayer, BuildError> {
+) -> Result<(CachedLayer, WrittenHashes), BuildError> {
+    let mut hashes = WrittenHashes::new();
     let mut tar = TarBuilder::new(
         LayerSink::new(layout, settings.compression)?,
         tar_options(settings),
@@ -174,9 +181,24 @@ pub(crate) fn write_layer(
         };
         match &e.kind {
             PlannedKind::Dir => arch(tar.append_dir(&path, &meta))?,
-            PlannedKind::File { size, content, .. } => {
+            PlannedKind::File { size, content, id } => {
                 let reader = open_content(content, &path)?;
-                arch(tar.append_file(&path, &meta, *size, reader))?;
+                if id.is_pending()
+                    && let Content::Root { rel, .. } = content
+                {
+                    let mut hashing = HashingReader::new(reader);
+                    arch(tar.append_file(&path, &meta, *size, &mut hashing))?;
+                    let (_, digest, n) = hashing.finish();
+                    if n != *size {
+                        return Err(BuildError::Internal(format!(
+                            "{}: read {n} bytes, expected {size}",
+                            String::from_utf8_lossy(&path)
+                        )));
+                    }
+                    hashes.insert(rel.clone(), digest);
+                } else {
+                    arch(tar.append_file(&path, &meta, *size, reader))?;
+                }
                 written += size;
             }
             PlannedKind::Symlink(target) => arch(tar.append_symlink(&path, &meta, target))?,
@@ -202,7 +224,7 @@ pub(crate) fn write_layer(
             on_bytes(written);
         }
     }
-    finish_layer(tar, layout)
+    Ok((finish_layer(tar, layout)?, hashes))
 }
 
 pub(crate) fn finish_layer(
@@ -397,7 +419,9 @@ mod tests {
     }
 
     fn blob_count(layout: &OciLayout) -> usize {
-        std::fs::read_dir(layout.root().join("blobs/sha256")).unwrap().count()
+        std::fs::read_dir(layout.root().join("blobs/sha256"))
+            .unwrap()
+            .count()
     }
 
     #[test]
@@ -422,7 +446,9 @@ mod tests {
         std::fs::remove_file(ctx.join("g")).unwrap();
         std::fs::write(ctx.join("g"), b"evil").unwrap();
         for e in [f, g] {
-            let err = write_layer(&layout, std::slice::from_ref(&e), &settings, &|_| {}).unwrap_err();
+            let err = write_layer(&layout, std::slice::from_ref(&e), &settings, &|_| {})
+                .map(|(l, _)| l)
+                .unwrap_err();
             assert!(
                 err.to_string().contains("changed") || err.to_string().contains("cannot open"),
                 "{err}"

@@ -225,7 +225,7 @@ impl PlatformBuild<'_, '_> {
         let layout = shared.layout.clone();
         let settings = shared.layer_settings(windows);
         let layer = tokio::task::spawn_blocking(move || {
-            layer::write_layer(&layout, &[], &settings, &|_| {})
+            layer::write_layer(&layout, &[], &settings, &|_| {}).map(|(l, _)| l)
         })
         .await
         .map_err(join_error)??;

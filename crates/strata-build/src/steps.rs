@@ -16,7 +16,7 @@ use crate::engine::{PlatformBuild, StageState};
 use crate::error::join_error;
 use crate::fetch::{DOWNLOAD_NAME, Download, FetchError};
 use crate::gather::{GatherRequest, Gathered, expand_heredoc, gather};
-use crate::layer::{self, LayerRef, LayerSettings, MAX_ACCOUNT_FILE_BYTES};
+use crate::layer::{self, LayerRef, LayerSettings, MAX_ACCOUNT_FILE_BYTES, WrittenHashes};
 use crate::progress::{BuildEvent, LayerOrigin};
 use crate::run::{RunFailure, RunRequest};
 use crate::source::{FileKind, FileStat, OwnerSource, SourceRoot, WalkEntry, WalkFilter};
@@ -164,7 +164,13 @@ fn describe_items(k: &mut KeyHasher, gathered: &[Gathered], urls: &[UrlSource]) 
 }
 
 /// The key of a layer's exact content: the entries in order with everything the tar holds.
-fn content_key(salt: &Digest, layout: LayerLayout, entries: &[PlannedEntry]) -> Digest {
+/// Pending content ids are taken from `hashes` when they are there.
+fn content_key(
+    salt: &Digest,
+    layout: LayerLayout,
+    entries: &[PlannedEntry],
+    hashes: &WrittenHashes,
+) -> Digest {
     let mut k = KeyHasher::new("layer-content");
     k.str("salt", &salt.to_string()).str(
         "layout",
@@ -182,10 +188,17 @@ fn content_key(salt: &Digest, layout: LayerLayout, entries: &[PlannedEntry]) -> 
             .num("mtime", e.meta.mtime);
         match &e.kind {
             PlannedKind::Dir => k.str("type", "dir"),
-            PlannedKind::File { size, id, .. } => k
-                .str("type", "file")
-                .num("size", *size)
-                .field("id", &id.key_bytes()),
+            PlannedKind::File { size, id, content } => {
+                let resolved = match (id.is_pending(), content) {
+                    (true, crate::copyplan::Content::Root { rel, .. }) => hashes
+                        .get(rel)
+                        .map(|d| ContentId::Digest(d.clone()).key_bytes()),
+                    _ => None,
+                };
+                k.str("type", "file")
+                    .num("size", *size)
+                    .field("id", &resolved.unwrap_or_else(|| id.key_bytes()))
+            }
             PlannedKind::Symlink(t) => k.str("type", "symlink").field("target", t),
             PlannedKind::Hardlink(t) => k.str("type", "hardlink").field("target", &t.join(&b'/')),
             PlannedKind::Fifo => k.str("type", "fifo"),
@@ -478,18 +491,25 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         step: usize,
         entries: Arc<Vec<PlannedEntry>>,
         settings: LayerSettings,
-    ) -> Result<(CachedLayer, LayerOrigin), BuildError> {
+    ) -> Result<(CachedLayer, LayerOrigin, Arc<WrittenHashes>), BuildError> {
         let shared = self.shared;
-        let key = content_key(&shared.salt, settings.layout, &entries);
-        if let Some(c) = shared.cache.lookup_content(&key, &shared.layout) {
-            return Ok((c, LayerOrigin::Cached));
+        let no_hashes = WrittenHashes::new();
+        // With pending content ids this key is provisional (stat identities): it only lets
+        // the platforms of this build share one production; the real content key is
+        // recorded once the bytes are hashed.
+        let key = content_key(&shared.salt, settings.layout, &entries, &no_hashes);
+        let pending = entries
+            .iter()
+            .any(|e| matches!(&e.kind, PlannedKind::File { id, .. } if id.is_pending()));
+        if !pending && let Some(c) = shared.cache.lookup_content(&key, &shared.layout) {
+            return Ok((c, LayerOrigin::Cached, Arc::new(no_hashes)));
         }
         let cell = {
             let mut map = shared.inflight.lock().map_err(|_| poisoned())?;
             Arc::clone(map.entry(key.clone()).or_default())
         };
         let produced = AtomicBool::new(false);
-        let layer = cell
+        let done = cell
             .get_or_try_init(|| async {
                 produced.store(true, Ordering::Relaxed);
                 let _permit = shared
@@ -501,8 +521,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 let progress = shared.progress.clone();
                 let platform = self.platform.clone();
                 let stage = st.name.clone();
-                let entries = Arc::clone(&entries);
-                let layer = tokio::task::spawn_blocking(move || {
+                let entries2 = Arc::clone(&entries);
+                let (layer, hashes) = tokio::task::spawn_blocking(move || {
                     let report = |bytes: u64| {
                         if let Some(p) = &progress {
                             p.event(BuildEvent::LayerBytes {
@@ -513,21 +533,55 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                             });
                         }
                     };
-                    layer::write_layer(&layout, &entries, &settings, &report)
+                    layer::write_layer(&layout, &entries2, &settings, &report)
                 })
                 .await
                 .map_err(join_error)??;
-                shared.cache.record_content(&key, &layer)?;
-                Ok::<_, BuildError>(layer)
+                let real_key = if pending {
+                    self.remember_hashes(&entries, &hashes)?;
+                    content_key(&shared.salt, settings.layout, &entries, &hashes)
+                } else {
+                    key.clone()
+                };
+                shared.cache.record_content(&real_key, &layer)?;
+                Ok::<_, BuildError>(Arc::new((layer, Arc::new(hashes))))
             })
-            .await?
-            .clone();
+            .await?;
+        let (layer, hashes) = done.as_ref().clone();
         let origin = if produced.load(Ordering::Relaxed) {
             LayerOrigin::Built
         } else {
             LayerOrigin::Shared
         };
-        Ok((layer, origin))
+        Ok((layer, origin, hashes))
+    }
+
+    /// Put the hashes computed while writing into the context's hash cache.
+    fn remember_hashes(
+        &self,
+        entries: &[PlannedEntry],
+        hashes: &WrittenHashes,
+    ) -> Result<(), BuildError> {
+        let now = crate::time::now_unix() as i64;
+        let mut cache = self
+            .shared
+            .hashes
+            .lock()
+            .map_err(|_| BuildError::Internal("hash cache lock poisoned".into()))?;
+        for e in entries {
+            if let PlannedKind::File {
+                id,
+                content: crate::copyplan::Content::Root { root, rel, stat },
+                ..
+            } = &e.kind
+                && id.is_pending()
+                && Arc::ptr_eq(root, &self.shared.context)
+                && let Some(d) = hashes.get(rel)
+            {
+                cache.put(rel, stat, d, now);
+            }
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -759,20 +813,33 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             )
             .num("unpack", unpack.map(|u| u as u64 + 1).unwrap_or(0))
             .num("windows", st.windows as u64);
-        describe_items(&mut k, &gathered, &urls);
-        let step_key = k.finish();
-        let created_by = instr.original.trim().to_string();
-        let new_key = if copy.link && !names_in_chown {
-            // The chain continues from the parent; the layer itself is independent of it.
-            let mut k = KeyHasher::new("link-chain");
-            k.str("parent", &st.key.to_string())
-                .str("layer", &step_key.to_string());
-            k.finish()
-        } else {
-            step_key.clone()
+        let key_prefix = k;
+        let parent_key = st.key.clone();
+        let chain = |step_key: &Digest| {
+            if copy.link && !names_in_chown {
+                // The chain continues from the parent; the layer itself is independent of it.
+                let mut k = KeyHasher::new("link-chain");
+                k.str("parent", &parent_key.to_string())
+                    .str("layer", &step_key.to_string());
+                k.finish()
+            } else {
+                step_key.clone()
+            }
         };
+        let created_by = instr.original.trim().to_string();
+        // Files never hashed before are hashed while the layer is written: the step key is
+        // known only then (and the cache cannot have this step under stat identities the
+        // hash cache has not seen).
+        let pending = crate::gather::has_pending(&gathered);
+        let step_key = (!pending).then(|| {
+            let mut k = key_prefix.clone();
+            describe_items(&mut k, &gathered, &urls);
+            k.finish()
+        });
 
-        if let Some(hit) = shared.cache.lookup_step(&step_key, &shared.layout) {
+        if let Some(step_key) = &step_key
+            && let Some(hit) = shared.cache.lookup_step(step_key, &shared.layout)
+        {
             shared.emit(BuildEvent::StepCached {
                 platform: self.platform.clone(),
                 stage: st.name.clone(),
@@ -789,7 +856,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 &created_by,
             )
             .await?;
-            st.key = new_key;
+            st.key = chain(step_key);
             self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
             return Ok(());
         }
@@ -801,7 +868,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
         }
         let mut items: Vec<SourceItem> = Vec::new();
-        for g in gathered {
+        for g in gathered.iter().cloned() {
             match g {
                 Gathered::Item(i) => items.push(i),
                 Gathered::Archive {
@@ -888,9 +955,22 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             Arc::new(fix_download_stats(&entries, &urls))
         };
         let settings = shared.layer_settings(st.windows);
-        let (layer, origin) = self
+        let (layer, origin, hashes) = self
             .produce(st, step, Arc::clone(&entries), settings)
             .await?;
+        let step_key = match step_key {
+            Some(k) => k,
+            None => {
+                if !crate::gather::resolve_pending(&mut gathered, &hashes) {
+                    return Err(BuildError::Internal(
+                        "a source file was planned but not written".into(),
+                    ));
+                }
+                let mut k = key_prefix.clone();
+                describe_items(&mut k, &gathered, &urls);
+                k.finish()
+            }
+        };
         shared.cache.record_step(&step_key, &layer)?;
         let size = layer.size;
         let digest = layer.digest.clone();
@@ -901,7 +981,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             &created_by,
         )
         .await?;
-        st.key = new_key;
+        st.key = chain(&step_key);
         self.done(st, step, Some((digest, size, origin)));
         Ok(())
     }
@@ -957,6 +1037,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 })?;
             let root_key = match &id {
                 ContentId::Digest(d) => d.clone(),
+                ContentId::Pending { .. } => {
+                    return Err(BuildError::Internal(
+                        "archive without a content hash".into(),
+                    ));
+                }
                 ContentId::Within { root_key, rel } => {
                     let mut k = KeyHasher::new("archive-in-root");
                     k.str("root", &root_key.to_string()).field("rel", rel);
