@@ -35,23 +35,25 @@ printf 'FROM scratch\nADD data /data\n' > "$W/Containerfile.add"
 RMI="buildah rmi -f localhost/bench/copy500 >/dev/null 2>&1 || true; buildah rmi --prune >/dev/null 2>&1 || true"
 BUD="buildah bud -q --isolation chroot"
 
-# run_one CMD -> prints "seconds peak_kib"
+# run_one CMD -> prints "wall_seconds peak_kib cpu_seconds" (cpu = user + sys of the
+# command and its children: the machine is shared, so CPU time is the steadier measure)
 run_one() {
-  local t0 t1 rss
+  local t0 t1 rss cpu
   t0=$(date +%s.%N)
-  /usr/bin/time -f %M -o "$W/rss" bash -c "$1" >/dev/null 2>"$W/err" || { echo "FAILED: $1" >&2; cat "$W/err" >&2; exit 1; }
+  /usr/bin/time -f "%M %U %S" -o "$W/rss" bash -c "$1" >/dev/null 2>"$W/err" || { echo "FAILED: $1" >&2; cat "$W/err" >&2; exit 1; }
   t1=$(date +%s.%N)
-  rss=$(tail -1 "$W/rss")
-  echo "$(echo "$t1 - $t0" | bc) $rss"
+  read -r rss u s < <(tail -1 "$W/rss")
+  cpu=$(echo "$u + $s" | bc)
+  echo "$(echo "$t1 - $t0" | bc) $rss $cpu"
 }
 
-echo "| workload | peer | peer s | strata s | peer/strata | strata peak RSS MiB |"
-echo "|---|---|--:|--:|--:|--:|"
+echo "| workload | peer | peer s | strata s | peer/strata (wall) | peer/strata (CPU) | strata peak RSS MiB |"
+echo "|---|---|--:|--:|--:|--:|--:|"
 # workload NAME PEERNAME PEER_PREP PEER_CMD TOOL_PREP TOOL_CMD WARM(0|1)
 workload() {
   local name=$1 peername=$2 pprep=$3 peer=$4 tprep=$5 tool=$6 warm=$7
   [[ -n $ONLY && ! $name =~ $ONLY ]] && return 0
-  local ps=0 ts=0 maxrss=0 i r
+  local ps=0 ts=0 pc=0 tc=0 maxrss=0 i r
   if [[ $warm == 1 ]]; then   # prime caches (and the page cache)
     eval "$pprep"; run_one "$peer" >/dev/null
     eval "$tprep"; run_one "$tool" >/dev/null
@@ -59,12 +61,12 @@ workload() {
     find "$CTX" -type f -exec cat {} + >/dev/null
   fi
   for i in $(seq 1 "$RUNS"); do
-    eval "$pprep"; r=($(run_one "$peer")); ps=$(echo "$ps + ${r[0]}" | bc)
-    eval "$tprep"; r=($(run_one "$tool")); ts=$(echo "$ts + ${r[0]}" | bc)
+    eval "$pprep"; r=($(run_one "$peer")); ps=$(echo "$ps + ${r[0]}" | bc); pc=$(echo "$pc + ${r[2]}" | bc)
+    eval "$tprep"; r=($(run_one "$tool")); ts=$(echo "$ts + ${r[0]}" | bc); tc=$(echo "$tc + ${r[2]}" | bc)
     if (( r[1] > maxrss )); then maxrss=${r[1]}; fi
   done
-  printf '| %s | %s | %.2f | %.2f | %.2fx | %d |\n' "$name" "$peername" "$(echo "$ps / $RUNS" | bc -l)" \
-    "$(echo "$ts / $RUNS" | bc -l)" "$(echo "$ps / $ts" | bc -l)" $((maxrss / 1024))
+  printf '| %s | %s | %.2f | %.2f | %.2fx | %.2fx | %d |\n' "$name" "$peername" "$(echo "$ps / $RUNS" | bc -l)" \
+    "$(echo "$ts / $RUNS" | bc -l)" "$(echo "$ps / $ts" | bc -l)" "$(echo "$pc / $tc" | bc -l)" $((maxrss / 1024))
 }
 
 workload "cold: COPY 511 MiB -> gzip OCI layout" "buildah bud" \

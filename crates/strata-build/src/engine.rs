@@ -562,7 +562,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         .collect::<Vec<_>>()
                         .join("/")
                 );
-                st.runtime().working_dir = Some(joined);
+                // Windows images record the path as Windows does (`C:\app`).
+                let stored = if st.windows {
+                    format!("C:{}", joined.replace('/', "\\"))
+                } else {
+                    joined
+                };
+                st.runtime().working_dir = Some(stored);
             }
             InstructionKind::User(u) => {
                 let u = self.expand_in(st, u, at)?;

@@ -17,7 +17,7 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
     c.file("app/f", b"payload\n");
-    let cf = "FROM test/multi\nARG TARGETARCH\nCOPY app C:\\\\app\\\\\nLABEL arch=$TARGETARCH\n";
+    let cf = "FROM test/multi\nARG TARGETARCH\nWORKDIR C:\\\\work\nCOPY app C:\\\\app\\\\\nLABEL arch=$TARGETARCH\n";
     let mut o = c.options(cf);
     o.platforms = plats(&[
         "linux/amd64",
@@ -68,8 +68,8 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
     let linux = layer_entries(&result, 0, -1);
     assert_eq!(
         paths(&linux),
-        ["C:\\app\\/", "C:\\app\\/f"],
-        "backslashes are names on Linux"
+        ["C:\\work/", "C:\\work/C:\\app\\/", "C:\\work/C:\\app\\/f"],
+        "backslashes are names on Linux: `C:\\work` is relative to /"
     );
     // Windows: Files/ + Hives/ layout, MSWINDOWS PAX records, os.version from the base.
     let w = layer_entries(&result, 2, -1);
@@ -97,7 +97,13 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
         (wc.os.as_str(), wc.os_version.as_deref()),
         ("windows", Some("10.0.17763.1757"))
     );
-    assert_eq!(wc.config.unwrap().labels.unwrap()["arch"], "amd64");
+    let wrt = wc.config.unwrap();
+    assert_eq!(wrt.labels.unwrap()["arch"], "amd64");
+    assert_eq!(
+        wrt.working_dir.as_deref(),
+        Some("C:\\work"),
+        "Windows paths in Windows configs"
+    );
     let ac = config_of(&result.layout, &manifest_of(&result.layout, &arm.manifest));
     assert_eq!(
         (ac.architecture.as_str(), ac.variant.as_deref()),
