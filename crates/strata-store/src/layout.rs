@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags, flock, openat2};
 use strata_spec::{
-    Descriptor, Digest, DigestHasher, ImageIndex, MAX_INDEX_ENTRIES, MAX_MANIFEST_BYTES, Manifest,
-    MediaType,
+    Algorithm, Descriptor, Digest, DigestHasher, ImageIndex, MAX_INDEX_ENTRIES, MAX_MANIFEST_BYTES,
+    Manifest, MediaType,
 };
 
 use crate::StoreError;
@@ -522,6 +522,88 @@ impl Drop for BlobWriter {
     }
 }
 
+/// A blob whose digest is only known once it is written (a layer being built): bytes go to a
+/// unique temp file inside the layout and are hashed (SHA-256) as they pass; [`NewBlob::commit`]
+/// fsyncs and renames the file to `blobs/sha256/<digest>` (keeping an existing blob of that
+/// digest instead), then fsyncs the directory. Dropping an uncommitted `NewBlob` removes the
+/// temp file. Holds a [`WriterGuard`] until committed or dropped, so `gc` cannot collect the
+/// blob before the caller references it — keep your own guard until it is tagged.
+pub struct NewBlob {
+    file: Option<File>,
+    temp: PathBuf,
+    blobs_dir: PathBuf,
+    hasher: DigestHasher,
+    written: u64,
+    _guard: WriterGuard,
+}
+
+impl std::fmt::Debug for NewBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewBlob")
+            .field("temp", &self.temp)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl Write for NewBlob {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("blob already committed"))?;
+        let n = file.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NewBlob {
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Make the blob visible under its digest; returns the digest and size.
+    pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
+        let hasher = std::mem::replace(&mut self.hasher, DigestHasher::new(Algorithm::Sha256));
+        let digest = hasher.finish();
+        let dest = self.blobs_dir.join(digest.encoded());
+        let file = self.file.take();
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == self.written) {
+            // Same digest already stored (verified when it was written): keep it.
+            return Ok((digest, self.written));
+        }
+        if let Some(f) = file {
+            f.sync_all()
+                .map_err(|e| StoreError::io(&self.temp, "cannot fsync blob", e))?;
+        }
+        fs::create_dir_all(&self.blobs_dir)
+            .map_err(|e| StoreError::io(&self.blobs_dir, "cannot create directory", e))?;
+        fs::rename(&self.temp, &dest)
+            .map_err(|e| StoreError::io(&dest, "cannot rename blob into place", e))?;
+        self.temp = PathBuf::new();
+        fsync_dir(&self.blobs_dir)?;
+        Ok((digest, self.written))
+    }
+}
+
+impl Drop for NewBlob {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            self.file = None;
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 /// Copy a whole reader into a [`BlobWriter`] and commit it.
 pub(crate) fn copy_into(mut writer: BlobWriter, mut reader: impl Read) -> Result<(), StoreError> {
     let mut buf = vec![0u8; COPY_CHUNK];
@@ -759,6 +841,20 @@ impl OciLayout {
             descriptor,
             Some(guard),
         )
+    }
+
+    /// Start writing a SHA-256 blob whose digest is not known yet (see [`NewBlob`]).
+    pub fn new_blob(&self) -> Result<NewBlob, StoreError> {
+        let guard = self.writer_guard()?;
+        let (file, temp) = create_temp(&self.temp_dir())?;
+        Ok(NewBlob {
+            file: Some(file),
+            temp,
+            blobs_dir: self.root.join("blobs").join(Algorithm::Sha256.as_str()),
+            hasher: DigestHasher::new(Algorithm::Sha256),
+            written: 0,
+            _guard: guard,
+        })
     }
 
     /// Stream a blob into the layout, verifying size (abort at size+1) and digest; commit

@@ -73,7 +73,8 @@ pub use archive::{DockerArchiveSink, DockerArchiveSource, OciArchiveSink, OciArc
 pub use dir::{DirSink, DirSource};
 pub use error::StoreError;
 pub use layout::{
-    BlobWriter, GcReport, MAX_INDEX_BYTES, OciLayout, WriterGuard, ref_name_conforms, valid_tag,
+    BlobWriter, GcReport, MAX_INDEX_BYTES, NewBlob, OciLayout, WriterGuard, ref_name_conforms,
+    valid_tag,
 };
 pub use transport::{LayoutSink, LayoutSource};
 

@@ -629,3 +629,26 @@ async fn large_bad_blobs_are_never_committed() {
         temp_files(dir.path())
     );
 }
+
+#[test]
+fn new_blob_names_itself_by_its_digest_and_cleans_up() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create_or_open(dir.path()).unwrap();
+    let mut blob = layout.new_blob().unwrap();
+    blob.write_all(b"layer bytes").unwrap();
+    let (digest, size) = blob.commit().unwrap();
+    assert_eq!(digest, Digest::sha256_of(b"layer bytes"));
+    assert_eq!(size, 11);
+    assert_eq!(fs::read(layout.blob_path(&digest)).unwrap(), b"layer bytes");
+    // The same content again keeps the existing blob.
+    let mut again = layout.new_blob().unwrap();
+    again.write_all(b"layer bytes").unwrap();
+    assert_eq!(again.commit().unwrap().0, digest);
+    // Dropped before commit: nothing left behind.
+    let mut dropped = layout.new_blob().unwrap();
+    dropped.write_all(b"partial").unwrap();
+    drop(dropped);
+    assert!(!layout.has_blob(&Digest::sha256_of(b"partial"), None));
+    assert!(temp_files(dir.path()).is_empty());
+}

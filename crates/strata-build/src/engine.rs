@@ -1,0 +1,1000 @@
+//! The executor: stages per platform, instruction by instruction, with cache keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use strata_archive::LayerLayout;
+use strata_containerfile::{
+    CommandForm, Containerfile, Healthcheck, IgnoreMatcher, Instruction, InstructionKind, Scope,
+};
+use strata_spec::{Digest, HealthConfig, History, ImageConfig, Platform, RuntimeConfig};
+use strata_store::{LayoutSink, OciLayout};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::base::{BaseImage, BaseTop, poisoned};
+use crate::cache::{BuildCache, CachedLayer, KeyHasher, LAYER_FORMAT_VERSION, default_cache_dir};
+use crate::fetch::Download;
+use crate::hashcache::HashCache;
+use crate::layer::{LayerRef, LayerSettings};
+use crate::options::{ContainerfileSource, ImageFormat, Output, read_build_arg_file};
+use crate::progress::{BuildEvent, BuildProgress, LayerOrigin};
+use crate::source::{OwnerSource, SourceRoot};
+use crate::time::{now_unix, rfc3339};
+use crate::tree::Tree;
+use crate::{BaseResolver, BuildError, BuildOptions, BuildResult, Compression, Location};
+
+/// The `PATH` Docker gives Linux images built `FROM scratch`.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Largest Containerfile read (the parser holds it in memory).
+const MAX_CONTAINERFILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest ignore file read.
+const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// A value computed once per build by whichever task asks first; the others wait for it.
+pub(crate) type Memo<T> = Arc<OnceCell<Arc<T>>>;
+
+/// State shared by every platform of one build.
+pub(crate) struct Shared<'r> {
+    pub options: &'r BuildOptions,
+    pub resolver: &'r dyn BaseResolver,
+    pub progress: Option<Arc<dyn BuildProgress>>,
+    pub file_name: String,
+    pub file: Containerfile,
+    pub layout: OciLayout,
+    pub sink: LayoutSink,
+    pub cache: BuildCache,
+    pub context: Arc<SourceRoot>,
+    pub ignore: Option<Arc<(IgnoreMatcher, String)>>,
+    pub hashes: Arc<Mutex<HashCache>>,
+    pub build_args: BTreeMap<String, String>,
+    pub scratch: tempfile::TempDir,
+    pub now: u64,
+    /// Folded into every chain root: settings that change layer bytes.
+    pub salt: Digest,
+    pub jobs: Arc<Semaphore>,
+    pub(crate) bases: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseTop>>>>>,
+    pub(crate) images: Mutex<HashMap<(String, String), Memo<BaseImage>>>,
+    pub(crate) inflight:
+        Mutex<HashMap<Digest, Memo<(CachedLayer, Arc<crate::layer::WrittenHashes>)>>>,
+    pub(crate) downloads: Mutex<HashMap<String, Arc<OnceCell<Arc<Download>>>>>,
+    pub(crate) roots: Mutex<HashMap<Digest, Arc<OnceCell<Arc<SourceRoot>>>>>,
+    /// Sources already globbed, walked and hashed (the same COPY on several platforms reads
+    /// the context once).
+    pub(crate) gathers: Mutex<HashMap<Digest, Memo<Vec<crate::gather::Gathered>>>>,
+}
+
+impl Shared<'_> {
+    pub(crate) fn emit(&self, event: BuildEvent) {
+        if let Some(p) = &self.progress {
+            p.event(event);
+        }
+    }
+    pub(crate) fn at(&self, line: usize) -> Location {
+        Location {
+            file: self.file_name.clone(),
+            line,
+        }
+    }
+    /// `created` of everything this build writes.
+    pub(crate) fn created(&self) -> u64 {
+        self.options.source_date_epoch.unwrap_or(self.now)
+    }
+    pub(crate) fn escape(&self) -> char {
+        self.file.directives.escape
+    }
+    pub(crate) fn layer_settings(&self, windows: bool) -> LayerSettings {
+        LayerSettings {
+            compression: self.options.compression,
+            layout: if windows {
+                LayerLayout::Windows
+            } else {
+                LayerLayout::Linux
+            },
+            clamp: self.options.source_date_epoch,
+        }
+    }
+    /// Stage index for a name (`AS` alias, case-insensitive) or, with `allow_index`, a number.
+    pub(crate) fn stage_index(&self, name: &str, allow_index: bool) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        if let Some(s) = self
+            .file
+            .stages
+            .iter()
+            .find(|s| s.from.alias.as_deref() == Some(lower.as_str()))
+        {
+            return Some(s.index);
+        }
+        if allow_index && let Ok(i) = name.parse::<usize>() {
+            return (i < self.file.stages.len()).then_some(i);
+        }
+        None
+    }
+    pub(crate) fn stage_names(&self) -> String {
+        let v: Vec<String> = self
+            .file
+            .stages
+            .iter()
+            .map(|s| match &s.from.alias {
+                Some(a) => format!("{a} ({})", s.index),
+                None => s.index.to_string(),
+            })
+            .collect();
+        v.join(", ")
+    }
+}
+
+/// A finished stage.
+#[derive(Debug, Clone)]
+pub(crate) struct BuiltStage {
+    pub windows: bool,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+    /// Layers and history entries that come from the base image (kept by `--squash`).
+    pub base_layers: usize,
+    pub base_history: usize,
+    pub history: Vec<History>,
+    pub key: Digest,
+    /// The base image name and manifest digest (for annotations), when FROM an image.
+    pub base: Option<(String, Digest)>,
+}
+
+/// A stage being built.
+pub(crate) struct StageState {
+    pub index: usize,
+    pub name: String,
+    pub platform: Platform,
+    pub windows: bool,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerRef>,
+    pub base_layers: usize,
+    pub base_history: usize,
+    pub history: Vec<History>,
+    pub key: Digest,
+    pub scope: Scope,
+    /// The rootfs index, when computed (lazily, on the first cache miss that needs it).
+    pub tree: Option<Tree>,
+    /// CMD was set in this stage (ENTRYPOINT then keeps it).
+    pub cmd_set: bool,
+    /// A later COPY/ADD of this stage will need the rootfs index (else it is dropped after
+    /// each layer instead of being kept up to date).
+    pub tree_needed_later: bool,
+    pub base: Option<(String, Digest)>,
+}
+
+impl StageState {
+    pub(crate) fn workdir(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+    pub(crate) fn runtime(&mut self) -> &mut RuntimeConfig {
+        self.config
+            .config
+            .get_or_insert_with(RuntimeConfig::default)
+    }
+    fn finish(self) -> BuiltStage {
+        BuiltStage {
+            windows: self.windows,
+            config: self.config,
+            layers: self.layers,
+            base_layers: self.base_layers,
+            base_history: self.base_history,
+            history: self.history,
+            key: self.key,
+            base: self.base,
+        }
+    }
+}
+
+/// One target platform.
+pub(crate) struct PlatformBuild<'s, 'r> {
+    pub shared: &'s Shared<'r>,
+    pub platform: Platform,
+    pub global: Scope,
+    stages: Mutex<HashMap<usize, Arc<BuiltStage>>>,
+}
+
+fn platform_args(prefix: &str, p: &Platform, out: &mut BTreeMap<String, String>) {
+    let n = p.normalised();
+    out.insert(format!("{prefix}PLATFORM"), n.short());
+    out.insert(format!("{prefix}OS"), n.os.clone());
+    out.insert(format!("{prefix}ARCH"), n.architecture.clone());
+    out.insert(
+        format!("{prefix}VARIANT"),
+        n.variant.clone().unwrap_or_default(),
+    );
+}
+
+impl<'s, 'r> PlatformBuild<'s, 'r> {
+    fn new(shared: &'s Shared<'r>, platform: Platform) -> Result<Self, BuildError> {
+        let mut predefined = BTreeMap::new();
+        platform_args("TARGET", &platform, &mut predefined);
+        platform_args("BUILD", &Platform::host(), &mut predefined);
+        let global = Scope::global(
+            &shared.file.global_args,
+            &shared.build_args,
+            &predefined,
+            shared.escape(),
+        )
+        .map_err(|source| BuildError::Expand {
+            at: shared.at(shared
+                .file
+                .global_args
+                .first()
+                .map(|i| i.span.line)
+                .unwrap_or(1)),
+            source,
+        })?;
+        Ok(PlatformBuild {
+            shared,
+            platform,
+            global,
+            stages: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Build stage `index` (and, first, the stages it depends on). Each stage is built once.
+    pub(crate) fn stage(
+        &'s self,
+        index: usize,
+        visiting: Vec<usize>,
+    ) -> BoxFuture<'s, Result<Arc<BuiltStage>, BuildError>> {
+        Box::pin(async move {
+            if let Some(done) = self
+                .stages
+                .lock()
+                .map_err(|_| poisoned())?
+                .get(&index)
+                .cloned()
+            {
+                return Ok(done);
+            }
+            let stage = &self.shared.file.stages[index];
+            if visiting.contains(&index) {
+                return Err(BuildError::StageCycle {
+                    at: self.shared.at(stage.span.line),
+                    stage: stage
+                        .from
+                        .alias
+                        .clone()
+                        .unwrap_or_else(|| index.to_string()),
+                });
+            }
+            let mut visiting = visiting;
+            visiting.push(index);
+            let built = Arc::new(self.run_stage(index, visiting).await?);
+            self.stages
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(index, Arc::clone(&built));
+            Ok(built)
+        })
+    }
+
+    async fn run_stage(
+        &'s self,
+        index: usize,
+        visiting: Vec<usize>,
+    ) -> Result<BuiltStage, BuildError> {
+        let shared = self.shared;
+        let stage = &shared.file.stages[index];
+        let at = shared.at(stage.span.line);
+        let escape = shared.escape();
+        let expand = |w: &str| {
+            self.global
+                .expand(w, escape)
+                .map_err(|source| BuildError::Expand {
+                    at: at.clone(),
+                    source,
+                })
+        };
+        let image = expand(&stage.from.image)?;
+        if image.is_empty() {
+            return Err(BuildError::instruction(
+                &at,
+                &stage.original,
+                "FROM names no image",
+            ));
+        }
+        let platform = match &stage.from.platform {
+            Some(p) => {
+                let p = expand(p)?;
+                p.parse::<Platform>()
+                    .map_err(|e| BuildError::instruction(&at, &stage.original, e.to_string()))?
+            }
+            None => self.platform.clone(),
+        };
+        let windows = platform.normalised().os == "windows";
+        let name = stage
+            .from
+            .alias
+            .clone()
+            .unwrap_or_else(|| index.to_string());
+
+        let (config, layers, base_layers, history, base_history, key, base) =
+            if let Some(j) = shared.stage_index(&image, false).filter(|&j| j != index) {
+                let parent = self.stage(j, visiting.clone()).await?;
+                (
+                    parent.config.clone(),
+                    parent.layers.clone(),
+                    parent.base_layers,
+                    parent.history.clone(),
+                    parent.base_history,
+                    parent.key.clone(),
+                    parent.base.clone(),
+                )
+            } else if image.eq_ignore_ascii_case("scratch") {
+                let p = platform.normalised();
+                let config = ImageConfig {
+                    architecture: p.architecture.clone(),
+                    os: p.os.clone(),
+                    os_version: platform.os_version.clone(),
+                    os_features: platform.os_features.clone(),
+                    variant: p.variant.clone(),
+                    config: Some(RuntimeConfig {
+                        env: (!windows).then(|| vec![DEFAULT_PATH.to_string()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let mut k = KeyHasher::new("from-scratch");
+                k.field("salt", shared.salt.to_string().as_bytes())
+                    .str("platform", &platform.to_string());
+                (config, Vec::new(), 0, Vec::new(), 0, k.finish(), None)
+            } else {
+                let base = shared.base_image(&image, &platform).await?;
+                let mut k = KeyHasher::new("from-image");
+                k.field("salt", shared.salt.to_string().as_bytes())
+                    .str("manifest", &base.manifest_digest.to_string())
+                    .str("platform", &platform.to_string());
+                let history = base.config.history.clone();
+                let mut config = base.config.clone();
+                config.history = Vec::new();
+                config.rootfs = Default::default();
+                (
+                    config,
+                    base.layers.clone(),
+                    base.layers.len(),
+                    history.clone(),
+                    history.len(),
+                    k.finish(),
+                    Some((image.clone(), base.manifest_digest.clone())),
+                )
+            };
+
+        let base_env = config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default();
+        let scope = Scope::stage(&self.global, &base_env);
+        let mut st = StageState {
+            index,
+            name,
+            platform,
+            windows,
+            config,
+            layers,
+            base_layers,
+            base_history,
+            history,
+            key,
+            scope,
+            tree: None,
+            cmd_set: false,
+            tree_needed_later: true,
+            base,
+        };
+
+        // ONBUILD triggers of the base run first, then are cleared (Docker semantics).
+        let triggers = st
+            .config
+            .config
+            .as_mut()
+            .and_then(|c| c.on_build.take())
+            .unwrap_or_default();
+        for (i, trigger) in triggers.iter().enumerate() {
+            let at = Location {
+                file: format!("{image} ONBUILD"),
+                line: i + 1,
+            };
+            let parsed = strata_containerfile::parse(&format!("FROM scratch\n{trigger}\n"))
+                .map_err(|source| BuildError::Parse {
+                    file: at.file.clone(),
+                    source,
+                })?;
+            let Some(instr) = parsed.stages.first().and_then(|s| s.instructions.first()) else {
+                continue;
+            };
+            self.instruction(&mut st, instr, &at, i + 1, triggers.len(), &visiting)
+                .await?;
+        }
+
+        let steps = stage.instructions.len();
+        for (i, instr) in stage.instructions.iter().enumerate() {
+            st.tree_needed_later = stage.instructions[i + 1..]
+                .iter()
+                .any(|x| matches!(x.kind, InstructionKind::Copy(_) | InstructionKind::Add(_)));
+            let at = shared.at(instr.span.line);
+            self.instruction(&mut st, instr, &at, i + 1, steps, &visiting)
+                .await?;
+        }
+        Ok(st.finish())
+    }
+
+    fn history_entry(&self, created_by: &str, empty: bool) -> History {
+        History {
+            created: Some(rfc3339(self.shared.created())),
+            created_by: Some(created_by.to_string()),
+            author: None,
+            comment: None,
+            empty_layer: empty.then_some(true),
+        }
+    }
+
+    /// Record a metadata-only step: history entry and chain key over the new config.
+    fn metadata_step(&self, st: &mut StageState, instr: &Instruction) {
+        let runtime = serde_json::to_vec(&st.config.config).unwrap_or_default();
+        let mut k = KeyHasher::new("metadata");
+        k.str("parent", &st.key.to_string())
+            .str("instruction", &instr.original)
+            .field("config", &runtime)
+            .str("author", st.config.author.as_deref().unwrap_or(""));
+        st.key = k.finish();
+        st.history
+            .push(self.history_entry(instr.original.trim(), true));
+    }
+
+    pub(crate) fn expand_in(
+        &self,
+        st: &StageState,
+        word: &str,
+        at: &Location,
+    ) -> Result<String, BuildError> {
+        st.scope
+            .expand(word, self.shared.escape())
+            .map_err(|source| BuildError::Expand {
+                at: at.clone(),
+                source,
+            })
+    }
+
+    fn shell_of(&self, st: &StageState) -> Vec<String> {
+        st.config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| {
+                if st.windows {
+                    vec!["cmd".into(), "/S".into(), "/C".into()]
+                } else {
+                    vec!["/bin/sh".into(), "-c".into()]
+                }
+            })
+    }
+
+    pub(crate) fn command_args(&self, st: &StageState, form: &CommandForm) -> Vec<String> {
+        match form {
+            CommandForm::Exec(v) => v.clone(),
+            CommandForm::Shell(s) => {
+                let mut v = self.shell_of(st);
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    async fn instruction(
+        &'s self,
+        st: &mut StageState,
+        instr: &Instruction,
+        at: &Location,
+        step: usize,
+        steps: usize,
+        visiting: &[usize],
+    ) -> Result<(), BuildError> {
+        let shared = self.shared;
+        shared.emit(BuildEvent::StepStarted {
+            platform: self.platform.clone(),
+            stage: st.name.clone(),
+            step,
+            steps,
+            line: at.line,
+            instruction: instr.original.clone(),
+        });
+        let escape = shared.escape();
+        let bad = |msg: String| BuildError::instruction(at, &instr.original, msg);
+        match &instr.kind {
+            InstructionKind::Arg(decls) => {
+                for d in decls {
+                    st.scope
+                        .declare_arg(d, &self.global, &shared.build_args, escape)
+                        .map_err(|source| BuildError::Expand {
+                            at: at.clone(),
+                            source,
+                        })?;
+                }
+                // ARG changes no config and no layer; RUN keys include the declared values.
+                self.done(st, step, None);
+                return Ok(());
+            }
+            InstructionKind::Env(pairs) => {
+                for kv in pairs {
+                    let k = self.expand_in(st, &kv.key, at)?;
+                    let v = self.expand_in(st, &kv.value, at)?;
+                    if k.is_empty() || k.contains('=') {
+                        return Err(bad(format!("invalid environment variable name {k:?}")));
+                    }
+                    st.scope.set_env(&k, &v);
+                }
+                st.runtime().env = Some(st.scope.env());
+            }
+            InstructionKind::Label(pairs) => {
+                for kv in pairs {
+                    let k = self.expand_in(st, &kv.key, at)?;
+                    let v = self.expand_in(st, &kv.value, at)?;
+                    if k.is_empty() {
+                        return Err(bad("empty label name".into()));
+                    }
+                    st.runtime()
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, v);
+                }
+            }
+            InstructionKind::Workdir(w) => {
+                let w = self.expand_in(st, w, at)?;
+                let w = if st.windows {
+                    crate::copyplan::normalise_windows_path(&w)
+                } else {
+                    w
+                };
+                let parts = crate::copyplan::absolute_parts(&w, &st.workdir());
+                let joined = format!(
+                    "/{}",
+                    parts
+                        .iter()
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                );
+                // Windows images record the path as Windows does (`C:\app`).
+                let stored = if st.windows {
+                    format!("C:{}", joined.replace('/', "\\"))
+                } else {
+                    joined
+                };
+                st.runtime().working_dir = Some(stored);
+            }
+            InstructionKind::User(u) => {
+                let u = self.expand_in(st, u, at)?;
+                st.runtime().user = Some(u);
+            }
+            InstructionKind::Expose(words) => {
+                let mut ports = Vec::new();
+                for w in words {
+                    for p in
+                        st.scope
+                            .expand_words(w, escape)
+                            .map_err(|source| BuildError::Expand {
+                                at: at.clone(),
+                                source,
+                            })?
+                    {
+                        ports.extend(expose_ports(&p).map_err(&bad)?);
+                    }
+                }
+                let map = st.runtime().exposed_ports.get_or_insert_with(BTreeMap::new);
+                for p in ports {
+                    map.insert(p, serde_json::json!({}));
+                }
+            }
+            InstructionKind::Volume(paths) => {
+                let mut vols = Vec::new();
+                for p in paths {
+                    let v = self.expand_in(st, p, at)?;
+                    if v.trim().is_empty() {
+                        return Err(bad("VOLUME names an empty path".into()));
+                    }
+                    vols.push(v);
+                }
+                let map = st.runtime().volumes.get_or_insert_with(BTreeMap::new);
+                for v in vols {
+                    map.insert(v, serde_json::json!({}));
+                }
+            }
+            InstructionKind::Entrypoint(form) => {
+                let args = self.command_args(st, form);
+                let windows_shell = st.windows && matches!(form, CommandForm::Shell(_));
+                let cmd_set = st.cmd_set;
+                let rt = st.runtime();
+                rt.entrypoint = Some(args);
+                if !cmd_set {
+                    // An inherited CMD makes no sense with a new ENTRYPOINT: Docker drops it.
+                    rt.cmd = None;
+                }
+                if windows_shell {
+                    rt.args_escaped = Some(true);
+                }
+            }
+            InstructionKind::Cmd(form) => {
+                let args = self.command_args(st, form);
+                let windows_shell = st.windows && matches!(form, CommandForm::Shell(_));
+                st.cmd_set = true;
+                let rt = st.runtime();
+                rt.cmd = Some(args);
+                if windows_shell {
+                    rt.args_escaped = Some(true);
+                }
+            }
+            InstructionKind::Shell(v) => {
+                if v.is_empty() {
+                    return Err(bad("SHELL needs at least one word".into()));
+                }
+                st.runtime().shell = Some(v.clone());
+            }
+            InstructionKind::StopSignal(s) => {
+                let s = self.expand_in(st, s, at)?;
+                st.runtime().stop_signal = Some(s);
+            }
+            InstructionKind::Healthcheck(h) => {
+                let hc = match h {
+                    Healthcheck::None => HealthConfig {
+                        test: Some(vec!["NONE".into()]),
+                        ..Default::default()
+                    },
+                    Healthcheck::Check {
+                        command,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => {
+                        let dur = |v: &Option<String>| -> Result<Option<i64>, BuildError> {
+                            match v {
+                                None => Ok(None),
+                                Some(s) => strata_containerfile::parse_duration(s)
+                                    .map(|d| Some(d.as_nanos().min(i64::MAX as u128) as i64))
+                                    .map_err(|e| bad(format!("invalid duration {s:?}: {e}"))),
+                            }
+                        };
+                        let test = match command {
+                            CommandForm::Exec(v) => {
+                                let mut t = vec!["CMD".to_string()];
+                                t.extend(v.iter().cloned());
+                                t
+                            }
+                            CommandForm::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+                        };
+                        HealthConfig {
+                            test: Some(test),
+                            interval: dur(interval)?,
+                            timeout: dur(timeout)?,
+                            start_period: dur(start_period)?,
+                            start_interval: dur(start_interval)?,
+                            retries: retries.map(i64::from),
+                        }
+                    }
+                };
+                st.runtime().healthcheck = Some(hc);
+            }
+            InstructionKind::Onbuild(inner) => {
+                let text = inner.original.trim().to_string();
+                st.runtime()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(text);
+            }
+            InstructionKind::Maintainer(m) => {
+                st.config.author = Some(m.clone());
+            }
+            InstructionKind::Copy(copy) => {
+                return self
+                    .copy_step(st, instr, copy, None, at, step, visiting)
+                    .await;
+            }
+            InstructionKind::Add(add) => {
+                return self
+                    .copy_step(st, instr, &add.copy, Some(add), at, step, visiting)
+                    .await;
+            }
+            InstructionKind::Run(run) => {
+                return self.run_step(st, instr, run, at, step).await;
+            }
+            other => {
+                return Err(bad(format!("unsupported instruction {other:?}")));
+            }
+        }
+        self.metadata_step(st, instr);
+        self.done(st, step, None);
+        Ok(())
+    }
+
+    pub(crate) fn done(
+        &self,
+        st: &StageState,
+        step: usize,
+        layer: Option<(Digest, u64, LayerOrigin)>,
+    ) {
+        let (layer, size, origin) = match layer {
+            Some((d, s, o)) => (Some(d), s, Some(o)),
+            None => (None, 0, None),
+        };
+        self.shared.emit(BuildEvent::StepDone {
+            platform: self.platform.clone(),
+            stage: st.name.clone(),
+            step,
+            layer,
+            size,
+            origin,
+        });
+    }
+}
+
+/// `EXPOSE` words: `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (ranges expanded as Docker
+/// does; at most 65536 ports).
+fn expose_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid protocol in EXPOSE {word:?}"));
+    }
+    let parse = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("invalid port in EXPOSE {word:?}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(format!("invalid port range in EXPOSE {word:?}"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn read_capped(path: &Path, limit: u64, what: &str) -> Result<String, BuildError> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))?;
+    if md.len() > limit {
+        return Err(BuildError::io(
+            path,
+            format!("{what} is larger than {limit} bytes"),
+            std::io::Error::from(std::io::ErrorKind::InvalidData),
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))
+}
+
+/// The ignore file for this build: `--ignorefile`, else `<Containerfile>.containerignore` /
+/// `<Containerfile>.dockerignore` beside the Containerfile, else the context's
+/// `.containerignore` / `.dockerignore`.
+fn ignore_file(options: &BuildOptions) -> Option<PathBuf> {
+    if let Some(p) = &options.ignore_file {
+        return Some(p.clone());
+    }
+    if let ContainerfileSource::Path(cf) = &options.containerfile {
+        for ext in ["containerignore", "dockerignore"] {
+            let mut s = cf.as_os_str().to_os_string();
+            s.push(format!(".{ext}"));
+            let p = PathBuf::from(s);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    [".containerignore", ".dockerignore"]
+        .iter()
+        .map(|n| options.context.join(n))
+        .find(|p| p.is_file())
+}
+
+fn salt(options: &BuildOptions) -> Digest {
+    let mut k = KeyHasher::new("build-salt");
+    k.str("format", LAYER_FORMAT_VERSION);
+    match options.compression {
+        Compression::None => k.str("compression", "none"),
+        Compression::Gzip { level } => k.str("compression", "gzip").num("level", level as u64),
+        Compression::Zstd { level } => k.str("compression", "zstd").num("level", level as u64),
+    };
+    k.num(
+        "source-date-epoch",
+        options.source_date_epoch.map(|v| v + 1).unwrap_or(0),
+    );
+    k.finish()
+}
+
+/// Build the Containerfile for every platform of `options`; see the crate docs.
+pub async fn build(
+    options: &BuildOptions,
+    resolver: &dyn BaseResolver,
+    progress: Option<Arc<dyn BuildProgress>>,
+) -> Result<BuildResult, BuildError> {
+    if options.format == ImageFormat::V2s2
+        && matches!(options.compression, Compression::Zstd { .. })
+    {
+        return Err(BuildError::InvalidOption {
+            option: "compression".into(),
+            reason: "zstd layers cannot be described by Docker schema 2 (use the OCI format)"
+                .into(),
+        });
+    }
+    let (text, file_name) = match &options.containerfile {
+        ContainerfileSource::Path(p) => (
+            read_capped(p, MAX_CONTAINERFILE_BYTES, "Containerfile")?,
+            p.display().to_string(),
+        ),
+        ContainerfileSource::Text { text, name } => (text.clone(), name.clone()),
+    };
+    let file = strata_containerfile::parse(&text).map_err(|source| BuildError::Parse {
+        file: file_name.clone(),
+        source,
+    })?;
+    if file.stages.is_empty() {
+        return Err(BuildError::Parse {
+            file: file_name.clone(),
+            source: strata_containerfile::ParseError {
+                line: 1,
+                message: "no FROM instruction".into(),
+                text: String::new(),
+            },
+        });
+    }
+    let layout = match &options.output {
+        Output::Store => strata_store::default_store(),
+        Output::Layout(p) => OciLayout::create_or_open(p),
+    }
+    .map_err(|e| BuildError::store("opening the output layout", e))?;
+    // Held for the whole build: gc cannot collect layers written but not yet tagged.
+    let _guard = layout
+        .writer_guard()
+        .map_err(|e| BuildError::store("locking the output layout", e))?;
+    let sink = LayoutSink::new(layout.clone(), format!("oci:{}", layout.root().display()))
+        .map_err(|e| BuildError::store("opening the output layout", e))?;
+    let cache_dir = options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(layout.root()));
+    let cache = BuildCache::new(cache_dir, options.cache);
+    let context = Arc::new(
+        SourceRoot::open(&options.context, OwnerSource::Inode)
+            .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?,
+    );
+    let ignore = match ignore_file(options) {
+        Some(p) => {
+            let text = read_capped(&p, MAX_IGNORE_FILE_BYTES, "ignore file")?;
+            let m = IgnoreMatcher::parse(&text).map_err(|source| BuildError::Parse {
+                file: p.display().to_string(),
+                source,
+            })?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some(Arc::new((m, name)))
+        }
+        None => None,
+    };
+    let hashes = Arc::new(Mutex::new(HashCache::load(
+        cache.hash_cache_file(&options.context),
+    )));
+    let mut build_args = BTreeMap::new();
+    for f in &options.build_arg_files {
+        build_args.extend(read_build_arg_file(f)?);
+    }
+    build_args.extend(options.build_args.clone());
+
+    let mut platforms: Vec<Platform> = Vec::new();
+    for p in if options.platforms.is_empty() {
+        vec![Platform::host()]
+    } else {
+        options.platforms.clone()
+    } {
+        if !platforms.contains(&p) {
+            platforms.push(p);
+        }
+    }
+    let jobs = if options.jobs == 0 {
+        strata_archive::default_workers()
+    } else {
+        options.jobs
+    };
+    let scratch = cache.temp_dir()?;
+    let shared = Shared {
+        options,
+        resolver,
+        progress,
+        file_name,
+        file,
+        layout,
+        sink,
+        cache,
+        context,
+        ignore,
+        hashes,
+        build_args,
+        scratch,
+        now: now_unix(),
+        salt: salt(options),
+        jobs: Arc::new(Semaphore::new(jobs.max(1))),
+        bases: Mutex::new(HashMap::new()),
+        images: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashMap::new()),
+        downloads: Mutex::new(HashMap::new()),
+        roots: Mutex::new(HashMap::new()),
+        gathers: Mutex::new(HashMap::new()),
+    };
+    warn_unused_args(&shared);
+
+    let target = match &options.target {
+        Some(t) => shared
+            .stage_index(t, true)
+            .ok_or_else(|| BuildError::TargetNotFound {
+                target: t.clone(),
+                available: shared.stage_names(),
+            })?,
+        None => shared.file.stages.len() - 1,
+    };
+
+    let builds: Vec<PlatformBuild<'_, '_>> = platforms
+        .iter()
+        .map(|p| PlatformBuild::new(&shared, p.clone()))
+        .collect::<Result<_, _>>()?;
+    let images = futures::future::try_join_all(builds.iter().map(|b| async move {
+        let stage = b.stage(target, Vec::new()).await?;
+        b.finish_image(stage).await
+    }))
+    .await?;
+    let result = crate::output::write_result(&shared, images).await?;
+    if let Ok(mut h) = shared.hashes.lock()
+        && let Err(e) = h.save()
+    {
+        tracing::warn!("cannot save the context hash cache: {e}");
+    }
+    if let Some(path) = &options.iidfile {
+        std::fs::write(path, result.image_id())
+            .map_err(|e| BuildError::io(path, "cannot write the iidfile", e))?;
+    }
+    Ok(result)
+}
+
+fn warn_unused_args(shared: &Shared<'_>) {
+    let unused = Scope::unused_build_args(&shared.file, &shared.build_args);
+    if !unused.is_empty() {
+        shared.emit(BuildEvent::Warning {
+            message: format!("build args not consumed by any ARG: {}", unused.join(", ")),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expose_words() {
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expose_ports("8000-8002").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        assert!(expose_ports("x").is_err());
+        assert!(expose_ports("80/icmp").is_err());
+        assert!(expose_ports("9-1").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Multi-platform builds: one index from a multi-arch base, shared layers, Windows layers
+//! entry by entry, platform errors, Docker manifest lists, `--platform=$BUILDPLATFORM`.
+
+mod common;
+
+use common::*;
+use strata_build::{BuildError, ImageFormat, LayerOrigin};
+use strata_spec::{Manifest, MediaType, Platform};
+
+fn plats(list: &[&str]) -> Vec<Platform> {
+    list.iter().map(|p| p.parse().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn multi_platform_index_with_windows_and_shared_layers() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    c.file("app/f", b"payload\n");
+    let cf = "FROM test/multi\nARG TARGETARCH\nWORKDIR C:\\\\work\nCOPY app C:\\\\app\\\\\nLABEL arch=$TARGETARCH\n";
+    let mut o = c.options(cf);
+    o.platforms = plats(&[
+        "linux/amd64",
+        "linux/arm64",
+        "windows/amd64:10.0.17763.1757",
+    ]);
+    o.tags = vec!["multi".into()];
+    o.source_date_epoch = Some(1_700_000_000);
+    let (result, events) = run_build(&o, &r).await.unwrap();
+    assert_eq!(result.media_type.as_str(), MediaType::OCI_INDEX);
+    let Manifest::Index(index) =
+        Manifest::parse(&read_blob(&result.layout, &result.digest), None).unwrap()
+    else {
+        panic!("not an index")
+    };
+    let ps: Vec<String> = index
+        .manifests
+        .iter()
+        .map(|d| d.platform.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ps,
+        [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "windows/amd64:10.0.17763.1757"
+        ]
+    );
+    // Linux: the same COPY on two architectures is one blob, produced once.
+    let (amd, arm, win) = (&result.images[0], &result.images[1], &result.images[2]);
+    let amd_copy = amd.layers.last().unwrap();
+    let arm_copy = arm.layers.last().unwrap();
+    assert_eq!(amd_copy.digest, arm_copy.digest);
+    let origins = [amd_copy.origin, arm_copy.origin];
+    assert!(origins.contains(&LayerOrigin::Built), "{origins:?}");
+    assert!(
+        origins
+            .iter()
+            .any(|o| matches!(o, LayerOrigin::Shared | LayerOrigin::Cached)),
+        "{origins:?}"
+    );
+    let built_events = events
+        .all()
+        .iter()
+        .filter(|e| matches!(e, strata_build::BuildEvent::StepDone { layer: Some(_), .. }))
+        .count();
+    assert_eq!(built_events, 3);
+    let linux = layer_entries(&result, 0, -1);
+    assert_eq!(
+        paths(&linux),
+        ["C:\\work/", "C:\\work/C:\\app\\/", "C:\\work/C:\\app\\/f"],
+        "backslashes are names on Linux: `C:\\work` is relative to /"
+    );
+    // Windows: Files/ + Hives/ layout, MSWINDOWS PAX records, os.version from the base.
+    let w = layer_entries(&result, 2, -1);
+    assert_eq!(paths(&w), ["Hives", "Files", "Files/app", "Files/app/f"]);
+    assert!(w.iter().all(|e| e.kind != 'd' || !e.path.ends_with('/')));
+    for e in &w {
+        let keys: Vec<&str> = e.pax.iter().map(|(k, _)| k.as_str()).collect();
+        // Hives/ and Files/ carry only the attribute (BuildKit/ggcr); real entries also the
+        // security descriptor.
+        if e.path.starts_with("Files/") {
+            assert!(keys.contains(&"MSWINDOWS.rawsd"), "{}: {keys:?}", e.path);
+        }
+        let attr = &e
+            .pax
+            .iter()
+            .find(|(k, _)| k == "MSWINDOWS.fileattr")
+            .unwrap()
+            .1;
+        assert_eq!(attr, if e.kind == 'd' { "16" } else { "32" }, "{}", e.path);
+    }
+    assert_eq!(find(&w, "Files/app/f").data, b"payload\n");
+    let wm = manifest_of(&result.layout, &win.manifest);
+    let wc = config_of(&result.layout, &wm);
+    assert_eq!(
+        (wc.os.as_str(), wc.os_version.as_deref()),
+        ("windows", Some("10.0.17763.1757"))
+    );
+    let wrt = wc.config.unwrap();
+    assert_eq!(wrt.labels.unwrap()["arch"], "amd64");
+    assert_eq!(
+        wrt.working_dir.as_deref(),
+        Some("C:\\work"),
+        "Windows paths in Windows configs"
+    );
+    let ac = config_of(&result.layout, &manifest_of(&result.layout, &arm.manifest));
+    assert_eq!(
+        (ac.architecture.as_str(), ac.variant.as_deref()),
+        ("arm64", Some("v8"))
+    );
+    assert_eq!(ac.config.unwrap().labels.unwrap()["arch"], "arm64");
+    if have("skopeo") {
+        let raw = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci:{}:multi", result.layout.display()),
+            ],
+        );
+        assert!(raw.contains("10.0.17763.1757"));
+        for (p, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+            let (os, a) = p.split_once('/').unwrap();
+            let info = serde_json::from_str::<serde_json::Value>(&run(
+                "skopeo",
+                &[
+                    "--override-os",
+                    os,
+                    "--override-arch",
+                    a,
+                    "inspect",
+                    &format!("oci:{}:multi", result.layout.display()),
+                ],
+            ))
+            .unwrap();
+            assert_eq!(info["Architecture"], arch);
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_platform_is_an_error_never_a_mislabelled_image() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    let mut o = c.options("FROM test/amd64-only\nLABEL a=b\n");
+    o.platforms = plats(&["linux/amd64", "linux/arm64"]);
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(matches!(err, BuildError::PlatformNotFound { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("test/amd64-only")
+            && msg.contains("linux/arm64")
+            && msg.contains("available: linux/amd64"),
+        "{msg}"
+    );
+    // A single-platform base is checked against its config too.
+    let mut o = c.options("FROM test/busybox:amd64\nLABEL a=b\n");
+    o.platforms = plats(&["linux/arm64"]);
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(err.to_string().contains("available: linux/amd64"), "{err}");
+    // Windows versions must match.
+    let mut o = c.options("FROM test/multi\nLABEL a=b\n");
+    o.platforms = plats(&["windows/amd64:10.0.20348"]);
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(
+        err.to_string().contains("windows/amd64:10.0.17763.1757"),
+        "{err}"
+    );
+    // Without os.version the only Windows entry is used.
+    o.platforms = plats(&["windows/amd64"]);
+    run_build(&o, &r).await.unwrap();
+    // scratch takes the platform as given.
+    let mut o = c.options("FROM scratch\nLABEL a=b\n");
+    o.platforms = plats(&["linux/s390x"]);
+    let (s, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(s.images[0].platform.to_string(), "linux/s390x");
+}
+
+#[tokio::test]
+async fn run_on_a_windows_target_is_a_clear_error() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    let mut o = c.options("FROM test/multi\nRUN dir\n");
+    o.platforms = plats(&["windows/amd64"]);
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(matches!(err, BuildError::RunOnWindows { .. }), "{err}");
+    assert!(err.to_string().contains("Containerfile:2"), "{err}");
+}
+
+#[tokio::test]
+async fn docker_manifest_list_output() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    c.file("f", b"x");
+    let mut o = c.options("FROM test/multi\nCOPY f /f\n");
+    o.platforms = plats(&["linux/amd64", "linux/arm64"]);
+    o.format = ImageFormat::V2s2;
+    let (result, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(result.media_type.as_str(), MediaType::DOCKER_MANIFEST_LIST);
+    for img in &result.images {
+        let m = manifest_of(&result.layout, &img.manifest);
+        assert_eq!(m.media_type().as_str(), MediaType::DOCKER_MANIFEST);
+        assert_eq!(m.config.media_type.as_str(), MediaType::DOCKER_CONFIG);
+        assert!(
+            m.layers
+                .iter()
+                .all(|l| l.media_type.as_str() == MediaType::DOCKER_LAYER_GZIP)
+        );
+    }
+    o.compression = strata_build::Compression::Zstd { level: 3 };
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(matches!(err, BuildError::InvalidOption { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn build_platform_stages_feed_target_platform_images() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    let cf = "FROM --platform=$BUILDPLATFORM test/multi AS tools\n\
+              ARG TARGETARCH\n\
+              COPY <<EOF /out/for\n\
+              built for $TARGETARCH\n\
+              EOF\n\
+              FROM test/multi\n\
+              COPY --from=tools /out/for /for\n";
+    let mut o = c.options(cf);
+    o.platforms = plats(&["linux/arm64"]);
+    let (result, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(result.images[0].platform.architecture, "arm64");
+    assert_eq!(
+        find(&layer_entries(&result, 0, -1), "for").data,
+        b"built for arm64\n"
+    );
+}
