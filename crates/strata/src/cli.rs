@@ -28,6 +28,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build images from a Containerfile, for one or many platforms.
+    Build(BuildArgs),
     /// Copy an image or index between registries, layouts, archives and directories.
     Copy(CopyArgs),
     /// Show an image's digest, platforms, layers and config.
@@ -45,6 +47,8 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Remove blobs no tag refers to from an OCI layout (default: the local store).
     Gc(GcArgs),
+    /// Remove build cache entries (default: the local store's cache).
+    Prune(PruneArgs),
 }
 
 /// Output format of a command.
@@ -303,4 +307,114 @@ pub struct ManifestPushArgs {
     pub registry: RegistryArgs,
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// When base images are fetched from their registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PullPolicy {
+    /// Use the local store when it has the image, else the registry.
+    #[default]
+    Missing,
+    /// Always read bases from their registry.
+    Always,
+    /// Only the local store (and explicit oci:/archive names).
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CompressionKind {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile; - for stdin).
+    #[arg(short, long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Name the result in the local store (repeatable); with --push, the registry names.
+    #[arg(short, long, value_name = "NAME")]
+    pub tag: Vec<String>,
+    /// Target platforms, os/arch[/variant][:os.version], comma separated or repeated
+    /// (default: the host's). Several platforms make one index.
+    #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
+    pub platform: Vec<String>,
+    /// Build this stage (name or index) instead of the last.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment.
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub build_arg: Vec<String>,
+    /// File of KEY=VALUE build arguments (repeatable; --build-arg wins).
+    #[arg(long, value_name = "PATH")]
+    pub build_arg_file: Vec<PathBuf>,
+    /// Label KEY=VALUE on the result's config (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Annotation KEY=VALUE on the result's manifests and index (repeatable; prefix the key with
+    /// `manifest:` or `index:` for one level only).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+    /// Also write the result here: oci:DIR[:TAG] (built in place), oci-archive:, docker-archive:,
+    /// docker://… (pushed).
+    #[arg(short, long, value_name = "IMAGE")]
+    pub output: Option<String>,
+    /// Push the result to every --tag (registry names) after building.
+    #[arg(long)]
+    pub push: bool,
+    /// Write the result's digest to this file.
+    #[arg(long, value_name = "PATH")]
+    pub iidfile: Option<PathBuf>,
+    /// Manifest format (oci, v2s2) and/or output format (text, json); comma separated.
+    #[arg(long, value_delimiter = ',', value_name = "FORMAT")]
+    pub format: Vec<String>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t)]
+    pub compression: CompressionKind,
+    /// Compression level (gzip 0–9, default 1; zstd 1–22, default 3).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub compression_level: Option<i32>,
+    /// Do not use cached steps (new results are still cached).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Merge the layers this build adds into one (base layers kept).
+    #[arg(long, conflicts_with = "squash_all")]
+    pub squash: bool,
+    /// Flatten the whole image into one layer.
+    #[arg(long)]
+    pub squash_all: bool,
+    /// Clamp created times, history and new files' mtimes to this Unix time (default:
+    /// $SOURCE_DATE_EPOCH).
+    #[arg(long, value_name = "SECONDS", env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u64>,
+    /// Ignore file instead of CONTAINERFILE.dockerignore / .containerignore / .dockerignore.
+    #[arg(long, value_name = "PATH")]
+    pub ignorefile: Option<PathBuf>,
+    /// When to fetch base images from their registry.
+    #[arg(long, value_enum, default_value_t)]
+    pub pull: PullPolicy,
+    /// Layers produced at once (0: one per CPU).
+    #[arg(short, long, default_value_t = 0, value_name = "N")]
+    pub jobs: usize,
+    /// Print only the result digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// OCI layout whose build cache to prune (default: the local store).
+    pub layout: Option<PathBuf>,
+    /// Keep entries used within this long (e.g. 24h, 7d); default: remove all.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_used_within: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
 }

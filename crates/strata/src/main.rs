@@ -40,6 +40,7 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Build(a) => cmd::build::run(a).await,
         Command::Copy(a) => cmd::copy::run(a).await,
         Command::Inspect(a) => cmd::inspect::run(a).await,
         Command::Tags(a) => cmd::tags::run(a).await,
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(a) => cmd::login::login(a).await,
         Command::Logout(a) => cmd::login::logout(a).await,
         Command::Gc(a) => cmd::ls::gc(a).await,
+        Command::Prune(a) => cmd::build::prune(a).await,
     }
 }
 

@@ -36,6 +36,10 @@ fn hint(msg: &str) -> Option<&'static str> {
         Some("log in with `strata login REGISTRY` or pass --creds USER:PASS / --authfile PATH")
     } else if m.contains("connection refused") {
         Some("is the registry running, and is the host:port right?")
+    } else if m.contains("base image") && m.contains("no image for platform") {
+        Some(
+            "build only the platforms the base image has (--platform), or use a multi-platform base",
+        )
     } else if m.contains("no image for platform") {
         Some("pick one of the available platforms with --platform, or copy everything with --all")
     } else if m.contains("larger than the limit") && m.contains("manifest") {

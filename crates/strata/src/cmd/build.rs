@@ -1,0 +1,557 @@
+//! `strata build [CONTEXT]` and `strata prune`
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use strata_build::{
+    BaseResolver, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy, Compression,
+    ContainerfileSource, ImageFormat, LayerOrigin, LocalResolver, Output, PruneKeep, PruneOptions,
+    PushOptions, Squash, build, default_cache_dir, prune_cache, push_result,
+};
+use strata_copy::{ImageName, ManifestFormat};
+use strata_image::{ImageError, ImageSource};
+use strata_spec::{Platform, Reference};
+
+use crate::cli::{BuildArgs, CompressionKind, OutputFormat, PruneArgs, PullPolicy};
+use crate::cmd::copy::split_formats;
+use crate::open::{self, Side};
+use crate::output::{human_size, print_json, stderr_is_terminal};
+
+/// Opens `FROM` names the way `docker build` / `buildah bud` do: transport names as given,
+/// bare references from the local store or their registry according to `--pull`.
+struct CliResolver {
+    side: Side,
+    pull: PullPolicy,
+    local: LocalResolver,
+}
+
+fn has_transport(name: &str) -> bool {
+    [
+        "docker://",
+        "oci:",
+        "oci-archive:",
+        "docker-archive:",
+        "dir:",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+#[async_trait]
+impl BaseResolver for CliResolver {
+    async fn open(&self, image: &str) -> Result<Box<dyn ImageSource>, ImageError> {
+        let to_image_error = |e: anyhow::Error| ImageError::Unsupported(format!("{e:#}"));
+        if has_transport(image) {
+            let name: ImageName = image
+                .parse()
+                .map_err(|e| ImageError::Unsupported(format!("{image}: {e}")))?;
+            return open::source(&name, &self.side)
+                .await
+                .map_err(to_image_error);
+        }
+        let reference: Reference = image
+            .parse()
+            .map_err(|e| ImageError::Unsupported(format!("base image {image:?}: {e}")))?;
+        if self.pull != PullPolicy::Always {
+            match self.local.open(image).await {
+                Ok(source) => return Ok(source),
+                Err(e) if self.pull == PullPolicy::Never => return Err(e),
+                Err(_) => {}
+            }
+        }
+        open::source(&ImageName::Registry(reference), &self.side)
+            .await
+            .map_err(to_image_error)
+    }
+}
+
+/// The Containerfile: `-f`, or CONTEXT/Containerfile, else CONTEXT/Dockerfile.
+fn containerfile(a: &BuildArgs) -> anyhow::Result<ContainerfileSource> {
+    match &a.file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the Containerfile from standard input")?;
+            Ok(ContainerfileSource::Text {
+                text,
+                name: "<stdin>".into(),
+            })
+        }
+        Some(p) => Ok(ContainerfileSource::Path(p.clone())),
+        None => {
+            for name in ["Containerfile", "Dockerfile"] {
+                let p = a.context.join(name);
+                if p.is_file() {
+                    return Ok(ContainerfileSource::Path(p));
+                }
+            }
+            bail!(
+                "no Containerfile or Dockerfile in {}; name one with -f",
+                a.context.display()
+            )
+        }
+    }
+}
+
+fn key_values(values: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        let (k, v) = v
+            .split_once('=')
+            .with_context(|| format!("{flag} {v:?}: expected KEY=VALUE"))?;
+        anyhow::ensure!(!k.is_empty(), "{flag} {v:?}: empty key");
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--build-arg KEY=VALUE`, or `KEY` alone to take the value from the environment (skipped
+/// when unset, as Docker does).
+fn build_args(values: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        match v.split_once('=') {
+            Some((k, val)) => {
+                anyhow::ensure!(!k.is_empty(), "--build-arg {v:?}: empty name");
+                out.insert(k.to_string(), val.to_string());
+            }
+            None => {
+                if let Ok(val) = std::env::var(v) {
+                    out.insert(v.clone(), val);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn compression(a: &BuildArgs) -> anyhow::Result<Compression> {
+    Ok(match a.compression {
+        CompressionKind::None => Compression::None,
+        CompressionKind::Gzip => {
+            let level = a.compression_level.unwrap_or(1);
+            anyhow::ensure!(
+                (0..=9).contains(&level),
+                "--compression-level {level}: gzip levels are 0-9"
+            );
+            Compression::Gzip {
+                level: level as u32,
+            }
+        }
+        CompressionKind::Zstd => {
+            let level = a.compression_level.unwrap_or(3);
+            anyhow::ensure!(
+                (-7..=22).contains(&level),
+                "--compression-level {level}: zstd levels are -7-22"
+            );
+            Compression::Zstd { level }
+        }
+    })
+}
+
+pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
+    let (manifest_format, out_format) = split_formats(&a.format)?;
+    let platforms = a
+        .platform
+        .iter()
+        .map(|p| {
+            p.parse::<Platform>()
+                .with_context(|| format!("--platform {p}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let side = Side::new(&a.registry, None, None, None);
+    let destination: Option<ImageName> = a.output.as_deref().map(str::parse).transpose()?;
+    if a.push && a.tag.is_empty() {
+        bail!("--push needs at least one --tag naming a registry image");
+    }
+    let mut options = BuildOptions {
+        containerfile: containerfile(&a)?,
+        context: a.context.clone(),
+        platforms,
+        target: a.target.clone(),
+        build_args: build_args(&a.build_arg)?,
+        build_arg_files: a.build_arg_file.clone(),
+        labels: key_values(&a.label, "--label")?,
+        annotations: key_values(&a.annotation, "--annotation")?,
+        tags: a.tag.clone(),
+        format: match manifest_format {
+            Some(ManifestFormat::V2s2) => ImageFormat::V2s2,
+            _ => ImageFormat::Oci,
+        },
+        compression: compression(&a)?,
+        cache: if a.no_cache {
+            CachePolicy::NoCache
+        } else {
+            CachePolicy::Use
+        },
+        source_date_epoch: a.source_date_epoch,
+        squash: if a.squash_all {
+            Squash::All
+        } else if a.squash {
+            Squash::New
+        } else {
+            Squash::None
+        },
+        jobs: a.jobs,
+        iidfile: a.iidfile.clone(),
+        ignore_file: a.ignorefile.clone(),
+        ..Default::default()
+    };
+    // An OCI layout destination is built in place (its own build cache); other destinations
+    // are written from the local store after the build.
+    let mut push_to = None;
+    match &destination {
+        Some(ImageName::OciLayout { path, tag }) => {
+            options.output = Output::Layout(path.clone());
+            if let Some(t) = tag {
+                options.tags.push(t.clone());
+            }
+        }
+        Some(other) => push_to = Some(other.clone()),
+        None => {}
+    }
+    let resolver = CliResolver {
+        side: side.clone(),
+        pull: a.pull,
+        local: LocalResolver::default(),
+    };
+    let view = Arc::new(View::new(if a.quiet || out_format == OutputFormat::Json {
+        ViewMode::Silent
+    } else if stderr_is_terminal() {
+        ViewMode::Live
+    } else {
+        ViewMode::Lines
+    }));
+    let progress: Arc<dyn BuildProgress> = view.clone();
+    let result = build(&options, &resolver, Some(progress)).await;
+    view.finish();
+    let result = result?;
+
+    let mut pushed = Vec::new();
+    if let Some(dest) = &push_to {
+        let sink = open::sink(dest, &side).await?;
+        let report = push_result(
+            &result,
+            sink.as_ref(),
+            &PushOptions {
+                tag: open::destination_tag(dest),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("writing the result to {dest}"))?;
+        pushed.push((dest.to_string(), report.digest.to_string()));
+    }
+    if a.push {
+        for t in &a.tag {
+            let reference: Reference = t.parse().with_context(|| format!("--tag {t}"))?;
+            let dest = ImageName::Registry(reference);
+            let sink = open::sink(&dest, &side).await?;
+            let report = push_result(
+                &result,
+                sink.as_ref(),
+                &PushOptions {
+                    tag: open::destination_tag(&dest),
+                    ..Default::default()
+                },
+            )
+            .await
+            .with_context(|| format!("pushing the result to {dest}"))?;
+            pushed.push((dest.to_string(), report.digest.to_string()));
+        }
+    }
+    print_result(&result, &pushed, out_format, a.quiet)
+}
+
+fn print_result(
+    result: &BuildResult,
+    pushed: &[(String, String)],
+    format: OutputFormat,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        let mut value = serde_json::to_value(result)?;
+        value["pushed"] = pushed
+            .iter()
+            .map(|(d, digest)| serde_json::json!({"destination": d, "digest": digest}))
+            .collect();
+        return print_json(&value);
+    }
+    if !quiet {
+        for image in &result.images {
+            let size: u64 = image.layers.iter().map(|l| l.size).sum();
+            eprintln!(
+                "{}: {} ({} layers, {})",
+                image.platform,
+                image.manifest,
+                image.layers.len(),
+                human_size(size)
+            );
+        }
+        for t in &result.tags {
+            eprintln!("tagged {t}");
+        }
+        for (d, _) in pushed {
+            eprintln!("pushed {d}");
+        }
+    }
+    println!("{}", result.digest);
+    Ok(())
+}
+
+pub async fn prune(a: PruneArgs) -> anyhow::Result<()> {
+    let layout = match a.layout {
+        Some(p) => p,
+        None => open::store_path()?,
+    };
+    let keep = match a.keep_used_within.as_deref() {
+        None => PruneKeep::Nothing,
+        Some(d) => PruneKeep::UsedWithin(parse_duration(d)?),
+    };
+    let cache = default_cache_dir(&layout);
+    let options = PruneOptions {
+        keep,
+        layout: Some(layout.clone()).filter(|p| p.join("index.json").exists()),
+    };
+    let report = tokio::task::spawn_blocking(move || prune_cache(&cache, &options)).await??;
+    match a.format {
+        OutputFormat::Json => print_json(&report),
+        OutputFormat::Text => {
+            println!(
+                "removed {} cache entries ({} kept, {} files); run `strata gc {}` to free unreferenced layers",
+                report.entries_removed,
+                report.entries_kept,
+                report.files_removed,
+                layout.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `90s`, `30m`, `24h`, `7d`.
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("duration {s:?}: expected a number and s, m, h or d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("duration {s:?}: unit must be s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress: a live view on a terminal (one line per platform plus the finished steps above
+// it), plain lines when piped, nothing with --quiet / --format json.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewMode {
+    Silent,
+    Lines,
+    Live,
+}
+
+struct View {
+    mode: ViewMode,
+    multi: Option<MultiProgress>,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+}
+
+fn short(d: &strata_spec::Digest) -> String {
+    d.encoded().chars().take(12).collect()
+}
+
+/// `STEP` for an unnamed stage (the engine names it by its index), else the stage's name.
+fn stage_label(stage: &str) -> &str {
+    if stage.chars().all(|c| c.is_ascii_digit()) {
+        "STEP"
+    } else {
+        stage
+    }
+}
+
+impl View {
+    fn new(mode: ViewMode) -> View {
+        View {
+            mode,
+            multi: (mode == ViewMode::Live)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match (&self.mode, &self.multi) {
+            (ViewMode::Silent, _) => {}
+            (ViewMode::Live, Some(m)) => {
+                let _ = m.println(text);
+            }
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    fn bar(&self, platform: &Platform) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self.bars.lock().ok()?;
+        let key = platform.to_string();
+        Some(
+            bars.entry(key.clone())
+                .or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(key);
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bar
+                })
+                .clone(),
+        )
+    }
+
+    fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for bar in bars.values() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+impl BuildProgress for View {
+    fn event(&self, event: BuildEvent) {
+        if self.mode == ViewMode::Silent {
+            if let BuildEvent::Warning { message } = event {
+                // Warnings matter even when quiet: they go to stderr, never stdout.
+                eprintln!("warning: {message}");
+            }
+            return;
+        }
+        match event {
+            BuildEvent::BaseResolving { platform, image } => {
+                if let Some(b) = self.bar(&platform) {
+                    b.set_message(format!("resolving {image}"));
+                }
+            }
+            BuildEvent::BaseResolved {
+                platform,
+                image,
+                manifest,
+            } => self.line(format!("[{platform}] FROM {image} ({})", short(&manifest))),
+            BuildEvent::StepStarted {
+                platform,
+                stage,
+                step,
+                steps,
+                instruction,
+                ..
+            } => {
+                let stage = stage_label(&stage);
+                let text = format!("[{platform}] {stage} {step}/{steps}: {instruction}");
+                if let Some(b) = self.bar(&platform) {
+                    b.set_message(format!("{stage} {step}/{steps}: {instruction}"));
+                }
+                if self.mode == ViewMode::Lines {
+                    self.line(text);
+                }
+            }
+            BuildEvent::StepCached {
+                platform,
+                stage,
+                step,
+                layer,
+                ..
+            } => self.line(format!(
+                "[{platform}] {} {step}: cached{}",
+                stage_label(&stage),
+                layer.map(|l| format!(" {}", short(&l))).unwrap_or_default()
+            )),
+            BuildEvent::StepDone {
+                platform,
+                stage,
+                step,
+                layer,
+                size,
+                origin,
+            } => {
+                let what = match (layer, origin) {
+                    (Some(l), Some(LayerOrigin::Shared)) => {
+                        format!(" layer {} (same as another platform's)", short(&l))
+                    }
+                    (Some(l), Some(LayerOrigin::Cached)) => {
+                        format!(" layer {} (found in cache)", short(&l))
+                    }
+                    (Some(l), _) => format!(" layer {} {}", short(&l), human_size(size)),
+                    // Metadata steps: the start line said it all.
+                    (None, _) => return,
+                };
+                let stage = stage_label(&stage);
+                self.line(format!("[{platform}] {stage} {step}: done{what}"));
+            }
+            BuildEvent::LayerBytes {
+                platform,
+                stage,
+                step,
+                bytes,
+            } => {
+                if let Some(b) = self.bar(&platform) {
+                    let stage = stage_label(&stage);
+                    b.set_message(format!("{stage} {step}: {} written", human_size(bytes)));
+                }
+            }
+            BuildEvent::ImageWritten { platform, manifest } => {
+                if let Some(b) = self.bar(&platform) {
+                    b.finish_and_clear();
+                }
+                self.line(format!("[{platform}] image {manifest}"));
+            }
+            BuildEvent::Warning { message } => self.line(format!("warning: {message}")),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn build_arg_forms() {
+        let args = build_args(&["A=1".into(), "B=".into()]).unwrap();
+        assert_eq!(args["A"], "1");
+        assert_eq!(args["B"], "");
+        assert!(build_args(&["=x".into()]).is_err());
+        // PATH is always set for the test runner.
+        let from_env = build_args(&["PATH".into()]).unwrap();
+        assert_eq!(from_env.get("PATH").cloned(), std::env::var("PATH").ok());
+    }
+
+    #[test]
+    fn transports_are_recognised() {
+        assert!(has_transport("oci:/x:y"));
+        assert!(has_transport("docker://busybox"));
+        assert!(!has_transport("busybox"));
+        assert!(!has_transport("localhost:5000/x"));
+    }
+}
