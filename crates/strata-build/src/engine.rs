@@ -870,10 +870,10 @@ pub async fn build(
         .clone()
         .unwrap_or_else(|| default_cache_dir(layout.root()));
     let cache = BuildCache::new(cache_dir, options.cache);
-    let context = Arc::new(
-        SourceRoot::open(&options.context, OwnerSource::Inode)
-            .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?,
-    );
+    let mut context = SourceRoot::open(&options.context, OwnerSource::Inode)
+        .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?;
+    context.skip_dir(layout.root());
+    let context = Arc::new(context);
     let ignore = match ignore_file(options) {
         Some(p) => {
             let text = read_capped(&p, MAX_IGNORE_FILE_BYTES, "ignore file")?;
