@@ -377,7 +377,7 @@ impl Lexer<'_> {
                     Some(rest) => (true, rest.to_string()),
                     None => (false, word),
                 };
-                let glob = glob_regex(&pattern, self.escape)?;
+                let glob = glob_regex(&pattern, self.escape);
                 if value.len() > MAX_PATTERN_TRIM_LEN {
                     return Err(format!(
                         "{name}: value longer than {MAX_PATTERN_TRIM_LEN} bytes for pattern removal"
@@ -430,7 +430,7 @@ impl Lexer<'_> {
         if pattern.is_empty() {
             return Ok(value);
         }
-        let glob = glob_regex(&pattern, self.escape)?;
+        let glob = glob_regex(&pattern, self.escape);
         let re = regex::Regex::new(&format!("(?s:{glob})"))
             .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
         let mut out = String::with_capacity(value.len());
@@ -478,7 +478,7 @@ impl Lexer<'_> {
 }
 
 /// Translate a shell glob (`*`, `?`, `[…]`, escapes) into a regex body (not anchored).
-fn glob_regex(pattern: &str, escape: char) -> Result<String, String> {
+fn glob_regex(pattern: &str, escape: char) -> String {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -509,7 +509,7 @@ fn glob_regex(pattern: &str, escape: char) -> Result<String, String> {
             _ => push_literal(&mut out, ch),
         }
     }
-    Ok(out)
+    out
 }
 
 /// A bracket expression after its `[`: returns the regex class and how many chars it used.
