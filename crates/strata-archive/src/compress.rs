@@ -108,14 +108,18 @@ struct Job {
 type Done = (u64, io::Result<(Vec<u8>, Crc)>);
 
 /// Compress one block as raw deflate, primed with `dictionary`, ending with a sync flush
-/// (or the final block marker when `last`). Deterministic for a given level.
+/// (or the final block marker when `last`). Deterministic for a given level: a fresh
+/// compressor every time, because zlib-rs's `reset()` keeps some match-finder state — a
+/// reused compressor gave different bytes depending on the block it compressed before
+/// (measured: 72 of 521 blocks of a 520 MiB tar), so output depended on which worker
+/// took which block.
 fn deflate_block(
-    compressor: &mut flate2::Compress,
+    level: u32,
     data: &[u8],
     dictionary: &[u8],
     last: bool,
 ) -> io::Result<(Vec<u8>, Crc)> {
-    compressor.reset();
+    let mut compressor = flate2::Compress::new(flate2::Compression::new(level), false);
     if !dictionary.is_empty() {
         compressor
             .set_dictionary(dictionary)
@@ -130,16 +134,15 @@ fn deflate_block(
     };
     // deflateBound-like estimate; grown below if a pathological block needs more.
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 256);
-    let start_in = compressor.total_in();
     loop {
-        let consumed = (compressor.total_in() - start_in) as usize;
+        let consumed = compressor.total_in() as usize;
         if out.capacity() - out.len() < 64 {
             out.reserve(out.capacity() / 2 + 1024);
         }
         let status = compressor
             .compress_vec(&data[consumed..], &mut out, flush)
             .map_err(io::Error::other)?;
-        let consumed = (compressor.total_in() - start_in) as usize;
+        let consumed = compressor.total_in() as usize;
         let room_left = out.capacity() > out.len();
         match status {
             Status::StreamEnd => break,
@@ -178,8 +181,7 @@ pub struct ParallelGzEncoder<W: Write> {
     dictionary: Vec<u8>,
     crc: Crc,
     pool: Option<GzPool>,
-    /// Used when there is no pool (one worker).
-    local: Option<flate2::Compress>,
+
     next_seq: u64,
     next_write: u64,
     pending: BTreeMap<u64, (Vec<u8>, Crc)>,
@@ -224,20 +226,13 @@ impl<W: Write> ParallelGzEncoder<W> {
                     let jrx = Arc::clone(&jrx);
                     let dtx = dtx.clone();
                     std::thread::spawn(move || {
-                        let mut compressor =
-                            flate2::Compress::new(flate2::Compression::new(level), false);
                         loop {
                             let job = match jrx.lock() {
                                 Ok(guard) => guard.recv(),
                                 Err(_) => return,
                             };
                             let Ok(job) = job else { return };
-                            let result = deflate_block(
-                                &mut compressor,
-                                &job.data,
-                                &job.dictionary,
-                                job.last,
-                            );
+                            let result = deflate_block(level, &job.data, &job.dictionary, job.last);
                             if dtx.send((job.seq, result)).is_err() {
                                 return;
                             }
@@ -252,9 +247,6 @@ impl<W: Write> ParallelGzEncoder<W> {
                 max_in_flight,
             }
         });
-        let local = pool
-            .is_none()
-            .then(|| flate2::Compress::new(flate2::Compression::new(level), false));
         ParallelGzEncoder {
             inner: Some(inner),
             level,
@@ -262,7 +254,6 @@ impl<W: Write> ParallelGzEncoder<W> {
             dictionary: Vec::new(),
             crc: Crc::new(),
             pool,
-            local,
             next_seq: 0,
             next_write: 0,
             pending: BTreeMap::new(),
@@ -293,8 +284,9 @@ impl<W: Write> ParallelGzEncoder<W> {
         let dictionary = std::mem::take(&mut self.dictionary);
         let tail = data.len().saturating_sub(DEFLATE_DICT_BYTES);
         self.dictionary = data[tail..].to_vec();
-        if let Some(compressor) = self.local.as_mut() {
-            let (block, crc) = deflate_block(compressor, &data, &dictionary, last)?;
+        if self.pool.is_none() {
+            // One worker: compress here, no thread hand-off.
+            let (block, crc) = deflate_block(self.level, &data, &dictionary, last)?;
             return self.write_block(block, crc);
         }
         let max_in_flight = self.pool.as_ref().map_or(1, |p| p.max_in_flight);
@@ -564,8 +556,8 @@ fn decoder_for<'a, R: BufRead + Send + 'a>(
 /// hashing overlap with the consumer's work (tar parsing, file creation).
 ///
 /// Memory is bounded (8 chunks of 256 KiB). When the reader is dropped early (the consumer
-/// failed), the thread's next hand-off fails and it exits; `Drop` joins it, so no thread is
-/// left blocked (RELIABILITY A23). An error of the producing stream is returned to the
+/// failed), the thread's next hand-off fails and it exits: it is never left blocked on the
+/// channel (RELIABILITY A23). An error of the producing stream is returned to the
 /// consumer as the same `io::Error` kind and message.
 pub struct PipeReader {
     chunks: Option<Receiver<io::Result<Vec<u8>>>>,
@@ -667,9 +659,13 @@ impl Read for PipeReader {
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
-        // Closing the receiver makes the producer's next send fail: it stops reading.
+        // Closing the receiver makes the producer's next send fail: it stops there. It is
+        // joined only when already done: a source stalled in `read` (a network stream) must
+        // not hang the consumer; the thread ends as soon as that read returns.
         self.chunks = None;
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take()
+            && thread.is_finished()
+        {
             let _ = thread.join();
         }
     }

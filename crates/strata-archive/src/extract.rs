@@ -325,11 +325,12 @@ impl Extractor<'_> {
         mut op: impl FnMut() -> rustix::io::Result<T>,
     ) -> rustix::io::Result<T> {
         match op() {
-            Err(Errno::ACCESS | Errno::PERM) if self.rootless() => {
+            Err(e @ (Errno::ACCESS | Errno::PERM)) if self.rootless() => {
                 let st = rustix::fs::fstat(dir)?;
                 let mode = st.st_mode & 0o7777;
                 if mode & 0o300 == 0o300 {
-                    return Err(Errno::ACCESS);
+                    // Not the directory's permissions: nothing to fix.
+                    return Err(e);
                 }
                 let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
                 rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | 0o300))?;
@@ -977,15 +978,31 @@ impl Extractor<'_> {
     }
 
     fn opaque(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        // The directory exists in this layer (an opaque directory is a directory).
-        let dir = self
-            .dir(parts, true)?
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         match self.options.whiteouts {
-            WhiteoutMode::Apply => self.prune(dir.as_fd(), Some(parts))?,
-            WhiteoutMode::OverlayConvert => self.set_opaque(dir.as_fd())?,
+            WhiteoutMode::Apply => {
+                // Only lower contents of an existing directory go; the directory itself is
+                // the layer's own `dir/` entry's business (a symlink there is not followed:
+                // an opaque directory replaces it, it does not empty its target).
+                let Some((leaf, parent)) = parts.split_last() else {
+                    let root = Rc::clone(&self.root);
+                    return self.prune(root.as_fd(), Some(parts));
+                };
+                let Some(dir) = self.dir(parent, false)? else {
+                    return Ok(());
+                };
+                if let Ok(fd) = rustix::fs::openat(&*dir, os(leaf), DIR_NOFOLLOW, Mode::empty()) {
+                    self.prune(fd.as_fd(), Some(parts))?;
+                }
+            }
+            WhiteoutMode::OverlayConvert => {
+                // The marker lives on the directory, which exists in this layer.
+                let dir = self
+                    .dir(parts, true)?
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                self.set_opaque(dir.as_fd())?;
+                self.added.insert(parts);
+            }
         }
-        self.added.insert(parts);
         Ok(())
     }
 

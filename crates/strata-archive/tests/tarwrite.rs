@@ -629,9 +629,39 @@ fn mixed(len: usize) -> Vec<u8> {
     out
 }
 
+/// About `len` bytes of real executables and libraries: the kind of data where a reused
+/// zlib-rs compressor was found to give history-dependent output.
+fn real_binaries(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    for dir in [
+        "/usr/bin",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib",
+        "/usr/sbin",
+    ] {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            if out.len() >= len {
+                return out;
+            }
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
+                && let Ok(bytes) = fs::read(&p)
+            {
+                out.extend_from_slice(&bytes[..bytes.len().min(len - out.len())]);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn compressed_bytes_do_not_depend_on_worker_count() {
-    let data = mixed(12 << 20);
+    let mut data = real_binaries(40 << 20);
+    data.extend(mixed(8 << 20));
     for compression in [
         Compression::Gzip { level: 1 },
         Compression::Gzip { level: 6 },
@@ -639,23 +669,27 @@ fn compressed_bytes_do_not_depend_on_worker_count() {
         Compression::Zstd { level: -1 },
     ] {
         let mut outputs = Vec::new();
-        for workers in [1, 2, 4] {
+        for workers in [1, 2, 4, 2] {
             let mut w = LayerWriter::with_workers(Vec::new(), compression, workers).unwrap();
             for chunk in data.chunks(100_003) {
                 w.write_all(chunk).unwrap();
             }
             let (info, blob) = w.finish().unwrap();
             assert_eq!(info.diff_id.0, Digest::sha256_of(&data));
-            outputs.push(blob);
+            outputs.push((workers, blob));
         }
-        assert_eq!(outputs[0], outputs[1], "{compression:?}: 1 vs 2 workers");
-        assert_eq!(outputs[0], outputs[2], "{compression:?}: 1 vs 4 workers");
+        for (workers, blob) in &outputs[1..] {
+            assert!(
+                blob == &outputs[0].1,
+                "{compression:?}: 1 vs {workers} workers"
+            );
+        }
         let mut back = Vec::new();
-        decompress(&outputs[0][..], compression.layer_compression())
+        decompress(&outputs[0].1[..], compression.layer_compression())
             .unwrap()
             .read_to_end(&mut back)
             .unwrap();
-        assert_eq!(back, data);
+        assert!(back == data);
     }
 }
 

@@ -33,6 +33,11 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// [`crate::validate::validate_strict`] found problems (all of them are in the report).
+    #[error("image is not valid: {report}")]
+    Invalid {
+        report: Box<crate::validate::ValidationReport>,
+    },
     /// An error of a transport (registry, store) with its own error type.
     #[error("{context}")]
     Transport {

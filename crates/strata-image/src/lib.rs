@@ -9,6 +9,9 @@
 //! reached end of stream with the right size and digest; [`read_blob_bytes`] does the same for
 //! callers that want a small blob (a config) in memory.
 //!
+//! [`validate`] re-checks everything a source serves (ggcr's `validate.Image` and
+//! `validate.Index`): digests, sizes, DiffIds, duplicate layer paths, media types, platforms.
+//!
 //! ```no_run
 //! # async fn f(source: &dyn strata_image::ImageSource) -> Result<(), strata_image::ImageError> {
 //! let top = source.manifest(None).await?;             // what the reference names
@@ -17,6 +20,7 @@
 //! ```
 
 mod error;
+pub mod validate;
 mod verify;
 
 use std::pin::Pin;
@@ -26,6 +30,9 @@ use strata_spec::{Descriptor, Digest, Manifest, MediaType};
 use tokio::io::AsyncRead;
 
 pub use error::ImageError;
+pub use validate::{
+    LayerCheck, Problem, ProblemKind, ValidateOptions, ValidationReport, validate, validate_strict,
+};
 pub use verify::{VerifyingReader, read_blob_bytes, read_manifest_bytes};
 
 /// A stream of blob bytes.
