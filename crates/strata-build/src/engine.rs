@@ -34,6 +34,9 @@ const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// A value computed once per build by whichever task asks first; the others wait for it.
 pub(crate) type Memo<T> = Arc<OnceCell<Arc<T>>>;
 
+/// A layer produced in this build, with the hashes of the files read to write it.
+pub(crate) type ProducedLayer = (CachedLayer, Arc<crate::layer::WrittenHashes>);
+
 /// State shared by every platform of one build.
 pub(crate) struct Shared<'r> {
     pub options: &'r BuildOptions,
@@ -55,8 +58,7 @@ pub(crate) struct Shared<'r> {
     pub jobs: Arc<Semaphore>,
     pub(crate) bases: Mutex<HashMap<String, Arc<OnceCell<Arc<BaseTop>>>>>,
     pub(crate) images: Mutex<HashMap<(String, String), Memo<BaseImage>>>,
-    pub(crate) inflight:
-        Mutex<HashMap<Digest, Memo<(CachedLayer, Arc<crate::layer::WrittenHashes>)>>>,
+    pub(crate) inflight: Mutex<HashMap<Digest, Memo<ProducedLayer>>>,
     pub(crate) downloads: Mutex<HashMap<String, Arc<OnceCell<Arc<Download>>>>>,
     pub(crate) roots: Mutex<HashMap<Digest, Arc<OnceCell<Arc<SourceRoot>>>>>,
     /// Sources already globbed, walked and hashed (the same COPY on several platforms reads
@@ -870,10 +872,10 @@ pub async fn build(
         .clone()
         .unwrap_or_else(|| default_cache_dir(layout.root()));
     let cache = BuildCache::new(cache_dir, options.cache);
-    let context = Arc::new(
-        SourceRoot::open(&options.context, OwnerSource::Inode)
-            .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?,
-    );
+    let mut context = SourceRoot::open(&options.context, OwnerSource::Inode)
+        .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?;
+    context.skip_dir(layout.root());
+    let context = Arc::new(context);
     let ignore = match ignore_file(options) {
         Some(p) => {
             let text = read_capped(&p, MAX_IGNORE_FILE_BYTES, "ignore file")?;

@@ -551,14 +551,14 @@ pub(crate) fn resolve_pending(
     };
     for g in gathered.iter_mut() {
         match g {
-            Gathered::Item(SourceItem::Dir { children, rel, .. }) => {
+            // (Only copy-on-write the shared list when something in it is pending.)
+            Gathered::Item(SourceItem::Dir { children, rel, .. })
                 if children
                     .iter()
-                    .any(|(_, id)| id.as_ref().is_some_and(ContentId::is_pending))
-                {
-                    for (c, id) in Arc::make_mut(children).iter_mut() {
-                        fill(&join_rel(rel, &c.rel), id);
-                    }
+                    .any(|(_, id)| id.as_ref().is_some_and(ContentId::is_pending)) =>
+            {
+                for (c, id) in Arc::make_mut(children).iter_mut() {
+                    fill(&join_rel(rel, &c.rel), id);
                 }
             }
             Gathered::Item(SourceItem::Entry { rel, id, .. }) => fill(rel, id),

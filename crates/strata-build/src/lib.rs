@@ -6,6 +6,7 @@
 //!   [`BuildProgress`] receiving [`BuildEvent`]s; it returns a serializable [`BuildResult`].
 //! - [`push_result`] copies a result to any [`strata_image::ImageSink`].
 //! - [`prune_cache`] trims the build cache.
+//! - [`RunExecutor`]: where `RUN` plugs in (the stage's rootfs in, an overlay upper dir out).
 //!
 //! How it works:
 //! - **Plan.** The Containerfile is parsed once; each platform expands `FROM` lines with its
@@ -25,8 +26,11 @@
 //! - **Cache.** Every step has a key computed by strata from what it reads (parent key,
 //!   expanded instruction, file content hashes and metadata); context hashes are reused across
 //!   builds while a file's stat is unchanged, so a rebuild with nothing changed reads no file
-//!   contents. Identical layer content is one blob, within a build (across platforms) and
-//!   across builds.
+//!   contents. Files never seen before are hashed while their layer is written (one read per
+//!   file), and the step is recorded under its key then. Identical layer content is one blob,
+//!   within a build (across platforms) and across builds. The cache lives beside the output
+//!   layout (`<layout>/.strata/build-cache`); its layers are the layout's blobs. An entry whose
+//!   blob was garbage-collected is a miss.
 //! - **Reproducible.** Same inputs give the same digests: sorted entries, owners 0:0 for
 //!   context files, no atime/ctime, pinned compression, and with `source_date_epoch` all times
 //!   clamped (base layers and history untouched).

@@ -116,6 +116,9 @@ pub(crate) struct SourceRoot {
     path: PathBuf,
     fd: OwnedFd,
     owners: OwnerSource,
+    /// Directories (device, inode) walks skip: the output layout when it lies inside the
+    /// build context (a build never copies what it is writing).
+    skip: Vec<(u64, u64)>,
     // Keeps a temporary root (staging dir, materialised rootfs) alive while it is read.
     _temp: Option<tempfile::TempDir>,
 }
@@ -159,8 +162,17 @@ impl SourceRoot {
             path: path.to_path_buf(),
             fd,
             owners,
+            skip: Vec::new(),
             _temp: None,
         })
+    }
+
+    /// Make walks skip the directory at `path` (if it exists).
+    pub(crate) fn skip_dir(&mut self, path: &Path) {
+        if let Ok(st) = rustix::fs::stat(path) {
+            let st = FileStat::from_raw(&st);
+            self.skip.push((st.dev, st.ino));
+        }
     }
 
     /// A root over a temporary directory, which lives as long as the root.
@@ -338,6 +350,9 @@ impl SourceRoot {
                 })?;
             let st = self.owner_at(dir, &name, FileStat::from_raw(&st));
             let is_dir = st.kind == FileKind::Dir;
+            if is_dir && self.skip.contains(&(st.dev, st.ino)) {
+                continue;
+            }
             let in_root_str = String::from_utf8_lossy(&in_root);
             let in_src_str = String::from_utf8_lossy(&in_src);
             let ignored = filter.ignore.is_some_and(|m| m.is_excluded(&in_root_str))

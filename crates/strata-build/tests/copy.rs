@@ -425,3 +425,24 @@ async fn hardlinks_long_names_and_gnu_tar_agree() {
         assert!(listing.contains("h/b link to h/a"), "{listing}");
     }
 }
+
+#[tokio::test]
+async fn an_output_layout_inside_the_context_is_not_copied() {
+    let bases = bases();
+    let r = MapResolver::with_bases(&bases);
+    let c = Ctx::new();
+    c.file("app.txt", b"app\n");
+    let mut o = c.options("FROM test/busybox:amd64\nCOPY . /all/\n");
+    o.output = strata_build::Output::Layout(c.ctx().join("out"));
+    let (result, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(
+        paths(&layer_entries(&result, 0, -1)),
+        ["all/", "all/app.txt"]
+    );
+    // And again, now that the layout (and its cache) exist inside the context.
+    let (again, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(
+        paths(&layer_entries(&again, 0, -1)),
+        ["all/", "all/app.txt"]
+    );
+}

@@ -429,6 +429,13 @@ pub async fn run_build(
     )
     .await?;
     validate_layout(&r.layout);
+    // strata-image's validator (ggcr's checks: digests, sizes, DiffIds, duplicate layer
+    // paths, platforms) on the result as a source.
+    let source = strata_build::ResultSource::new(&r).unwrap();
+    let report = strata_image::validate(&source, &strata_image::ValidateOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_valid(), "{report}");
     Ok((r, events))
 }
 
