@@ -70,19 +70,3 @@ if [[ ! -x $ARM64_DIR/bin/busybox && $(dpkg --print-architecture) == amd64 ]]; t
   rm -rf "$tmp"
 fi
 
-# An arm64 static busybox for strata-build's multi-arch tests, whose arm64 image runs under
-# qemu-user (crates/strata-build/tests/outputs.rs; the test skips without it).
-ARM64_BB=/var/cache/strata-test/busybox-arm64
-if [[ ! -x $ARM64_BB ]]; then
-  tmp=$(mktemp -d)
-  if { dpkg --print-foreign-architectures | grep -qx arm64 \
-         || { $SUDO dpkg --add-architecture arm64 && $SUDO apt-get update -qq; }; } \
-     && (cd "$tmp" && apt-get download -q busybox-static:arm64 >/dev/null 2>&1) \
-     && dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$tmp/x" \
-     && $SUDO install -D -m 0755 "$tmp/x/bin/busybox" "$ARM64_BB"; then
-    :
-  else
-    echo "note: no arm64 busybox at $ARM64_BB (strata-build's arm64 run test will skip)" >&2
-  fi
-  rm -rf "$tmp"
-fi

@@ -67,54 +67,10 @@ pub fn make_rootfs(dir: &Path, busybox: &Path) {
     .unwrap();
 }
 
-/// Path to an arm64 static busybox, extracted from the Debian package (downloaded once into
-/// the target dir with `apt-get download`; scripts/install-deps.sh adds the arm64
-/// architecture so apt knows the package).
+/// Path to the arm64 static busybox scripts/install-deps.sh unpacks from Debian's
+/// busybox-static:arm64 (strata-testkit knows where; it panics with the fix when missing).
 pub fn arm64_busybox() -> PathBuf {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("strata-sandbox-debs");
-    let extracted = cache.join("arm64-x/bin/busybox");
-    if extracted.exists() {
-        return extracted;
-    }
-    std::fs::create_dir_all(&cache).unwrap();
-    let deb = || {
-        std::fs::read_dir(&cache)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name().is_some_and(|n| {
-                    n.to_string_lossy().starts_with("busybox-static_")
-                        && n.to_string_lossy().ends_with("_arm64.deb")
-                })
-            })
-    };
-    if deb().is_none() {
-        let out = Command::new("apt-get")
-            .args(["download", "-q", "busybox-static:arm64"])
-            .current_dir(&cache)
-            .output()
-            .expect("running apt-get");
-        assert!(
-            out.status.success(),
-            "apt-get download busybox-static:arm64 failed (run scripts/install-deps.sh, which adds \
-             the arm64 dpkg architecture): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let deb = deb().expect("downloaded .deb");
-    let tmp = cache.join(format!("x-{}", std::process::id()));
-    let st = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&tmp)
-        .status()
-        .unwrap();
-    assert!(st.success(), "dpkg-deb -x {}", deb.display());
-    let _ = std::fs::rename(&tmp, cache.join("arm64-x"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    assert!(extracted.exists());
-    extracted
+    strata_testkit::busybox::busybox_binary("arm64")
 }
 
 /// A temp dir with a busybox lower layer and a fresh upper/work pair.
