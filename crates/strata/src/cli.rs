@@ -337,7 +337,8 @@ pub struct BuildArgs {
     /// Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile; - for stdin).
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// Name the result in the local store (repeatable); with --push, the registry names.
+    /// Name the result in the local store, or in the --output oci: layout (repeatable); with
+    /// --push, the registry images to push to.
     #[arg(short, long, value_name = "NAME")]
     pub tag: Vec<String>,
     /// Target platforms, os/arch[/variant][:os.version], comma separated or repeated
@@ -360,8 +361,9 @@ pub struct BuildArgs {
     /// `manifest:` or `index:` for one level only).
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
-    /// Also write the result here: oci:DIR[:TAG] (built in place), oci-archive:, docker-archive:,
-    /// docker://… (pushed).
+    /// Where the result goes: oci:DIR[:TAG] is built in place instead of the local store (-t
+    /// then names tags in DIR); oci-archive:, docker-archive: and docker://… are written from
+    /// the local store after the build.
     #[arg(short, long, value_name = "IMAGE")]
     pub output: Option<String>,
     /// Push the result to every --tag (registry names) after building.
