@@ -9,10 +9,10 @@
 #   3-plat   `ADD data /data` for linux/amd64 + linux/arm64 + linux/arm/v7 vs the same for
 #            linux/amd64 only (strata alone: identical layers are produced once)
 #
-# Until the CLI wires `strata build`, strata is the engine's example binary
-# (crates/strata-build/examples/build.rs); set STRATA_BUILD to use another command with the
-# same flags (-f FILE -c CONTEXT -o LAYOUT -t TAG [--platform P]...).
-# Needs: $FIX/ctx-copy500 (../shared/bench/make-fixtures.sh), buildah.
+# strata is `target/release/strata build` (built here with --release).
+# Needs: buildah (scripts/install-deps.sh installs it) and the context $CTX: by default
+# $FIX/ctx-copy500 when ../shared/bench/make-fixtures.sh made it, else bench/make-ctx.sh makes
+# one (~500 MiB of files from /usr) under $W.
 # usage: bench/build.sh [-r RUNS] [--only REGEX]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,15 +22,23 @@ RUNS=3; ONLY=""
 while [[ $# -gt 0 ]]; do
   case $1 in -r) RUNS=$2; shift;; --only) ONLY=$2; shift;; *) echo "unknown arg $1" >&2; exit 2;; esac; shift
 done
-CTX=$FIX/ctx-copy500
-[[ -f $CTX/Containerfile ]] || { echo "no $CTX: run ../shared/bench/make-fixtures.sh" >&2; exit 1; }
-command -v buildah >/dev/null || { echo "buildah not installed" >&2; exit 1; }
+CTX=${CTX:-$FIX/ctx-copy500}
+command -v buildah >/dev/null || { echo "buildah not installed (scripts/install-deps.sh)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
-if [[ -z ${STRATA_BUILD:-} ]]; then
-  cargo build --release --quiet -p strata-build --example build
-  STRATA_BUILD=$PWD/target/release/examples/build
-fi
 mkdir -p "$W"
+if [[ ! -f $CTX/Containerfile ]]; then
+  CTX=$W-ctx; [[ -f $CTX/Containerfile ]] || bench/make-ctx.sh "$CTX"
+fi
+cargo build --release --quiet -p strata
+# strata_build -f FILE -c CONTEXT -o LAYOUT -t TAG [--platform P]... → the CLI's spelling
+cat > "$W/strata-build" <<SH
+#!/usr/bin/env bash
+f=; c=; o=; t=latest; p=()
+while [[ \$# -gt 0 ]]; do case \$1 in -f) f=\$2;; -c) c=\$2;; -o) o=\$2;; -t) t=\$2;; --platform) p+=(--platform "\$2");; esac; shift 2; done
+exec $PWD/target/release/strata build -q -f "\$f" -o "oci:\$o:\$t" "\${p[@]}" "\$c"
+SH
+chmod +x "$W/strata-build"
+STRATA_BUILD=${STRATA_BUILD:-$W/strata-build}
 printf 'FROM scratch\nADD data /data\n' > "$W/Containerfile.add"
 RMI="buildah rmi -f localhost/bench/copy500 >/dev/null 2>&1 || true; buildah rmi --prune >/dev/null 2>&1 || true"
 BUD="buildah bud -q --isolation chroot"
