@@ -20,6 +20,10 @@
 //! ```
 
 mod error;
+pub mod repack;
+pub mod runtime;
+pub mod tree;
+pub mod unpack;
 pub mod validate;
 mod verify;
 
@@ -32,6 +36,10 @@ use tokio::io::AsyncRead;
 pub use error::ImageError;
 pub use validate::{
     LayerCheck, Problem, ProblemKind, ValidateOptions, ValidationReport, validate, validate_strict,
+};
+pub use strata_archive::Ownership;
+pub use unpack::{
+    BundleMeta, ExistingBundle, SyncMode, UnpackOptions, UnpackReport, read_bundle_meta, unpack,
 };
 pub use verify::{VerifyingReader, read_blob_bytes, read_manifest_bytes};
 

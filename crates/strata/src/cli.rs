@@ -45,6 +45,14 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Remove blobs no tag refers to from an OCI layout (default: the local store).
     Gc(GcArgs),
+    /// Unpack an image into an OCI runtime bundle (rootfs + config.json), like `umoci unpack`.
+    Unpack(crate::cmd::unpack::UnpackArgs),
+    /// Turn the changes made in an unpacked bundle's rootfs into a new layer and image.
+    Repack(crate::cmd::repack::RepackArgs),
+    /// Mount an image read-only (overlayfs over cached layer directories).
+    Mount(crate::cmd::mount::MountArgs),
+    /// Unmount what `strata mount` mounted.
+    Umount(crate::cmd::mount::UmountArgs),
 }
 
 /// Output format of a command.
