@@ -41,7 +41,9 @@ pub enum ImageError {
         report: Box<crate::validate::ValidationReport>,
     },
     /// A layer's uncompressed content does not hash to the config's `rootfs.diff_ids` entry.
-    #[error("layer {layer} ({digest}): uncompressed content hashes to {actual}, the config says {expected}")]
+    #[error(
+        "layer {layer} ({digest}): uncompressed content hashes to {actual}, the config says {expected}"
+    )]
     DiffIdMismatch {
         layer: usize,
         digest: Digest,

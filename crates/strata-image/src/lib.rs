@@ -34,12 +34,12 @@ use strata_spec::{Descriptor, Digest, Manifest, MediaType};
 use tokio::io::AsyncRead;
 
 pub use error::ImageError;
-pub use validate::{
-    LayerCheck, Problem, ProblemKind, ValidateOptions, ValidationReport, validate, validate_strict,
-};
-pub use strata_archive::Ownership;
+pub use strata_archive::{Compression, Ownership};
 pub use unpack::{
     BundleMeta, ExistingBundle, SyncMode, UnpackOptions, UnpackReport, read_bundle_meta, unpack,
+};
+pub use validate::{
+    LayerCheck, Problem, ProblemKind, ValidateOptions, ValidationReport, validate, validate_strict,
 };
 pub use verify::{VerifyingReader, read_blob_bytes, read_manifest_bytes};
 

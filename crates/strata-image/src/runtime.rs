@@ -242,7 +242,10 @@ pub fn resolve_user(
                 }
             }
         } else if let Some(name) = &matched_name {
-            for g in groups.iter().filter(|g| g.members.iter().any(|m| m == name)) {
+            for g in groups
+                .iter()
+                .filter(|g| g.members.iter().any(|m| m == name))
+            {
                 out.additional_gids.push(id(g.gid, "gid")?);
             }
         }
@@ -351,7 +354,10 @@ pub fn runtime_spec(
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(options.terminal == Terminal::Allocate));
     process.set_cwd(PathBuf::from(
-        rc.working_dir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/"),
+        rc.working_dir
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/"),
     ));
     let mut env = process.env().clone().unwrap_or_default();
     for e in rc.env.as_deref().unwrap_or_default() {
@@ -376,9 +382,8 @@ pub fn runtime_spec(
     let user_spec = rc.user.clone().unwrap_or_default();
     let passwd = read_in_root(rootfs, "etc/passwd")?;
     let group = read_in_root(rootfs, "etc/group")?;
-    let user = resolve_user(&user_spec, passwd.as_deref(), group.as_deref()).map_err(|e| {
-        ImageError::Unsupported(format!("image config User {user_spec:?}: {e}"))
-    })?;
+    let user = resolve_user(&user_spec, passwd.as_deref(), group.as_deref())
+        .map_err(|e| ImageError::Unsupported(format!("image config User {user_spec:?}: {e}")))?;
     let mut u = oci_spec::runtime::User::default();
     u.set_uid(user.uid);
     u.set_gid(user.gid);
@@ -452,7 +457,8 @@ mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,other\naudio:x:29:app\n";
+    const GROUP: &str =
+        "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nwheel:x:10:app,other\naudio:x:29:app\n";
 
     #[test]
     fn resolves_users_like_getexecuser() {
@@ -468,7 +474,10 @@ mod tests {
         let explicit = r("app:wheel").unwrap();
         assert_eq!((explicit.gid, explicit.additional_gids.len()), (10, 0));
         let numeric = r("4242:4343").unwrap();
-        assert_eq!((numeric.uid, numeric.gid, numeric.home.as_str()), (4242, 4343, "/"));
+        assert_eq!(
+            (numeric.uid, numeric.gid, numeric.home.as_str()),
+            (4242, 4343, "/")
+        );
         assert!(r("ghost").is_err());
         assert!(r("app:ghosts").is_err());
         assert!(r("4294967295").is_err());

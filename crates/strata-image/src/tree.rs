@@ -22,7 +22,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 /// First line of a state file (format version).
-const STATE_MAGIC: &[u8] = b"strata-tree-state-v1\n";
+const STATE_MAGIC: &[u8] = b"strata-tree-state-v2\n";
 /// Longest path accepted in a state file (PATH_MAX is 4096; a longer record is corruption).
 const MAX_STATE_PATH: usize = 64 * 1024;
 /// Buffer for the state file.
@@ -87,6 +87,9 @@ pub struct Record {
     /// ctime: any change to the inode (content, mode, owner, xattrs, links) moves it, and
     /// nobody can set it back.
     pub ctime: (i64, u32),
+    /// Birth time of directories (`statx`), `(0, 0)` when unknown: a directory removed and
+    /// made again may get the same inode number back, never the same birth time.
+    pub btime: (i64, u32),
 }
 
 impl Record {
@@ -100,7 +103,13 @@ impl Record {
             size: st.st_size.max(0) as u64,
             mtime: (st.st_mtime, st.st_mtime_nsec as u32),
             ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+            btime: (0, 0),
         }
+    }
+    /// The same directory (not one removed and made again at the same path).
+    pub fn same_directory(&self, other: &Record) -> bool {
+        self.ino == other.ino
+            && (self.btime == (0, 0) || other.btime == (0, 0) || self.btime == other.btime)
     }
     pub fn is_dir(&self) -> bool {
         FileType::from_raw_mode(self.mode) == FileType::Directory
@@ -144,6 +153,8 @@ impl<W: Write> StateWriter<W> {
         o.write_all(&r.mtime.1.to_le_bytes())?;
         o.write_all(&r.ctime.0.to_le_bytes())?;
         o.write_all(&r.ctime.1.to_le_bytes())?;
+        o.write_all(&r.btime.0.to_le_bytes())?;
+        o.write_all(&r.btime.1.to_le_bytes())?;
         Ok(())
     }
     pub fn finish(self) -> io::Result<W> {
@@ -206,6 +217,7 @@ impl<R: Read> StateReader<R> {
             size: self.u64()?,
             mtime: (self.u64()? as i64, self.u32()?),
             ctime: (self.u64()? as i64, self.u32()?),
+            btime: (self.u64()? as i64, self.u32()?),
         }))
     }
 }
@@ -217,13 +229,33 @@ pub struct WalkEntry {
     /// The last component (empty for the root).
     pub name: Vec<u8>,
     pub stat: Stat,
+    /// Birth time (directories only, `(0, 0)` when unknown).
+    pub btime: (i64, u32),
     /// The directory holding the entry (the root's own fd for the root).
     pub parent: Rc<OwnedFd>,
 }
 
+/// Birth time of `name` in `dir` (empty name: `dir` itself), `(0, 0)` when the
+/// filesystem does not keep one.
+fn birth_time(dir: BorrowedFd<'_>, name: &[u8]) -> (i64, u32) {
+    let flags = if name.is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    match rustix::fs::statx(dir, os(name), flags, rustix::fs::StatxFlags::BTIME) {
+        Ok(x) if x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0 => {
+            (x.stx_btime.tv_sec, x.stx_btime.tv_nsec)
+        }
+        _ => (0, 0),
+    }
+}
+
 impl WalkEntry {
     pub fn record(&self) -> Record {
-        Record::from_stat(self.path.clone(), &self.stat)
+        let mut r = Record::from_stat(self.path.clone(), &self.stat);
+        r.btime = self.btime;
+        r
     }
     /// Open a regular file for reading, without following a symlink put in its place.
     pub fn open(&self) -> io::Result<File> {
@@ -293,10 +325,12 @@ impl Walker {
         if let Some(root) = self.root.take() {
             let st = rustix::fs::fstat(&*root).map_err(errno_io)?;
             self.pending = Some((Vec::new(), Rc::clone(&root), Vec::new()));
+            let btime = birth_time(root.as_fd(), b"");
             return Ok(Some(WalkEntry {
                 path: Vec::new(),
                 name: Vec::new(),
                 stat: st,
+                btime,
                 parent: root,
             }));
         }
@@ -336,13 +370,16 @@ impl Walker {
             }
             path.extend_from_slice(&name);
             let parent = Rc::clone(&level.fd);
+            let mut btime = (0, 0);
             if kind(&st) == FileType::Directory {
+                btime = birth_time(parent.as_fd(), &name);
                 self.pending = Some((path.clone(), Rc::clone(&parent), name.clone()));
             }
             return Ok(Some(WalkEntry {
                 path,
                 name,
                 stat: st,
+                btime,
                 parent,
             }));
         }
@@ -397,7 +434,9 @@ mod tests {
         }
         assert_eq!(
             paths,
-            ["", "a", "a/b", "a/b/f", "a/l", "a/x", "a.c", "a.c/y", "m", "z"]
+            [
+                "", "a", "a/b", "a/b/f", "a/l", "a/x", "a.c", "a.c/y", "m", "z"
+            ]
         );
         let mut sorted = paths.clone();
         sorted.sort_by(|a, b| cmp_paths(a.as_bytes(), b.as_bytes()));

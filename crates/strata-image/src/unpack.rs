@@ -458,9 +458,10 @@ impl LayerJob {
     fn run(self, stream: crate::BlobReader) -> Result<LayerOutcome, ImageError> {
         let d = &self.descriptor;
         let size = d.size_u64()?;
-        let compression = d.media_type.layer_compression().ok_or_else(|| {
-            ImageError::Unsupported(format!("layer media type {}", d.media_type))
-        })?;
+        let compression = d
+            .media_type
+            .layer_compression()
+            .ok_or_else(|| ImageError::Unsupported(format!("layer media type {}", d.media_type)))?;
         let overflow = Arc::new(AtomicBool::new(false));
         let guarded = Guarded {
             inner: io::BufReader::with_capacity(STREAM_BUFFER_BYTES, SyncIoBridge::new(stream)),
@@ -722,4 +723,3 @@ pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
         Err(e) => Err(errno_io(e)),
     }
 }
-
