@@ -20,6 +20,7 @@
 //! ```
 
 mod error;
+pub mod mount;
 pub mod repack;
 pub mod runtime;
 pub mod tree;
