@@ -72,18 +72,18 @@ impl LayerCache {
     }
 
     fn record_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("by-digest")
-            .join(format!("{}-{}", digest.algorithm().as_str(), digest.encoded()))
+        self.root.join("by-digest").join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.encoded()
+        ))
     }
 
     /// The DiffId recorded for a blob digest, if its layer directory is still there.
     fn lookup(&self, digest: &Digest) -> Option<DiffId> {
         let file = std::fs::File::open(self.record_path(digest)).ok()?;
         let mut text = String::new();
-        file.take(MAX_RECORD_BYTES)
-            .read_to_string(&mut text)
-            .ok()?;
+        file.take(MAX_RECORD_BYTES).read_to_string(&mut text).ok()?;
         let diff_id = DiffId(text.trim().parse().ok()?);
         self.layer_dir(&diff_id).is_dir().then_some(diff_id)
     }
@@ -136,11 +136,9 @@ impl LayerCache {
             target: TargetPolicy::MustBeEmpty,
             max_uncompressed: None,
         };
-        extract_layer(&mut reader, tmp.path(), &options).map_err(|source| {
-            ImageError::Archive {
-                context: format!("{what}: extracting"),
-                source,
-            }
+        extract_layer(&mut reader, tmp.path(), &options).map_err(|source| ImageError::Archive {
+            context: format!("{what}: extracting"),
+            source,
         })?;
         let digests = reader
             .finish()
@@ -403,8 +401,8 @@ fn overlay_mount(lower: &[PathBuf], target: &Path) -> Result<(), ImageError> {
 
 /// Is `target` a mount point of a strata overlay? (from `/proc/self/mountinfo`)
 pub fn is_strata_mount(target: &Path) -> Result<bool, ImageError> {
-    let canonical = std::fs::canonicalize(target)
-        .map_err(io_err(format!("resolving {}", target.display())))?;
+    let canonical =
+        std::fs::canonicalize(target).map_err(io_err(format!("resolving {}", target.display())))?;
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err("reading /proc/self/mountinfo".into()))?;
     let want = escape_mountinfo(&canonical.display().to_string());
