@@ -339,9 +339,12 @@ async fn unpack_into(
     };
     let config = config.clone();
     let runtime = options.runtime.clone();
+    let cancel = options.cancel.clone();
     let bundle = bundle.to_path_buf();
     let sync = options.sync;
-    let paths = blocking(move || finish_bundle(&bundle, &config, &runtime, &meta, sync)).await?;
+    let paths =
+        blocking(move || finish_bundle(&bundle, &config, &runtime, &meta, sync, cancel.as_deref()))
+            .await?;
     report.paths = paths;
     Ok(report)
 }
@@ -354,6 +357,7 @@ fn finish_bundle(
     runtime: &RuntimeOptions,
     meta: &BundleMeta,
     sync: SyncMode,
+    cancel: Option<&AtomicBool>,
 ) -> Result<u64, ImageError> {
     let rootfs = bundle.join(ROOTFS_DIR);
     let spec = runtime_spec(config, &rootfs, runtime)?;
@@ -371,6 +375,9 @@ fn finish_bundle(
             .map_err(|e| ImageError::io(format!("opening {}", bundle.display()), errno_io(e)))?;
         rustix::fs::syncfs(&fd)
             .map_err(|e| ImageError::io(format!("syncing {}", bundle.display()), errno_io(e)))?;
+    }
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(ImageError::Interrupted);
     }
     let tmp = bundle.join(format!("{META_FILE}.tmp"));
     write_file(&tmp, &meta_bytes)?;

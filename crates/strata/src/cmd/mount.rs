@@ -85,7 +85,7 @@ pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
         ),
     )
     .await;
-    if signalled {
+    if signalled && result.is_err() {
         eprintln!("interrupted: nothing mounted");
         std::process::exit(EXIT_INTERRUPTED);
     }

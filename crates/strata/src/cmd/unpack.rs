@@ -200,7 +200,7 @@ pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
         strata_image::unpack(source.as_ref(), &raw, &a.bundle, &options),
     )
     .await;
-    if signalled {
+    if signalled && result.is_err() {
         eprintln!("interrupted: {} was not unpacked", a.bundle.display());
         std::process::exit(EXIT_INTERRUPTED);
     }
