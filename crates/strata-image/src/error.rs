@@ -46,16 +46,16 @@ pub enum ImageError {
     )]
     DiffIdMismatch {
         layer: usize,
-        digest: Digest,
-        expected: DiffId,
-        actual: DiffId,
+        digest: Box<Digest>,
+        expected: Box<DiffId>,
+        actual: Box<DiffId>,
     },
     /// A layer could not be read or applied.
     #[error("{context}")]
     Archive {
         context: String,
         #[source]
-        source: strata_archive::ArchiveError,
+        source: Box<strata_archive::ArchiveError>,
     },
     /// A bundle directory (unpack target, repack source, mount point) is not acceptable.
     #[error("{path}: {reason}")]

@@ -138,7 +138,7 @@ impl LayerCache {
         };
         extract_layer(&mut reader, tmp.path(), &options).map_err(|source| ImageError::Archive {
             context: format!("{what}: extracting"),
-            source,
+            source: Box::new(source),
         })?;
         let digests = reader
             .finish()
@@ -164,9 +164,9 @@ impl LayerCache {
         if &digests.diff_id != expected {
             return Err(ImageError::DiffIdMismatch {
                 layer: index,
-                digest: descriptor.digest.clone(),
-                expected: expected.clone(),
-                actual: digests.diff_id,
+                digest: Box::new(descriptor.digest.clone()),
+                expected: Box::new(expected.clone()),
+                actual: Box::new(digests.diff_id),
             });
         }
         let final_dir = self.layer_dir(&digests.diff_id);
@@ -304,9 +304,9 @@ pub async fn mount_image(
         if diff_id != expected {
             return Err(ImageError::DiffIdMismatch {
                 layer: index,
-                digest: layer.digest.clone(),
-                expected,
-                actual: diff_id,
+                digest: Box::new(layer.digest.clone()),
+                expected: Box::new(expected),
+                actual: Box::new(diff_id),
             });
         }
         dirs.push(cache.layer_dir(&diff_id));

@@ -208,8 +208,11 @@ fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Extended attributes as `(name, value)`, sorted by name.
+type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// The xattrs that belong in a layer, sorted; and the rootless owner record if present.
-fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<(Vec<(String, Vec<u8>)>, Option<Vec<u8>>)> {
+fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<(Xattrs, Option<Vec<u8>>)> {
     let names = list_xattrs(fd)?;
     let mut out = Vec::new();
     let mut rootless = None;
@@ -299,7 +302,7 @@ impl<W: io::Write> Differ<W> {
         let st = &e.stat;
         let tar_err = |err: strata_archive::ArchiveError| ImageError::Archive {
             context: format!("writing {} into the layer", String::from_utf8_lossy(path)),
-            source: err,
+            source: Box::new(err),
         };
         match kind(st) {
             FileType::Directory => {
@@ -377,7 +380,7 @@ impl<W: io::Write> Differ<W> {
             .append_whiteout(&r.path)
             .map_err(|err| ImageError::Archive {
                 context: format!("whiteout for {}", String::from_utf8_lossy(&r.path)),
-                source: err,
+                source: Box::new(err),
             })
     }
 }
@@ -446,7 +449,7 @@ fn diff_tree<W: io::Write>(
                                     "opaque marker for {}",
                                     String::from_utf8_lossy(&c.path)
                                 ),
-                                source: err,
+                                source: Box::new(err),
                             })?;
                         skip_below = Some(c.path.clone());
                     } else if r.is_dir() && !now.is_dir() {
@@ -492,7 +495,7 @@ pub fn write_layer(bundle: &Path, options: &RepackOptions) -> Result<Repacked, I
     let Differ { tar, stats, .. } = differ;
     let writer = tar.finish().map_err(|e| ImageError::Archive {
         context: "finishing the layer".into(),
-        source: e,
+        source: Box::new(e),
     })?;
     let (info, mut layer_file) = writer
         .finish()

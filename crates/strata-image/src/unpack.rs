@@ -526,7 +526,7 @@ impl LayerJob {
             Err(Failure::Extract(source)) => {
                 return Err(ImageError::Archive {
                     context: format!("{what}: extracting"),
-                    source,
+                    source: Box::new(source),
                 });
             }
             Err(Failure::Read(e)) => {
@@ -550,9 +550,9 @@ impl LayerJob {
         if digests.diff_id != self.expected_diff_id {
             return Err(ImageError::DiffIdMismatch {
                 layer: self.index,
-                digest: d.digest.clone(),
-                expected: self.expected_diff_id,
-                actual: digests.diff_id,
+                digest: Box::new(d.digest.clone()),
+                expected: Box::new(self.expected_diff_id),
+                actual: Box::new(digests.diff_id),
             });
         }
         Ok(LayerOutcome {
