@@ -24,14 +24,18 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use strata_archive::{
-    ExtractOptions, LayerReader, Ownership, TargetPolicy, Threading, WhiteoutMode, extract_layer,
+    ExtractOptions, HashingReader, LayerDigests, Ownership, PipeReader, TargetPolicy, WhiteoutMode,
+    decompress, extract_layer,
 };
-use strata_spec::{DiffId, Digest, ImageConfig, MAX_CONFIG_BYTES, Manifest, MediaType};
+use strata_spec::{
+    DiffId, Digest, DigestHasher, ImageConfig, MAX_CONFIG_BYTES, Manifest, MediaType,
+};
 use tokio_util::io::SyncIoBridge;
 
 use crate::runtime::{RuntimeOptions, runtime_spec};
@@ -416,13 +420,17 @@ struct LayerOutcome {
     compressed: u64,
 }
 
-/// The stored bytes of a layer: stops at size + 1 bytes and on cancellation.
+/// The stored bytes of a layer: hashed (for the blob digest), stopped at size + 1 bytes
+/// and on cancellation. It runs on the decoder thread; the digest is read back through the
+/// shared hasher once the decoded stream has ended.
 struct Guarded<R> {
     inner: R,
     seen: u64,
     size: u64,
     overflow: Arc<AtomicBool>,
     cancel: Option<Arc<AtomicBool>>,
+    /// Digest and count of the stored bytes read.
+    hash: Arc<Mutex<(DigestHasher, u64)>>,
 }
 
 impl<R: Read> Read for Guarded<R> {
@@ -449,6 +457,11 @@ impl<R: Read> Read for Guarded<R> {
                 other => break other?,
             }
         };
+        {
+            let mut h = self.hash.lock().unwrap_or_else(PoisonError::into_inner);
+            h.0.update(&buf[..n]);
+            h.1 += n as u64;
+        }
         self.seen += n as u64;
         if self.seen > self.size {
             self.overflow.store(true, Ordering::Relaxed);
@@ -470,21 +483,24 @@ impl LayerJob {
             .layer_compression()
             .ok_or_else(|| ImageError::Unsupported(format!("layer media type {}", d.media_type)))?;
         let overflow = Arc::new(AtomicBool::new(false));
+        let stored_hash = Arc::new(Mutex::new((DigestHasher::new(d.digest.algorithm()), 0u64)));
         let guarded = Guarded {
             inner: io::BufReader::with_capacity(STREAM_BUFFER_BYTES, SyncIoBridge::new(stream)),
             seen: 0,
             size,
             overflow: Arc::clone(&overflow),
             cancel: self.cancel.clone(),
+            hash: Arc::clone(&stored_hash),
         };
         let what = format!("layer {} ({})", self.index, d.digest);
-        let mut reader = LayerReader::new(
-            guarded,
-            compression,
-            d.digest.algorithm(),
-            Threading::DecoderThread,
-        )
-        .map_err(|e| ImageError::io(format!("{what}: starting decompression"), e))?;
+        // The decoder thread reads, hashes and decompresses the stored bytes; this thread
+        // hashes the tar (DiffId) and extracts it. Hashing the uncompressed stream here
+        // instead of next to the decompressor balances the two threads (decompression is
+        // the heavier half).
+        let mut reader = decompress(guarded, compression)
+            .and_then(PipeReader::spawn)
+            .map(HashingReader::new)
+            .map_err(|e| ImageError::io(format!("{what}: starting decompression"), e))?;
         enum Failure {
             Extract(strata_archive::ArchiveError),
             Read(io::Error),
@@ -493,10 +509,23 @@ impl LayerJob {
             .map_err(Failure::Extract)
             .and_then(|stats| {
                 // Drains what the tar reader left, so the digests cover every byte.
-                reader
-                    .finish()
-                    .map(|digests| (stats, digests))
-                    .map_err(Failure::Read)
+                reader.drain().map_err(Failure::Read)?;
+                let (pipe, diff_id, uncompressed_size) = reader.finish();
+                // The pipe ended: the decoder thread has hashed every stored byte it read.
+                drop(pipe);
+                let (digest, stored_size) = {
+                    let h = stored_hash.lock().unwrap_or_else(PoisonError::into_inner);
+                    (h.0.clone().finish(), h.1)
+                };
+                Ok((
+                    stats,
+                    LayerDigests {
+                        digest,
+                        size: stored_size,
+                        diff_id: DiffId(diff_id),
+                        uncompressed_size,
+                    },
+                ))
             });
         let is_cancelled = self
             .cancel

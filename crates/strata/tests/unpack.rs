@@ -422,3 +422,36 @@ fn mount_and_umount_a_read_only_view() {
     let cache = env.path("data/strata/overlay/layers");
     assert_eq!(std::fs::read_dir(cache).unwrap().count(), 2);
 }
+
+#[test]
+fn unpack_picks_the_platform_of_an_index() {
+    let env = Env::new();
+    let image = layout_of(&env, &strata_testkit::busybox_index(), "multi");
+    let bundle = env.path("bundle");
+    let out = env.json(&[
+        "unpack",
+        "--platform",
+        "linux/arm64",
+        "--format",
+        "json",
+        &image,
+        bundle.to_str().unwrap(),
+    ]);
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("strata.json")).unwrap()).unwrap();
+    assert_eq!(out["digest"], meta["manifest_digest"]);
+    assert_eq!(meta["config"]["architecture"], "arm64");
+    // ELF e_machine 0xb7 = AArch64.
+    let elf = std::fs::read(bundle.join("rootfs/bin/busybox")).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), 0xb7);
+    let err = env.fails(&[
+        "unpack",
+        "--platform",
+        "linux/s390x",
+        &image,
+        env.path("other").to_str().unwrap(),
+    ]);
+    assert!(err.contains("no image for platform"), "{err}");
+    assert!(!env.path("other").exists());
+}
