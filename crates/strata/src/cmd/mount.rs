@@ -15,15 +15,15 @@ use crate::cmd::inspect::resolve_image;
 use crate::cmd::unpack::{EXIT_INTERRUPTED, until_signal};
 use crate::open::{self, Side};
 
-#[derive(Args, Debug)]
-#[command(
-    long_about = "Mount an image read-only at DIR, like `podman image mount`.\n\n\
+/// `strata mount --help` text.
+pub const LONG_ABOUT: &str = "Mount an image read-only at DIR, like `podman image mount`.\n\n\
 Each layer is extracted once into a cache under the local store (STORE/overlay, keyed by the \
 DiffId computed while extracting it, with digests verified) and DIR becomes a read-only \
 overlayfs of those layer directories. Needs root: an overlay mounted without privileges would \
 exist only inside its own user namespace; rootless users can `strata unpack` instead. \
-Undo with `strata umount DIR`."
-)]
+Undo with `strata umount DIR`.";
+
+#[derive(Args, Debug)]
 pub struct MountArgs {
     /// Image to mount (transport:reference; an index is narrowed to --platform).
     pub image: String,
@@ -35,6 +35,7 @@ pub struct MountArgs {
     /// Layer cache directory (default: STORE/overlay).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// No summary line.
     #[arg(short, long)]
     pub quiet: bool,
     #[command(flatten)]

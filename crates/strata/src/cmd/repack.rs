@@ -13,16 +13,16 @@ use crate::cli::{OutputFormat, RegistryArgs};
 use crate::open::{self, Side};
 use crate::output::{human_size, print_json};
 
-#[derive(Args, Debug)]
-#[command(
-    long_about = "Turn the changes made in BUNDLE/rootfs since `strata unpack` into one new \
+/// `strata repack --help` text.
+pub const LONG_ABOUT: &str = "Turn the changes made in BUNDLE/rootfs since `strata unpack` into one new \
 layer, and write the unpacked image plus that layer (and a history entry) as IMAGE.\n\n\
 Changes are found by comparing each path's inode, ctime, mtime, size, mode and owner with what \
 unpack recorded (no file is hashed); changed files are read once. Deleted paths become \
 whiteouts, re-created directories opaque directories; hard links, symlinks, devices, modes, \
 ownership and xattrs are kept. Base layers missing at IMAGE are copied from the image the \
-bundle was unpacked from."
-)]
+bundle was unpacked from.";
+
+#[derive(Args, Debug)]
 pub struct RepackArgs {
     /// Bundle made by `strata unpack`.
     pub bundle: PathBuf,
@@ -50,6 +50,7 @@ pub struct RepackArgs {
     pub refresh_bundle: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    /// No summary line.
     #[arg(short, long)]
     pub quiet: bool,
     #[command(flatten)]

@@ -20,15 +20,15 @@ use crate::output::{human_size, print_json};
 /// Exit status after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-#[derive(Args, Debug)]
-#[command(
-    long_about = "Unpack an image into an OCI runtime bundle, like `umoci unpack`.\n\n\
+/// `strata unpack --help` text.
+pub const LONG_ABOUT: &str = "Unpack an image into an OCI runtime bundle, like `umoci unpack`.\n\n\
 BUNDLE/rootfs gets every layer applied in order (whiteouts and opaque directories), \
 BUNDLE/config.json a runtime config made from the image config (runnable with \
 `runc run -b BUNDLE ID`), and BUNDLE/strata.json + strata.state what `strata repack` needs. \
 strata.json is written last: a bundle without it is incomplete. Digests, sizes and DiffIds \
-are verified while the layers stream; on any error or Ctrl-C the partial bundle is removed."
-)]
+are verified while the layers stream; on any error or Ctrl-C the partial bundle is removed.";
+
+#[derive(Args, Debug)]
 pub struct UnpackArgs {
     /// Image to unpack (transport:reference; an index is narrowed to --platform).
     pub image: String,
