@@ -751,3 +751,106 @@ async fn a16_setuid_and_capabilities_are_kept_as_root() {
         Some(cap)
     );
 }
+
+#[tokio::test]
+async fn rootless_repack_takes_owners_from_the_rootless_xattr() {
+    let f = Fixture::new();
+    let layout = f.layout(&base_image(), "v1");
+    let bundle = f.path("bundle");
+    let options = UnpackOptions {
+        ownership: Ownership::Rootless,
+        ..opts()
+    };
+    unpack_layout(&layout, "v1", &bundle, &options)
+        .await
+        .unwrap();
+    let owned = bundle.join("rootfs/c/owned");
+    std::fs::write(&owned, "changed").unwrap();
+    std::fs::write(bundle.join("rootfs/c/made-here"), "new").unwrap();
+    let b = bundle.clone();
+    let repacked = tokio::task::spawn_blocking(move || write_layer(&b, &RepackOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let sink = LayoutSink::create(&layout).unwrap();
+    repacked.commit(&sink, None, Some("v2")).await.unwrap();
+    // Read the new layer's headers: the owner comes from user.rootlesscontainers (1000),
+    // a file without the record belongs to root — whoever owns it on disk.
+    let v2 = LayoutSource::open(&layout, Some("v2")).unwrap();
+    let strata_spec::Manifest::Image(m) = v2.manifest(None).await.unwrap().parse().unwrap() else {
+        panic!("not an image")
+    };
+    let layer = m.layers.last().unwrap();
+    let blob = std::fs::read(layout.join("blobs/sha256").join(layer.digest.encoded())).unwrap();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()));
+    let mut owners = BTreeMap::new();
+    for e in tar.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        owners.insert(
+            e.path().unwrap().display().to_string(),
+            (h.uid().unwrap(), h.gid().unwrap()),
+        );
+    }
+    assert_eq!(owners.get("c/owned"), Some(&(1000, 1000)), "{owners:?}");
+    assert_eq!(owners.get("c/made-here"), Some(&(0, 0)), "{owners:?}");
+}
+
+#[tokio::test]
+async fn m15_mount_cache_never_trusts_a_claimed_diff_id() {
+    use strata_image::mount::{LayerCache, mount_image, unmount_image};
+    if !is_root() {
+        eprintln!("skipped: mounting needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let cache = LayerCache::new(f.path("cache"));
+    let good = image_from_layers(
+        &[tar_of(&[E::File("f", b"genuine", 0o644)])],
+        serde_json::json!({}),
+    );
+    let layout = f.layout(&good, "good");
+    let source = LayoutSource::open(&layout, Some("good")).unwrap();
+    let top = source.manifest(None).await.unwrap();
+    let mnt = f.path("mnt");
+    mount_image(&source, &top, &cache, &mnt, None)
+        .await
+        .unwrap();
+    assert_eq!(read(&mnt.join("f")), "genuine");
+    unmount_image(&mnt).unwrap();
+    // Another image whose config claims the cached layer's DiffId for different content:
+    // its blob is extracted and hashed, and the lie is an error, not a cache hit.
+    let good_diff_id = {
+        let c: serde_json::Value = serde_json::from_slice(&good.blob_list[0].1).unwrap();
+        c["rootfs"]["diff_ids"][0].clone()
+    };
+    let mut evil = image_from_layers(
+        &[tar_of(&[E::File("f", b"evil", 0o644)])],
+        serde_json::json!({}),
+    );
+    let mut c: serde_json::Value = serde_json::from_slice(&evil.blob_list[0].1).unwrap();
+    c["rootfs"]["diff_ids"][0] = good_diff_id;
+    let bytes = serde_json::to_vec(&c).unwrap();
+    let d = strata_spec::Descriptor::of_bytes(strata_spec::MediaType::OCI_CONFIG, &bytes);
+    let mut m: serde_json::Value = serde_json::from_slice(&evil.manifest).unwrap();
+    m["config"] = serde_json::to_value(&d).unwrap();
+    evil.manifest = serde_json::to_vec(&m).unwrap();
+    evil.blob_list[0] = (d, bytes);
+    let evil_layout = f.path("evil");
+    evil.write_oci_layout(&evil_layout, "evil").unwrap();
+    let source = LayoutSource::open(&evil_layout, Some("evil")).unwrap();
+    let top = source.manifest(None).await.unwrap();
+    let err = mount_image(&source, &top, &cache, &mnt, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::DiffIdMismatch { .. }), "{err}");
+    assert!(!strata_image::mount::is_strata_mount(&mnt).unwrap());
+    // The cached genuine layer is untouched.
+    let source = LayoutSource::open(&layout, Some("good")).unwrap();
+    let top = source.manifest(None).await.unwrap();
+    mount_image(&source, &top, &cache, &mnt, None)
+        .await
+        .unwrap();
+    assert_eq!(read(&mnt.join("f")), "genuine");
+    unmount_image(&mnt).unwrap();
+}
