@@ -68,7 +68,10 @@ async fn unpacking_and_repacking_a_large_layer_keeps_memory_flat() {
             format!("small/{i}"),
             &EntryMeta::with_mode(0o644),
             100,
-            Mixed { left: 100, x: i + 1 },
+            Mixed {
+                left: 100,
+                x: i + 1,
+            },
         )
         .unwrap();
     }

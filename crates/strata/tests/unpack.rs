@@ -455,3 +455,68 @@ fn unpack_picks_the_platform_of_an_index() {
     assert!(err.contains("no image for platform"), "{err}");
     assert!(!env.path("other").exists());
 }
+
+/// As an unprivileged user: unpack busybox (read-only /proc and /sys, 0700 /root), repack a
+/// change, and replace the bundle with --force (read-only directories must be removable).
+#[test]
+fn unprivileged_unpack_repack_and_force_replace() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = env.path("work");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let layout = work.join("layout");
+    strata_testkit::busybox_image("amd64")
+        .write_oci_layout(&layout, "v1")
+        .unwrap();
+    run("chown", &["-R", "65534:65534", layout.to_str().unwrap()]);
+    let bundle = work.join("bundle");
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("HOME", &work)
+            .env("XDG_DATA_HOME", work.join("data"))
+            .output()
+            .expect("setpriv (util-linux)");
+        assert!(
+            out.status.success(),
+            "strata {args:?} as nobody: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let image = format!("oci:{}:v1", layout.display());
+    as_nobody(&["unpack", &image, bundle.to_str().unwrap()]);
+    let proc_dir = std::fs::metadata(bundle.join("rootfs/proc")).unwrap();
+    assert_eq!(proc_dir.mode() & 0o777, 0o555);
+    assert_eq!(proc_dir.uid(), 65534);
+    std::fs::write(bundle.join("rootfs/root/note"), "hi").unwrap();
+    std::os::unix::fs::chown(bundle.join("rootfs/root/note"), Some(65534), Some(65534)).unwrap();
+    let target = format!("oci:{}:v2", layout.display());
+    as_nobody(&["repack", bundle.to_str().unwrap(), &target]);
+    // umoci (as root) sees the change with the image's owners: root, not nobody.
+    let check = env.path("check");
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:v2", layout.display()),
+            check.to_str().unwrap(),
+        ],
+    );
+    let note = std::fs::metadata(check.join("rootfs/root/note")).unwrap();
+    assert_eq!((note.uid(), note.gid()), (0, 0));
+    assert_eq!(
+        std::fs::read_to_string(check.join("rootfs/root/note")).unwrap(),
+        "hi"
+    );
+    as_nobody(&["unpack", "--force", &target, bundle.to_str().unwrap()]);
+    assert!(bundle.join("rootfs/root/note").exists());
+    assert!(bundle.join("strata.json").exists());
+}
