@@ -1,4 +1,6 @@
-use strata_spec::{Digest, SpecError};
+use std::path::PathBuf;
+
+use strata_spec::{DiffId, Digest, SpecError};
 
 /// Errors of image sources, sinks and the checks on their content.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,29 @@ pub enum ImageError {
     Invalid {
         report: Box<crate::validate::ValidationReport>,
     },
+    /// A layer's uncompressed content does not hash to the config's `rootfs.diff_ids` entry.
+    #[error(
+        "layer {layer} ({digest}): uncompressed content hashes to {actual}, the config says {expected}"
+    )]
+    DiffIdMismatch {
+        layer: usize,
+        digest: Box<Digest>,
+        expected: Box<DiffId>,
+        actual: Box<DiffId>,
+    },
+    /// A layer could not be read or applied.
+    #[error("{context}")]
+    Archive {
+        context: String,
+        #[source]
+        source: Box<strata_archive::ArchiveError>,
+    },
+    /// A bundle directory (unpack target, repack source, mount point) is not acceptable.
+    #[error("{path}: {reason}")]
+    Bundle { path: PathBuf, reason: String },
+    /// Stopped on request (Ctrl-C); what was written has been removed.
+    #[error("interrupted")]
+    Interrupted,
     /// An error of a transport (registry, store) with its own error type.
     #[error("{context}")]
     Transport {

@@ -20,6 +20,11 @@
 //! ```
 
 mod error;
+pub mod mount;
+pub mod repack;
+pub mod runtime;
+pub mod tree;
+pub mod unpack;
 pub mod validate;
 mod verify;
 
@@ -30,6 +35,10 @@ use strata_spec::{Descriptor, Digest, Manifest, MediaType};
 use tokio::io::AsyncRead;
 
 pub use error::ImageError;
+pub use strata_archive::{Compression, Ownership};
+pub use unpack::{
+    BundleMeta, ExistingBundle, SyncMode, UnpackOptions, UnpackReport, read_bundle_meta, unpack,
+};
 pub use validate::{
     LayerCheck, Problem, ProblemKind, ValidateOptions, ValidationReport, validate, validate_strict,
 };

@@ -224,3 +224,44 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
         blob_list,
     }
 }
+
+/// A linux/amd64 OCI image whose layers are the given uncompressed tars (gzip'd here,
+/// DiffIds computed), with `runtime_config` as the config's `config` section (`Env`,
+/// `Cmd`, `User`, `Labels`…). For unpack/repack tests that need exact layer contents.
+pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) -> TestImage {
+    let mut blob_list = Vec::new();
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for raw in layers {
+        diff_ids.push(Digest::sha256_of(raw).to_string());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, raw).expect("gzip in memory");
+        let bytes = gz.finish().expect("gzip in memory");
+        let d = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes);
+        descriptors.push(serde_json::to_value(&d).expect("descriptor json"));
+        blob_list.push((d, bytes));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": runtime_config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "strata-testkit"}]
+    });
+    let config_bytes = serde_json::to_vec(&config).expect("config json");
+    let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OCI_MANIFEST,
+        "config": config_descriptor,
+        "layers": descriptors,
+    });
+    blob_list.insert(0, (config_descriptor, config_bytes));
+    TestImage {
+        manifest: serde_json::to_vec(&manifest).expect("manifest json"),
+        media_type: MediaType::OCI_MANIFEST.into(),
+        children: Vec::new(),
+        blob_list,
+    }
+}

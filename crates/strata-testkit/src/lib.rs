@@ -33,7 +33,9 @@ pub mod schema;
 mod token;
 
 pub use busybox::{busybox_image, busybox_index};
-pub use fixtures::{TestImage, index_of, random_image, random_image_for_platform, random_index};
+pub use fixtures::{
+    TestImage, image_from_layers, index_of, random_image, random_image_for_platform, random_index,
+};
 pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
 pub use registry::{TestRegistry, push_image_raw};
 pub use token::{TokenRequest, TokenServer};

@@ -49,6 +49,17 @@ pub enum Command {
     Gc(GcArgs),
     /// Remove build cache entries (default: the local store's cache).
     Prune(PruneArgs),
+    /// Unpack an image into an OCI runtime bundle (rootfs + config.json), like `umoci unpack`.
+    #[command(long_about = crate::cmd::unpack::LONG_ABOUT)]
+    Unpack(crate::cmd::unpack::UnpackArgs),
+    /// Turn the changes made in an unpacked bundle's rootfs into a new layer and image.
+    #[command(long_about = crate::cmd::repack::LONG_ABOUT)]
+    Repack(crate::cmd::repack::RepackArgs),
+    /// Mount an image read-only (overlayfs over cached layer directories).
+    #[command(long_about = crate::cmd::mount::LONG_ABOUT)]
+    Mount(crate::cmd::mount::MountArgs),
+    /// Unmount what `strata mount` mounted.
+    Umount(crate::cmd::mount::UmountArgs),
 }
 
 /// Output format of a command.

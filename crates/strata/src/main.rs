@@ -50,6 +50,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(a) => cmd::login::logout(a).await,
         Command::Gc(a) => cmd::ls::gc(a).await,
         Command::Prune(a) => cmd::build::prune(a).await,
+        Command::Unpack(a) => cmd::unpack::run(a).await,
+        Command::Repack(a) => cmd::repack::run(a).await,
+        Command::Mount(a) => cmd::mount::mount(a).await,
+        Command::Umount(a) => cmd::mount::umount(a).await,
     }
 }
 

@@ -4,4 +4,7 @@ pub mod inspect;
 pub mod login;
 pub mod ls;
 pub mod manifest;
+pub mod mount;
+pub mod repack;
 pub mod tags;
+pub mod unpack;
