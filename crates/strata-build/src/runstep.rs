@@ -647,9 +647,15 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         // The root filesystem.
         let (rootfs, snapshot) = match plan.kind {
             RootfsKind::Overlay => {
-                let mut lower = Vec::with_capacity(st.layers.len());
+                let mut lower: Vec<PathBuf> = Vec::with_capacity(st.layers.len());
                 for l in st.layers.iter().rev() {
-                    lower.push(shared.layer_dirs.dir_for(&shared.layout, l).await?);
+                    let dir = shared.layer_dirs.dir_for(&shared.layout, l).await?;
+                    // The same layer twice (two steps that changed nothing): overlayfs
+                    // refuses a directory used twice, and the lower copy changes nothing
+                    // the upper one does not decide anyway.
+                    if !lower.contains(&dir) {
+                        lower.push(dir);
+                    }
                 }
                 if lower.is_empty() {
                     // FROM scratch: overlayfs needs one lower dir.
