@@ -72,7 +72,7 @@ fn multi_platform_to_a_layout_with_json_result_and_iidfile() {
     let base = base_layout(&env);
     let ctx = context(
         &env,
-        &format!("ARG BASE\nFROM ${{BASE}}\nARG TARGETARCH\nCOPY app /app/${{TARGETARCH}}/\n"),
+        "ARG BASE\nFROM ${BASE}\nARG TARGETARCH\nCOPY app /app/${TARGETARCH}/\n",
     );
     let out = env.path("out");
     let iid = env.path("iid");
