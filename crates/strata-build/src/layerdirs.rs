@@ -331,6 +331,62 @@ fn extract_into(dir: &Path, layout: &OciLayout, layer: &LayerRef) -> Result<Diff
     Ok(computed)
 }
 
+/// Remove cached layer directories of a layout (those not used within `keep`, or all), when
+/// no build is using them (a build holds `.lock` shared; this takes it exclusively or
+/// removes nothing). Returns how many were removed.
+pub(crate) fn prune(layout_root: &Path, keep: Option<std::time::Duration>) -> usize {
+    let mut removed = 0;
+    for flavour in ["root", "rootless"] {
+        let root = layout_root
+            .join(".strata")
+            .join("rootfs-layers")
+            .join(flavour);
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(LOCK))
+        else {
+            continue;
+        };
+        if rustix::fs::flock(
+            lock.as_fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )
+        .is_err()
+        {
+            continue; // a build is running
+        }
+        let now = std::time::SystemTime::now();
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            let fresh = keep.is_some_and(|k| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age <= k)
+            });
+            if (valid_name(&name) && !fresh) || name == TMP {
+                if remove_tree(&path).is_ok() && name != TMP {
+                    removed += 1;
+                }
+            }
+        }
+        // Links to what is gone.
+        if let Ok(links) = std::fs::read_dir(root.join(BY_BLOB)) {
+            for l in links.flatten() {
+                if !l.path().is_dir() {
+                    let _ = std::fs::remove_file(l.path());
+                }
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -507,6 +507,8 @@ fn cache_dir(
             }
             Err(e) => return Err(e.into()),
         }
+        // The lock file's mtime records the last use (for `prune --keep-used-within`).
+        let _ = lock.set_modified(std::time::SystemTime::now());
         let dir = root.join(&dir_name);
         if std::fs::symlink_metadata(&dir).is_err() {
             create_cache_dir(root, &dir, mode, uid, gid, seed)?;
@@ -558,6 +560,44 @@ fn create_cache_dir(
         let _ = remove_tree(&tmp);
     }
     result
+}
+
+/// Remove the cache-mount directories of a layout (those not used within `keep`, or all)
+/// that no step holds. Returns how many were removed.
+pub(crate) fn prune(layout_root: &Path, keep: Option<std::time::Duration>) -> usize {
+    use rustix::fs::FlockOperation;
+    let root = layout_root.join(".strata").join("cache-mounts");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".lock") || !e.path().is_dir() {
+            continue;
+        }
+        let lock_path = root.join(format!("{name}.lock"));
+        let Ok(lock) = lock_file(&lock_path) else {
+            continue;
+        };
+        if rustix::fs::flock(lock.as_fd(), FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // in use by a step
+        }
+        // The lock file's mtime is the last use.
+        let fresh = keep.is_some_and(|k| {
+            std::fs::metadata(&lock_path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age <= k)
+        });
+        if !fresh && remove_tree(&e.path()).is_ok() {
+            let _ = std::fs::remove_file(&lock_path);
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1138,3 +1138,37 @@ async fn b6_a_base_with_dev_and_etc_hosts_symlinked_to_host_paths() {
         );
     }
 }
+
+#[tokio::test]
+async fn prune_removes_extracted_layers_and_cache_mounts() {
+    let bb = bb();
+    let c = Ctx::new();
+    let cf = "FROM bb:amd64\nRUN --mount=type=cache,target=/c echo x > /c/f && echo y > /y\n";
+    let o = options(&c, cf, RootfsMode::Auto);
+    build_ok(&o, &bb).await;
+    let keep = strata_build::prune_cache(
+        &strata_build::default_cache_dir(&c.out()),
+        &strata_build::PruneOptions {
+            keep: strata_build::PruneKeep::UsedWithin(std::time::Duration::from_secs(3600)),
+            layout: Some(c.out()),
+        },
+    )
+    .unwrap();
+    assert_eq!((keep.layer_dirs_removed, keep.cache_mounts_removed), (0, 0));
+    let report = strata_build::prune_cache(
+        &strata_build::default_cache_dir(&c.out()),
+        &strata_build::PruneOptions {
+            keep: strata_build::PruneKeep::Nothing,
+            layout: Some(c.out()),
+        },
+    )
+    .unwrap();
+    assert!(report.layer_dirs_removed >= 1, "{report:?}");
+    assert_eq!(report.cache_mounts_removed, 1, "{report:?}");
+    assert!(cache_mount_dirs(&c.out()).is_empty());
+    // The next build extracts again and runs.
+    let mut o = o.clone();
+    o.cache = CachePolicy::NoCache;
+    let (result, _) = build_ok(&o, &bb).await;
+    assert_eq!(layer_paths(&result, -1), ["y"]);
+}

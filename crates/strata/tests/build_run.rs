@@ -302,7 +302,8 @@ fn ctrl_c_stops_the_step_and_leaves_nothing_behind() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    run("kill", &["-INT", &child.id().to_string()]);
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
     let output = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");

@@ -402,10 +402,12 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
             println!(
-                "removed {} cache entries ({} kept, {} files); run `strata gc {}` to free unreferenced layers",
+                "removed {} cache entries ({} kept, {} files), {} extracted layers, {} RUN cache mounts; run `strata gc {}` to free unreferenced layers",
                 report.entries_removed,
                 report.entries_kept,
                 report.files_removed,
+                report.layer_dirs_removed,
+                report.cache_mounts_removed,
                 layout.display()
             );
             Ok(())
