@@ -369,10 +369,11 @@ pub(crate) fn prune(layout_root: &Path, keep: Option<std::time::Duration>) -> us
                     .and_then(|t| now.duration_since(t).ok())
                     .is_some_and(|age| age <= k)
             });
-            if (valid_name(&name) && !fresh) || name == TMP {
-                if remove_tree(&path).is_ok() && name != TMP {
-                    removed += 1;
-                }
+            if ((valid_name(&name) && !fresh) || name == TMP)
+                && remove_tree(&path).is_ok()
+                && name != TMP
+            {
+                removed += 1;
             }
         }
         // Links to what is gone.
