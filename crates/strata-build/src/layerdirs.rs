@@ -369,10 +369,9 @@ pub(crate) fn prune(layout_root: &Path, keep: Option<std::time::Duration>) -> us
                     .and_then(|t| now.duration_since(t).ok())
                     .is_some_and(|age| age <= k)
             });
-            if ((valid_name(&name) && !fresh) || name == TMP)
-                && remove_tree(&path).is_ok()
-                && name != TMP
-            {
+            if name == TMP {
+                let _ = remove_tree(&path);
+            } else if valid_name(&name) && !fresh && remove_tree(&path).is_ok() {
                 removed += 1;
             }
         }
