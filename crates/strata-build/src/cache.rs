@@ -204,7 +204,8 @@ pub enum PruneKeep {
 pub struct PruneOptions {
     pub keep: PruneKeep,
     /// The layout the cache belongs to: entries whose blob it no longer holds are removed
-    /// whatever `keep` says.
+    /// whatever `keep` says; its extracted layer directories and `RUN --mount=type=cache`
+    /// directories are pruned by `keep` too (those in use by a running build are kept).
     pub layout: Option<PathBuf>,
 }
 
@@ -214,6 +215,10 @@ pub struct PruneReport {
     pub entries_removed: usize,
     pub entries_kept: usize,
     pub files_removed: usize,
+    /// Extracted layer directories (RUN's overlay lower dirs) removed.
+    pub layer_dirs_removed: usize,
+    /// `RUN --mount=type=cache` directories removed.
+    pub cache_mounts_removed: usize,
 }
 
 /// Remove build cache entries. Layer blobs stay in the layout (they may be used by images);
@@ -264,6 +269,14 @@ pub fn prune_cache(cache_dir: &Path, options: &PruneOptions) -> Result<PruneRepo
             }
             let _ = fs::remove_dir(shard.path());
         }
+    }
+    if let Some(root) = &options.layout {
+        let keep = match options.keep {
+            PruneKeep::Nothing => None,
+            PruneKeep::UsedWithin(d) => Some(d),
+        };
+        report.layer_dirs_removed = crate::layerdirs::prune(root, keep);
+        report.cache_mounts_removed = crate::runmount::prune(root, keep);
     }
     if options.keep == PruneKeep::Nothing {
         for dir in [HASHES, "tmp"] {

@@ -64,6 +64,20 @@ pub(crate) struct Shared<'r> {
     /// Sources already globbed, walked and hashed (the same COPY on several platforms reads
     /// the context once).
     pub(crate) gathers: Mutex<HashMap<Digest, Memo<Vec<crate::gather::Gathered>>>>,
+    /// Image layers as overlay lower dirs for RUN steps.
+    pub(crate) layer_dirs: crate::layerdirs::LayerDirs,
+    /// Whether RUN steps get overlay roots (probed once, at the first RUN that runs).
+    pub(crate) run_rootfs: OnceCell<crate::runstep::RootfsKind>,
+}
+
+impl Drop for Shared<'_> {
+    fn drop(&mut self) {
+        // Before the scratch dir goes: RUN upper dirs become cached layer dirs, when their
+        // layers were written from them verbatim.
+        if self.options.source_date_epoch.is_none() {
+            self.layer_dirs.persist_uppers();
+        }
+    }
 }
 
 impl Shared<'_> {
@@ -162,6 +176,10 @@ pub(crate) struct StageState {
     /// each layer instead of being kept up to date).
     pub tree_needed_later: bool,
     pub base: Option<(String, Digest)>,
+    /// `--no-cache-filter` names this stage: its steps are rebuilt.
+    pub no_cache: bool,
+    /// The plain-directory root of RUN steps when overlayfs is unavailable.
+    pub run_dir: Option<crate::runstep::RunDir>,
 }
 
 impl StageState {
@@ -390,6 +408,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             cmd_set: false,
             tree_needed_later: true,
             base,
+            no_cache: shared.options.no_cache_stages.iter().any(|s| {
+                s.eq_ignore_ascii_case(stage.from.alias.as_deref().unwrap_or(""))
+                    || s.parse::<usize>() == Ok(index)
+            }),
+            run_dir: None,
         };
 
         // ONBUILD triggers of the base run first, then are cleared (Docker semantics).
@@ -465,7 +488,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             })
     }
 
-    fn shell_of(&self, st: &StageState) -> Vec<String> {
+    pub(crate) fn shell_of(&self, st: &StageState) -> Vec<String> {
         st.config
             .config
             .as_ref()
@@ -500,6 +523,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         visiting: &[usize],
     ) -> Result<(), BuildError> {
         let shared = self.shared;
+        if shared.options.cancel.is_cancelled() {
+            return Err(BuildError::Interrupted);
+        }
         shared.emit(BuildEvent::StepStarted {
             platform: self.platform.clone(),
             stage: st.name.clone(),
@@ -706,7 +732,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     .await;
             }
             InstructionKind::Run(run) => {
-                return self.run_step(st, instr, run, at, step).await;
+                return self.run_step(st, instr, run, at, step, visiting).await;
             }
             other => {
                 return Err(bad(format!("unsupported instruction {other:?}")));
@@ -916,6 +942,7 @@ pub async fn build(
         options.jobs
     };
     let scratch = cache.temp_dir()?;
+    let layout_root = layout.root().to_path_buf();
     let shared = Shared {
         options,
         resolver,
@@ -939,6 +966,8 @@ pub async fn build(
         downloads: Mutex::new(HashMap::new()),
         roots: Mutex::new(HashMap::new()),
         gathers: Mutex::new(HashMap::new()),
+        layer_dirs: crate::layerdirs::LayerDirs::new(layout_root.as_path()),
+        run_rootfs: OnceCell::new(),
     };
     warn_unused_args(&shared);
 

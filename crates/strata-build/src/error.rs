@@ -174,13 +174,19 @@ pub enum BuildError {
         #[source]
         source: Box<strata_copy::CopyError>,
     },
-    /// The RUN executor failed.
-    #[error("{at}: {instruction}: {message}")]
+    /// A RUN step failed: it exited non-zero (`exit_code`), was killed, or could not be
+    /// started. `output` holds its last lines of output.
+    #[error("{at}: {instruction}: {message}{}", output_suffix(.output))]
     Run {
         at: Location,
         instruction: String,
         message: String,
+        exit_code: Option<i32>,
+        output: Vec<String>,
     },
+    /// The build was interrupted (Ctrl-C / SIGTERM, [`crate::CancelFlag`]).
+    #[error("the build was interrupted")]
+    Interrupted,
     /// An internal task died (a panic in a blocking section).
     #[error("internal error: {0}")]
     Internal(String),
@@ -251,6 +257,18 @@ impl BuildError {
             _ => None,
         }
     }
+}
+
+fn output_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nlast output:");
+    for l in lines {
+        s.push_str("\n  ");
+        s.push_str(l);
+    }
+    s
 }
 
 pub(crate) fn join_error(e: tokio::task::JoinError) -> BuildError {

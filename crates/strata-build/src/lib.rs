@@ -54,6 +54,7 @@
 mod base;
 mod cache;
 mod copyplan;
+mod dirdiff;
 mod engine;
 mod error;
 mod fetch;
@@ -61,12 +62,16 @@ mod gather;
 mod glob;
 mod hashcache;
 mod layer;
+mod layerdirs;
 mod options;
 mod output;
 mod progress;
 mod resolver;
 mod result;
 mod run;
+mod runmount;
+mod runstep;
+mod sandbox;
 mod source;
 mod steps;
 mod time;
@@ -76,11 +81,16 @@ pub use cache::{PruneKeep, PruneOptions, PruneReport, default_cache_dir, prune_c
 pub use engine::build;
 pub use error::{BuildError, Location};
 pub use options::{
-    BuildOptions, CachePolicy, Compression, ContainerfileSource, ImageFormat, IndexMode, Output,
-    Squash, read_build_arg_file,
+    BuildOptions, CachePolicy, CancelFlag, Compression, ContainerfileSource, ImageFormat,
+    IndexMode, Output, SecretSource, Squash, read_build_arg_file,
 };
 pub use output::{PushOptions, ResultSource, push_result};
 pub use progress::{BuildEvent, BuildProgress, LayerOrigin};
 pub use resolver::{BaseResolver, LocalResolver};
 pub use result::{BuildResult, BuiltImage, BuiltLayer};
-pub use run::{RunExecutor, RunFailure, RunRequest};
+pub use run::{
+    Access, MountSpec, Network, OutputSink, Rootfs, RunExecutor, RunFailure, RunFailureKind,
+    RunRequest,
+};
+pub use runstep::MAX_OUTPUT_LINE_BYTES;
+pub use sandbox::{RootfsMode, SandboxExecutor};

@@ -57,6 +57,29 @@ pub enum CachePolicy {
     NoCache,
 }
 
+/// Where a `--secret` value comes from (read when a step mounts it; never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The contents of this file.
+    File(PathBuf),
+    /// The value of this environment variable of the build process.
+    Env(String),
+}
+
+/// Stops a build between steps; RUN steps already running are stopped by the executor
+/// (`strata_sandbox::interrupt_all`). The CLI trips it on Ctrl-C / SIGTERM.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Layer squashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Squash {
@@ -104,6 +127,9 @@ pub struct BuildOptions {
     /// Layer compression (default gzip level 1 with the parallel encoder).
     pub compression: Compression,
     pub cache: CachePolicy,
+    /// `--no-cache-filter`: stages (names or indexes) whose steps are rebuilt even when
+    /// cached.
+    pub no_cache_stages: Vec<String>,
     /// The build cache directory; default `<output layout>/.strata/build-cache`.
     pub cache_dir: Option<PathBuf>,
     /// SOURCE_DATE_EPOCH: clamps `created`, history times and the mtimes of new files.
@@ -116,8 +142,13 @@ pub struct BuildOptions {
     pub iidfile: Option<PathBuf>,
     /// Use this ignore file instead of `.containerignore` / `.dockerignore` (`--ignorefile`).
     pub ignore_file: Option<PathBuf>,
-    /// Runs `RUN` steps. Without one, `RUN` is an error naming its line.
+    /// Runs `RUN` steps ([`crate::SandboxExecutor`]). Without one, `RUN` is an error naming
+    /// its line.
     pub run_executor: Option<Arc<dyn RunExecutor>>,
+    /// `--secret` values by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Checked between steps: a cancelled build stops with [`BuildError::Interrupted`].
+    pub cancel: CancelFlag,
 }
 
 impl Default for BuildOptions {
@@ -144,6 +175,9 @@ impl Default for BuildOptions {
             iidfile: None,
             ignore_file: None,
             run_executor: None,
+            secrets: BTreeMap::new(),
+            cancel: CancelFlag::default(),
+            no_cache_stages: Vec::new(),
         }
     }
 }

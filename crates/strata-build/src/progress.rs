@@ -66,6 +66,14 @@ pub enum BuildEvent {
         step: usize,
         bytes: u64,
     },
+    /// A line of a RUN step's output (stdout and stderr interleaved), while it runs. Lines
+    /// longer than [`crate::MAX_OUTPUT_LINE_BYTES`] are cut into pieces.
+    RunOutput {
+        platform: Platform,
+        stage: String,
+        step: usize,
+        line: String,
+    },
     /// A platform's image manifest was written.
     ImageWritten {
         platform: Platform,

@@ -69,7 +69,7 @@ impl FileStat {
     // `stat` field types differ between architectures (st_nlink is u32 on arm64): the casts
     // are identities only on some.
     #[allow(clippy::unnecessary_cast)]
-    fn from_raw(st: &rustix::fs::Stat) -> FileStat {
+    pub(crate) fn from_raw(st: &rustix::fs::Stat) -> FileStat {
         let kind = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => FileKind::Dir,
             FileType::Symlink => FileKind::Symlink,
@@ -459,7 +459,7 @@ pub(crate) enum GlobError {
     Io(io::Error),
 }
 
-fn list_fd(fd: &OwnedFd) -> io::Result<Vec<Name>> {
+pub(crate) fn list_fd(fd: &OwnedFd) -> io::Result<Vec<Name>> {
     let mut d = rustix::fs::Dir::read_from(fd.as_fd()).map_err(errno_io)?;
     let mut names = Vec::new();
     for e in d.by_ref() {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_archive::{LayerLayout, WhiteoutMode};
-use strata_containerfile::{AddInstr, CopyInstr, Instruction, RunInstr, Source};
+use strata_containerfile::{AddInstr, CopyInstr, Instruction, Source};
 use strata_spec::Digest;
 
 use crate::base::poisoned;
@@ -18,7 +18,6 @@ use crate::fetch::{DOWNLOAD_NAME, Download, FetchError};
 use crate::gather::{GatherRequest, Gathered, expand_heredoc, gather};
 use crate::layer::{self, LayerRef, LayerSettings, MAX_ACCOUNT_FILE_BYTES, WrittenHashes};
 use crate::progress::{BuildEvent, LayerOrigin};
-use crate::run::{RunFailure, RunRequest};
 use crate::source::{FileKind, FileStat, OwnerSource, SourceRoot, WalkEntry, WalkFilter};
 use crate::tree::{RawEntry, RawKind, Tree};
 use crate::{BuildError, Location};
@@ -273,7 +272,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
     }
 
     /// Add a layer to the stage (keeping the tree in sync when there is one).
-    async fn push_layer(
+    pub(crate) async fn push_layer(
         &self,
         st: &mut StageState,
         layer: LayerRef,
@@ -1072,169 +1071,6 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         })
         .await
         .map_err(join_error)?
-    }
-
-    pub(crate) async fn run_step(
-        &'s self,
-        st: &mut StageState,
-        instr: &Instruction,
-        run: &RunInstr,
-        at: &Location,
-        step: usize,
-    ) -> Result<(), BuildError> {
-        let shared = self.shared;
-        if st.windows {
-            return Err(BuildError::RunOnWindows {
-                at: at.clone(),
-                platform: Box::new(st.platform.clone()),
-                instruction: instr.original.clone(),
-            });
-        }
-        let Some(executor) = shared.options.run_executor.clone() else {
-            return Err(BuildError::RunNotSupported {
-                at: at.clone(),
-                instruction: instr.original.clone(),
-            });
-        };
-        let bad = |msg: String| BuildError::instruction(at, &instr.original, msg);
-        let args = self.command_args(st, &run.command);
-        let env: Vec<String> = st
-            .scope
-            .run_env()
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let mut mounts = Vec::new();
-        let mut mount_text = Vec::new();
-        for m in &run.mounts {
-            let parsed = strata_containerfile::parse_mount_expanding(
-                m,
-                &|n| st.scope.lookup(n),
-                shared.escape(),
-            )
-            .map_err(|e| bad(format!("--mount {m}: {e}")))?;
-            // The key holds the parsed (expanded) mount, not the raw text.
-            mount_text.push(format!("{parsed:?}"));
-            mounts.push(parsed);
-        }
-        let network = run
-            .network
-            .as_ref()
-            .map(|n| self.expand_in(st, n, at))
-            .transpose()?;
-        let security = run
-            .security
-            .as_ref()
-            .map(|n| self.expand_in(st, n, at))
-            .transpose()?;
-        let user = st.config.config.as_ref().and_then(|c| c.user.clone());
-        let workdir = st.workdir();
-        let mut k = KeyHasher::new("RUN");
-        k.str("salt", &shared.salt.to_string())
-            .str("parent", &st.key.to_string())
-            .str("args", &args.join("\0"))
-            .str("env", &env.join("\0"))
-            .str("user", user.as_deref().unwrap_or(""))
-            .str("workdir", &workdir)
-            .str("mounts", &mount_text.join("\0"))
-            .str("network", network.as_deref().unwrap_or(""))
-            .str("security", security.as_deref().unwrap_or(""));
-        for h in &run.heredocs {
-            k.str("heredoc", &h.name)
-                .str("body", &h.content)
-                .num("expand", h.expand as u64);
-        }
-        let key = k.finish();
-        let created_by = instr.original.trim().to_string();
-        if let Some(hit) = shared.cache.lookup_step(&key, &shared.layout) {
-            shared.emit(BuildEvent::StepCached {
-                platform: self.platform.clone(),
-                stage: st.name.clone(),
-                step,
-                layer: Some(hit.digest.clone()),
-                origin: LayerOrigin::Cached,
-            });
-            let (size, digest) = (hit.size, hit.digest.clone());
-            self.push_layer(
-                st,
-                LayerRef::from_cached(&hit, LayerOrigin::Cached),
-                None,
-                &created_by,
-            )
-            .await?;
-            st.key = key;
-            self.done(st, step, Some((digest, size, LayerOrigin::Cached)));
-            return Ok(());
-        }
-        let rootfs = self.root_for(&st.key, &st.layers, false).await?;
-        let work_base = shared.scratch.path().to_path_buf();
-        let dirs = tempfile::Builder::new()
-            .prefix("run-")
-            .tempdir_in(&work_base)
-            .map_err(|e| BuildError::io(&work_base, "cannot create a directory", e))?;
-        let upper = dirs.path().join("upper");
-        let work = dirs.path().join("work");
-        for d in [&upper, &work] {
-            std::fs::create_dir(d)
-                .map_err(|e| BuildError::io(d, "cannot create a directory", e))?;
-        }
-        let request = RunRequest {
-            platform: st.platform.clone(),
-            rootfs: rootfs.path().to_path_buf(),
-            upper: upper.clone(),
-            work,
-            args,
-            env,
-            user,
-            workdir,
-            mounts,
-            network,
-            security,
-            heredocs: run.heredocs.clone(),
-            location: at.clone(),
-            instruction: instr.original.clone(),
-        };
-        executor
-            .run(&request)
-            .await
-            .map_err(|RunFailure { message, exit_code }| BuildError::Run {
-                at: at.clone(),
-                instruction: instr.original.clone(),
-                message: match exit_code {
-                    Some(c) => format!("exited with status {c}: {message}"),
-                    None => message,
-                },
-            })?;
-        let layout = shared.layout.clone();
-        let settings = shared.layer_settings(false);
-        let layer = tokio::task::spawn_blocking(move || -> Result<CachedLayer, BuildError> {
-            let mut tar = strata_archive::TarBuilder::new(
-                layer::LayerSink::new(&layout, settings.compression)?,
-                strata_archive::TarOptions {
-                    mtime_clamp: settings.clamp,
-                    ..Default::default()
-                },
-            );
-            strata_archive::write_overlay_diff(&upper, &mut tar)
-                .map_err(|e| BuildError::archive("writing the RUN layer", e))?;
-            layer::finish_layer(tar, &layout)
-        })
-        .await
-        .map_err(join_error)??;
-        drop(dirs);
-        shared.cache.record_step(&key, &layer)?;
-        let (size, digest) = (layer.size, layer.digest.clone());
-        // The tree (if any) is refreshed from the layer itself.
-        self.push_layer(
-            st,
-            LayerRef::from_cached(&layer, LayerOrigin::Built),
-            None,
-            &created_by,
-        )
-        .await?;
-        st.key = key;
-        self.done(st, step, Some((digest, size, LayerOrigin::Built)));
-        Ok(())
     }
 }
 

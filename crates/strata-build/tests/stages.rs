@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::*;
-use strata_build::{BuildError, RunExecutor, RunFailure, RunRequest};
+use strata_build::{BuildError, Rootfs, RunExecutor, RunFailure, RunFailureKind, RunRequest};
 
 #[tokio::test]
 async fn multi_stage_target_and_unused_stages_are_not_built() {
@@ -247,27 +247,34 @@ async fn errors_name_the_line() {
 }
 
 /// A RUN executor that writes what the sandbox would, straight into the overlay upper dir:
-/// proves the slot (rootfs view in, layer out) without a sandbox.
+/// proves the slot (layers as lower dirs in, layer out) without a sandbox.
 struct FakeRun;
 
 #[async_trait]
 impl RunExecutor for FakeRun {
+    async fn overlay_available(&self, _dir: &std::path::Path) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn run(&self, req: &RunRequest) -> Result<(), RunFailure> {
-        // The rootfs view holds the stage's files (the base busybox and earlier layers).
-        let passwd =
-            std::fs::read_to_string(req.rootfs.join("etc/passwd")).map_err(|e| RunFailure {
-                message: e.to_string(),
-                exit_code: None,
-            })?;
+        let Rootfs::Overlay { lower, upper, .. } = &req.rootfs else {
+            return Err(RunFailure::setup("expected an overlay root"));
+        };
+        // The lower dirs hold the stage's files (the base busybox and earlier layers).
+        let passwd = lower
+            .iter()
+            .find_map(|l| std::fs::read_to_string(l.join("etc/passwd")).ok())
+            .ok_or_else(|| RunFailure::setup("no etc/passwd in the lower dirs"))?;
         if req.args.last().map(String::as_str) == Some("exit 3") {
             return Err(RunFailure {
+                kind: RunFailureKind::Exited(3),
                 message: "command failed".into(),
-                exit_code: Some(3),
+                output_tail: vec!["boom".into()],
             });
         }
-        std::fs::create_dir_all(req.upper.join("out")).unwrap();
+        std::fs::create_dir_all(upper.join("out")).unwrap();
         std::fs::write(
-            req.upper.join("out/result"),
+            upper.join("out/result"),
             format!(
                 "{}|{}|{}|{}",
                 req.args.join(" "),
@@ -314,7 +321,9 @@ async fn run_slot_turns_the_upper_dir_into_a_cached_layer() {
     o2.run_executor = Some(Arc::new(FakeRun));
     let err = run_build(&o2, &r).await.unwrap_err();
     assert!(
-        err.to_string().contains("status 3") && err.to_string().contains(":2"),
+        err.to_string().contains("code 3")
+            && err.to_string().contains(":2")
+            && err.to_string().contains("boom"),
         "{err}"
     );
 }

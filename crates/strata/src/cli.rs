@@ -395,6 +395,13 @@ pub struct BuildArgs {
     /// Do not use cached steps (new results are still cached).
     #[arg(long)]
     pub no_cache: bool,
+    /// Rebuild the steps of these stages (names or indexes, comma separated) even when cached.
+    #[arg(long, value_delimiter = ',', value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=PATH or id=ID,env=VAR (repeatable);
+    /// never stored in the image or the cache.
+    #[arg(long, value_name = "id=ID,src=PATH|env=VAR")]
+    pub secret: Vec<String>,
     /// Merge the layers this build adds into one (base layers kept).
     #[arg(long, conflicts_with = "squash_all")]
     pub squash: bool,

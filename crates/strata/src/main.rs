@@ -15,6 +15,9 @@ use crate::cli::{Cli, Command};
 const EXIT_FAILURE: i32 = 1;
 
 fn main() {
+    // RUN steps re-execute this binary as their sandbox helper: that copy must take over
+    // before anything else runs (it has to be single-threaded).
+    strata_sandbox::init_if_requested();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     // ring for TLS: reqwest's default provider (aws-lc-rs) seeds its RNG with CPU jitter
@@ -34,7 +37,7 @@ fn main() {
     let result = runtime.block_on(run(cli));
     if let Err(e) = result {
         output::print_error(&e);
-        std::process::exit(EXIT_FAILURE);
+        std::process::exit(cmd::build::exit_code(&e).unwrap_or(EXIT_FAILURE));
     }
 }
 

@@ -9,9 +9,10 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_build::{
-    BaseResolver, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy, Compression,
-    ContainerfileSource, ImageFormat, LayerOrigin, LocalResolver, Output, PruneKeep, PruneOptions,
-    PushOptions, Squash, build, default_cache_dir, prune_cache, push_result,
+    BaseResolver, BuildError, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy,
+    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, LocalResolver, Output,
+    PruneKeep, PruneOptions, PushOptions, SandboxExecutor, SecretSource, Squash, build,
+    default_cache_dir, prune_cache, push_result,
 };
 use strata_copy::{ImageName, ManifestFormat};
 use strata_image::{ImageError, ImageSource};
@@ -131,6 +132,76 @@ fn build_args(values: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// `--secret id=ID,src=PATH` (also `source=`, `type=file`) or `id=ID,env=VAR` (`type=env`);
+/// `id=ID` alone takes the environment variable ID, as BuildKit does.
+fn secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for v in values {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for field in v.split(',') {
+            let (k, val) = field
+                .split_once('=')
+                .with_context(|| format!("--secret {v:?}: expected KEY=VALUE fields"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "id" => id = Some(val.to_string()),
+                "src" | "source" => src = Some(val.to_string()),
+                "env" => env = Some(val.to_string()),
+                "type" => kind = Some(val.to_ascii_lowercase()),
+                other => bail!("--secret {v:?}: unknown field {other:?} (id, src, env, type)"),
+            }
+        }
+        let id = id
+            .filter(|i| !i.is_empty())
+            .with_context(|| format!("--secret {v:?}: id= is required"))?;
+        let source = match (kind.as_deref(), src, env) {
+            (Some("env"), Some(var), None) | (_, None, Some(var)) => SecretSource::Env(var),
+            (None | Some("file"), Some(path), None) => SecretSource::File(path.into()),
+            (None | Some("env"), None, None) => SecretSource::Env(id.clone()),
+            _ => bail!("--secret {v:?}: give either src=PATH or env=VAR"),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// Exit code for an error of `strata build`: 130 when it was interrupted.
+pub fn exit_code(e: &anyhow::Error) -> Option<i32> {
+    e.chain()
+        .any(|c| {
+            matches!(
+                c.downcast_ref::<BuildError>(),
+                Some(BuildError::Interrupted)
+            )
+        })
+        .then_some(EXIT_INTERRUPTED)
+}
+
+/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// On SIGINT/SIGTERM: stop the running RUN steps (their processes are killed, their mounts
+/// vanish), stop the build between steps, and let it unwind and remove its directories; a
+/// second signal exits at once.
+fn watch_signals(cancel: CancelFlag) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    Some(tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("interrupted: stopping the build (again to exit at once)");
+        strata_sandbox::interrupt_all();
+        cancel.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(EXIT_INTERRUPTED);
+    }))
+}
+
 fn compression(a: &BuildArgs) -> anyhow::Result<Compression> {
     Ok(match a.compression {
         CompressionKind::None => Compression::None,
@@ -190,6 +261,9 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         } else {
             CachePolicy::Use
         },
+        no_cache_stages: a.no_cache_filter.clone(),
+        secrets: secrets(&a.secret)?,
+        run_executor: Some(Arc::new(SandboxExecutor::new())),
         source_date_epoch: a.source_date_epoch,
         squash: if a.squash_all {
             Squash::All
@@ -229,7 +303,11 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         ViewMode::Lines
     }));
     let progress: Arc<dyn BuildProgress> = view.clone();
+    let signals = watch_signals(options.cancel.clone());
     let result = build(&options, &resolver, Some(progress)).await;
+    if let Some(s) = signals {
+        s.abort();
+    }
     view.finish();
     let result = result?;
 
@@ -324,10 +402,12 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
             println!(
-                "removed {} cache entries ({} kept, {} files); run `strata gc {}` to free unreferenced layers",
+                "removed {} cache entries ({} kept, {} files), {} extracted layers, {} RUN cache mounts; run `strata gc {}` to free unreferenced layers",
                 report.entries_removed,
                 report.entries_kept,
                 report.files_removed,
+                report.layer_dirs_removed,
+                report.cache_mounts_removed,
                 layout.display()
             );
             Ok(())
@@ -517,6 +597,18 @@ impl BuildProgress for View {
                 }
                 self.line(format!("[{platform}] image {manifest}"));
             }
+            BuildEvent::RunOutput {
+                platform,
+                stage,
+                step,
+                line,
+            } => {
+                let stage = stage_label(&stage);
+                match self.bar(&platform) {
+                    Some(b) => b.set_message(format!("{stage} {step}| {line}")),
+                    None => self.line(format!("[{platform}] {stage} {step}| {line}")),
+                }
+            }
             BuildEvent::Warning { message } => self.line(format!("warning: {message}")),
             _ => {}
         }
@@ -545,6 +637,24 @@ mod tests {
         // PATH is always set for the test runner.
         let from_env = build_args(&["PATH".into()]).unwrap();
         assert_eq!(from_env.get("PATH").cloned(), std::env::var("PATH").ok());
+    }
+
+    #[test]
+    fn secret_forms() {
+        let s = secrets(&[
+            "id=a,src=/x".into(),
+            "id=b,env=VAR".into(),
+            "type=env,id=c,source=OTHER".into(),
+            "id=d".into(),
+        ])
+        .unwrap();
+        assert_eq!(s["a"], SecretSource::File("/x".into()));
+        assert_eq!(s["b"], SecretSource::Env("VAR".into()));
+        assert_eq!(s["c"], SecretSource::Env("OTHER".into()));
+        assert_eq!(s["d"], SecretSource::Env("d".into()));
+        for bad in ["src=/x", "id=a,src=/x,env=V", "id=a,what=1", "id"] {
+            assert!(secrets(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 
     #[test]
