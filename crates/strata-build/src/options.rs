@@ -147,6 +147,8 @@ pub struct BuildOptions {
     pub run_executor: Option<Arc<dyn RunExecutor>>,
     /// `--secret` values by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// `--network`: the network of `RUN` steps that do not name one with `RUN --network`.
+    pub network: crate::Network,
     /// Checked between steps: a cancelled build stops with [`BuildError::Interrupted`].
     pub cancel: CancelFlag,
 }
@@ -176,6 +178,7 @@ impl Default for BuildOptions {
             ignore_file: None,
             run_executor: None,
             secrets: BTreeMap::new(),
+            network: crate::Network::Host,
             cancel: CancelFlag::default(),
             no_cache_stages: Vec::new(),
         }

@@ -477,8 +477,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             .as_deref()
         {
             // No network isolation exists without a bridge or slirp: `default` is the
-            // host's network, as with `buildah --isolation chroot`.
-            None | Some("default") | Some("host") => Network::Host,
+            // build's `--network` (the host's unless told otherwise), as with
+            // `buildah --isolation chroot`.
+            None | Some("default") => shared.options.network,
+            Some("host") => Network::Host,
             Some("none") => Network::None,
             Some(other) => {
                 return Err(bad(format!("--network={other}: use default, host or none")));

@@ -332,6 +332,16 @@ pub enum PullPolicy {
     Never,
 }
 
+/// `strata build --network`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunNetwork {
+    /// The host's network, as with `buildah --isolation chroot`.
+    #[default]
+    Host,
+    /// A new network namespace with only the loopback interface.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum CompressionKind {
     #[default]
@@ -402,6 +412,9 @@ pub struct BuildArgs {
     /// never stored in the image or the cache.
     #[arg(long, value_name = "id=ID,src=PATH|env=VAR")]
     pub secret: Vec<String>,
+    /// Network of RUN steps without `RUN --network`: host (the default) or none (only lo).
+    #[arg(long, value_enum, default_value_t)]
+    pub network: RunNetwork,
     /// Merge the layers this build adds into one (base layers kept).
     #[arg(long, conflicts_with = "squash_all")]
     pub squash: bool,

@@ -324,3 +324,63 @@ fn ctrl_c_stops_the_step_and_leaves_nothing_behind() {
     // Nothing was tagged.
     assert!(common::layout_tags(&out).is_empty());
 }
+
+#[test]
+fn network_none_isolates_steps_that_do_not_name_a_network() {
+    let env = Env::new();
+    // The first step counts its interfaces (only `lo` under --network none); the second asks
+    // for the host's network explicitly, which wins over the build-wide default.
+    let ctx = setup(
+        &env,
+        "FROM BASE\nRUN ls /sys/class/net > /isolated\nRUN --network=host ls /sys/class/net > /host\n",
+    );
+    let out = env.path("out");
+    env.ok(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "--platform",
+        "linux/amd64",
+        "-o",
+        &format!("oci:{}:n", out.display()),
+        s(&ctx),
+    ]);
+    let bundle = env.path("bundle");
+    env.ok(&[
+        "unpack",
+        "-q",
+        &format!("oci:{}:n", out.display()),
+        s(&bundle),
+    ]);
+    let isolated = std::fs::read_to_string(bundle.join("rootfs/isolated")).expect("isolated");
+    assert_eq!(isolated, "lo\n");
+    let host = std::fs::read_to_string(bundle.join("rootfs/host")).expect("host");
+    let host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    for i in &host_ifaces {
+        assert!(host.lines().any(|l| l == i), "{i} missing from {host:?}");
+    }
+    // The network is part of the step's key: the same build without --network none runs the
+    // first step again and sees the host's interfaces.
+    env.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64",
+        "-o",
+        &format!("oci:{}:h", out.display()),
+        s(&ctx),
+    ]);
+    let bundle2 = env.path("bundle2");
+    env.ok(&[
+        "unpack",
+        "-q",
+        &format!("oci:{}:h", out.display()),
+        s(&bundle2),
+    ]);
+    let again = std::fs::read_to_string(bundle2.join("rootfs/isolated")).expect("isolated");
+    assert_eq!(again.lines().count(), host_ifaces.len(), "{again}");
+}

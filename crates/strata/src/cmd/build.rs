@@ -263,6 +263,10 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         },
         no_cache_stages: a.no_cache_filter.clone(),
         secrets: secrets(&a.secret)?,
+        network: match a.network {
+            crate::cli::RunNetwork::Host => strata_build::Network::Host,
+            crate::cli::RunNetwork::None => strata_build::Network::None,
+        },
         run_executor: Some(Arc::new(SandboxExecutor::new())),
         source_date_epoch: a.source_date_epoch,
         squash: if a.squash_all {
