@@ -6,7 +6,8 @@
 #   cold     build into a fresh gzip OCI layout (strata: new layout, no cache; buildah:
 #            --disable-compression=false to an oci: layout, image removed first)
 #   rebuild  nothing changed: strata's cache hit vs buildah --layers cache hit
-#   3-plat   `ADD data /data` for linux/amd64 + linux/arm64 + linux/arm/v7 vs the same for
+#   3-plat   `ADD data /data` for linux/amd64 + linux/arm64 + windows/amd64:10.0.17763.1757
+#            (2 Linux + 1 Windows: two different layers around the same file data) vs the same for
 #            linux/amd64 only (strata alone: identical layers are produced once)
 #
 # strata is `target/release/strata build` (built here with --release).
@@ -86,9 +87,9 @@ workload "rebuild, nothing changed (cache hit)" "buildah bud --layers" \
   "true" "$STRATA_BUILD -f $CTX/Containerfile -c $CTX -o $W/s-cached -t latest" 1
 
 # 3 platforms vs 1 (strata vs itself): the peer column is strata's single-platform build.
-workload "3-platform ADD (amd64, arm64, arm/v7) vs 1-platform" "strata 1-platform" \
+workload "3-platform ADD (linux/amd64, linux/arm64, windows/amd64) vs 1-platform" "strata 1-platform" \
   "rm -rf $W/s-1p" "$STRATA_BUILD -f $W/Containerfile.add -c $CTX -o $W/s-1p -t latest --platform linux/amd64" \
-  "rm -rf $W/s-3p" "$STRATA_BUILD -f $W/Containerfile.add -c $CTX -o $W/s-3p -t latest --platform linux/amd64 --platform linux/arm64 --platform linux/arm/v7" 0
+  "rm -rf $W/s-3p" "$STRATA_BUILD -f $W/Containerfile.add -c $CTX -o $W/s-3p -t latest --platform linux/amd64 --platform linux/arm64 --platform windows/amd64:10.0.17763.1757" 0
 echo
 echo "(3-platform row: 'peer' = strata building one platform; peer/strata < 1 means the 3-platform build costs 1/ratio times the single one)"
 eval "$RMI"

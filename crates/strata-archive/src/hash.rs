@@ -35,6 +35,12 @@ impl<W: Write> HashingWriter<W> {
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
+    /// Count and digest `data` as if written, without passing it on (its encoded form
+    /// reaches the inner writer another way, e.g. precompressed gzip segments).
+    pub fn hash_only(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.count += data.len() as u64;
+    }
     /// Returns the inner writer, the digest and the byte count.
     pub fn finish(self) -> (W, Digest, u64) {
         (self.inner, self.hasher.finish(), self.count)

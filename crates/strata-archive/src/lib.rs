@@ -31,9 +31,9 @@ mod tarread;
 mod tarwrite;
 
 pub use compress::{
-    CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, ParallelGzEncoder, PipeReader,
-    XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG, decompress, decompress_detect, default_workers,
-    detect_format,
+    CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, GZIP_SEGMENT_MIN_BYTES,
+    ParallelGzEncoder, PipeReader, SegmentCapture, XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG, decompress,
+    decompress_detect, default_workers, detect_format,
 };
 pub use error::{ArchiveError, Result};
 pub use extract::{

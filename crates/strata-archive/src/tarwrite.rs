@@ -571,6 +571,32 @@ impl<W: Write> TarBuilder<W> {
         self.pad(size, path)
     }
 
+    /// A regular file of exactly `size` bytes that `write_data` writes to the inner writer
+    /// itself (e.g. as a gzip segment) and whose count it returns; a different count is an
+    /// error.
+    pub fn append_file_with(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        meta: &EntryMeta,
+        size: u64,
+        write_data: impl FnOnce(&mut W) -> io::Result<u64>,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        self.header(path, meta, Kind::Regular, size, None, None)?;
+        let copied = write_data(&mut self.inner).map_err(|e| io_err("writing", path, e))?;
+        if copied != size {
+            return Err(io_err(
+                "reading",
+                path,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file changed size while being archived: {copied} of {size} bytes"),
+                ),
+            ));
+        }
+        self.pad(size, path)
+    }
+
     /// A symlink; `target` is stored as is (symlink targets may point anywhere).
     pub fn append_symlink(
         &mut self,

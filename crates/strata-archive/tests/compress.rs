@@ -100,3 +100,114 @@ fn parallel_gzip_is_one_member_gzip_accepts() {
     assert!(listing.contains(&(3 << 20).to_string()), "{listing}");
     assert_eq!(tool(&["gzip", "-dc"], &gz), data);
 }
+
+/// Segments: what one stream captures, another takes as is, with the same result as
+/// compressing it there; `gzip -t` and a decoder accept both.
+mod segments {
+    use std::sync::{Arc, Mutex};
+
+    use strata_archive::{GZIP_BLOCK_BYTES, ParallelGzEncoder, SegmentCapture};
+
+    #[derive(Default)]
+    struct Kept {
+        pieces: Vec<(u64, Vec<u8>)>,
+        complete: Vec<(u64, u32, u64)>,
+    }
+    struct Capture(Arc<Mutex<Kept>>);
+    impl SegmentCapture for Capture {
+        fn piece(&mut self, id: u64, deflate: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().pieces.push((id, deflate.to_vec()));
+            Ok(())
+        }
+        fn complete(&mut self, id: u64, crc: u32, len: u64) -> std::io::Result<()> {
+            self.0.lock().unwrap().complete.push((id, crc, len));
+            Ok(())
+        }
+    }
+
+    fn data(seed: u8, len: usize) -> Vec<u8> {
+        // Compressible but not trivial: text-like runs with a changing counter.
+        (0..len)
+            .map(|i| b"abcdefghij klmnop\n"[(i / 7 + seed as usize) % 18] ^ ((i / 4096) as u8 & 3))
+            .collect()
+    }
+
+    /// prefix, segment(file), suffix, with `file` compressed here (capturing as id 7).
+    fn compressed(
+        workers: usize,
+        prefix: &[u8],
+        file: &[u8],
+        suffix: &[u8],
+        kept: &Arc<Mutex<Kept>>,
+    ) -> Vec<u8> {
+        let mut enc = ParallelGzEncoder::with_workers(Vec::new(), 1, workers);
+        enc.set_capture(Box::new(Capture(kept.clone())));
+        std::io::Write::write_all(&mut enc, prefix).unwrap();
+        enc.begin_segment(Some(7)).unwrap();
+        std::io::Write::write_all(&mut enc, file).unwrap();
+        enc.end_segment().unwrap();
+        std::io::Write::write_all(&mut enc, suffix).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_captured_segment_is_the_same_bytes_in_another_stream() {
+        // Sizes around the block size: inside one block, exactly two blocks, more.
+        for len in [20_000, 2 * GZIP_BLOCK_BYTES, 2 * GZIP_BLOCK_BYTES + 12_345] {
+            let file = data(3, len);
+            let (a_pre, a_suf) = (data(1, 5000), data(2, 700));
+            let (b_pre, b_suf) = (data(9, GZIP_BLOCK_BYTES + 77), data(5, 100));
+            let kept_a = Arc::new(Mutex::new(Kept::default()));
+            let a = compressed(3, &a_pre, &file, &a_suf, &kept_a);
+            assert_eq!(gunzip(&a), [&a_pre[..], &file, &a_suf].concat());
+            let kept_b = Arc::new(Mutex::new(Kept::default()));
+            let b = compressed(1, &b_pre, &file, &b_suf, &kept_b);
+            assert_eq!(gunzip(&b), [&b_pre[..], &file, &b_suf].concat());
+
+            let (ka, kb) = (kept_a.lock().unwrap(), kept_b.lock().unwrap());
+            assert!(ka.pieces.iter().all(|(id, _)| *id == 7));
+            let seg_a: Vec<u8> = ka.pieces.iter().flat_map(|(_, p)| p.clone()).collect();
+            let seg_b: Vec<u8> = kb.pieces.iter().flat_map(|(_, p)| p.clone()).collect();
+            assert_eq!(
+                seg_a, seg_b,
+                "segment of {len} bytes differs between streams"
+            );
+            let crc = crc32fast::hash(&file);
+            assert_eq!(ka.complete, vec![(7, crc, len as u64)]);
+
+            // Stream B again, taking the segment A captured instead of compressing it.
+            let mut enc = ParallelGzEncoder::with_workers(Vec::new(), 1, 2);
+            std::io::Write::write_all(&mut enc, &b_pre).unwrap();
+            enc.begin_segment(None).unwrap();
+            for (i, chunk) in seg_a.chunks(100_000).enumerate() {
+                let (c, l) = if i == 0 { (crc, len as u64) } else { (0, 0) };
+                enc.push_precompressed(chunk.to_vec(), c, l).unwrap();
+            }
+            enc.end_segment().unwrap();
+            std::io::Write::write_all(&mut enc, &b_suf).unwrap();
+            let pushed = enc.finish().unwrap();
+            assert_eq!(
+                pushed, b,
+                "pushed segment gives other bytes than compressing it"
+            );
+            let gz = super::tool(&["gzip", "-dc"], &pushed);
+            assert_eq!(gz, [&b_pre[..], &file, &b_suf].concat());
+        }
+    }
+
+    #[test]
+    fn precompressed_bytes_outside_a_segment_are_refused() {
+        let mut enc = ParallelGzEncoder::with_workers(Vec::new(), 1, 2);
+        assert!(enc.push_precompressed(vec![0], 0, 0).is_err());
+        enc.begin_segment(None).unwrap();
+        std::io::Write::write_all(&mut enc, b"x").unwrap();
+        assert!(enc.push_precompressed(vec![0], 0, 0).is_err());
+        assert!(enc.begin_segment(None).is_err());
+    }
+}

@@ -29,7 +29,7 @@ use crate::{BuildError, CachePolicy};
 
 /// Bumped when the bytes strata writes for the same entries change (tar writer, defaults):
 /// old cache entries then stop matching instead of mixing two writers' outputs.
-pub(crate) const LAYER_FORMAT_VERSION: &str = "strata-layer-v1";
+pub(crate) const LAYER_FORMAT_VERSION: &str = "strata-layer-v2";
 /// Largest cache entry file read (they are a few hundred bytes).
 const MAX_ENTRY_BYTES: u64 = 64 * 1024;
 const STEPS: &str = "steps";

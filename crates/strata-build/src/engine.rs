@@ -68,6 +68,9 @@ pub(crate) struct Shared<'r> {
     pub(crate) layer_dirs: crate::layerdirs::LayerDirs,
     /// Whether RUN steps get overlay roots (probed once, at the first RUN that runs).
     pub(crate) run_rootfs: OnceCell<crate::runstep::RootfsKind>,
+    /// Gzip segments shared by layer writers, when the build makes both Windows and other
+    /// layers (whose tars differ around the same file data).
+    pub(crate) segments: Option<Arc<crate::segments::SegmentCache>>,
 }
 
 impl Drop for Shared<'_> {
@@ -108,6 +111,7 @@ impl Shared<'_> {
                 LayerLayout::Linux
             },
             clamp: self.options.source_date_epoch,
+            segments: self.segments.clone(),
         }
     }
     /// Stage index for a name (`AS` alias, case-insensitive) or, with `allow_index`, a number.
@@ -943,6 +947,18 @@ pub async fn build(
     };
     let scratch = cache.temp_dir()?;
     let layout_root = layout.root().to_path_buf();
+    let windows = platforms.iter().filter(|p| p.os == "windows").count();
+    let segments = if matches!(options.compression, Compression::Gzip { .. })
+        && windows > 0
+        && windows < platforms.len()
+    {
+        Some(
+            crate::segments::SegmentCache::new(scratch.path())
+                .map_err(|e| BuildError::io(scratch.path(), "cannot create a spool file", e))?,
+        )
+    } else {
+        None
+    };
     let shared = Shared {
         options,
         resolver,
@@ -968,6 +984,7 @@ pub async fn build(
         gathers: Mutex::new(HashMap::new()),
         layer_dirs: crate::layerdirs::LayerDirs::new(layout_root.as_path()),
         run_rootfs: OnceCell::new(),
+        segments,
     };
     warn_unused_args(&shared);
 

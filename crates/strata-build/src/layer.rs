@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use strata_archive::{
     CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingReader,
@@ -18,6 +19,7 @@ use crate::BuildError;
 use crate::cache::CachedLayer;
 use crate::copyplan::{Content, PlannedEntry, PlannedKind};
 use crate::progress::LayerOrigin;
+use crate::segments::{self, Capture, GZIP_SEGMENT_MIN_BYTES, SegKey, SegmentCache};
 use crate::tree::{RawEntry, scan_layer};
 
 /// Uncompressed bytes between two progress reports.
@@ -54,6 +56,19 @@ impl LayerRef {
 pub(crate) struct LayerSink {
     inner: HashingWriter<CompressWriter<BufWriter<NewBlob>>>,
     compression: Compression,
+    /// Gzip segments shared with the other layer writers of the build, and our owner id.
+    segments: Option<SegmentsHandle>,
+}
+
+struct SegmentsHandle {
+    cache: Arc<SegmentCache>,
+    owner: u64,
+}
+
+impl Drop for SegmentsHandle {
+    fn drop(&mut self) {
+        self.cache.release(self.owner);
+    }
 }
 
 /// Output buffer in front of the blob file (compressed members arrive in 1 MiB pieces).
@@ -64,18 +79,54 @@ impl LayerSink {
         layout: &OciLayout,
         compression: Compression,
     ) -> Result<LayerSink, BuildError> {
+        Self::with_segments(layout, compression, None)
+    }
+
+    /// A sink whose gzip segments are shared through `segments` (see `segments.rs`).
+    pub(crate) fn with_segments(
+        layout: &OciLayout,
+        compression: Compression,
+        segments: Option<&Arc<SegmentCache>>,
+    ) -> Result<LayerSink, BuildError> {
         let blob = layout
             .new_blob()
             .map_err(|e| BuildError::store("creating a layer blob", e))?;
-        let compress = CompressWriter::new(
+        let mut compress = CompressWriter::new(
             BufWriter::with_capacity(BLOB_BUFFER_BYTES, blob),
             compression,
         )
         .map_err(|e| BuildError::io(layout.root(), "starting layer compression", e))?;
+        let segments = match (segments, compress.gzip()) {
+            (Some(cache), Some(gz)) => {
+                gz.set_capture(Box::new(Capture(Arc::clone(cache))));
+                Some(SegmentsHandle {
+                    cache: Arc::clone(cache),
+                    owner: cache.new_owner(),
+                })
+            }
+            _ => None,
+        };
         Ok(LayerSink {
             inner: HashingWriter::new(compress),
             compression,
+            segments,
         })
+    }
+
+    /// A regular file's data as one gzip segment (shared when possible): see
+    /// `segments::write_file`.
+    fn write_file_segment(
+        &mut self,
+        key: Option<SegKey>,
+        reader: &mut dyn Read,
+        size: u64,
+        sha256: bool,
+    ) -> io::Result<(u64, Option<Digest>)> {
+        let shared = match (&self.segments, key) {
+            (Some(h), Some(key)) => Some((&*h.cache, h.owner, key)),
+            _ => None,
+        };
+        segments::write_file(&mut self.inner, shared, reader, size, sha256)
     }
 }
 
@@ -89,12 +140,14 @@ impl Write for LayerSink {
 }
 
 /// How layers of this build are written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct LayerSettings {
     pub compression: Compression,
     pub layout: LayerLayout,
     /// SOURCE_DATE_EPOCH: newer mtimes are clamped to it.
     pub clamp: Option<u64>,
+    /// Gzip segments shared by the build's layer writers (builds for Windows and Linux).
+    pub segments: Option<Arc<SegmentCache>>,
 }
 
 fn tar_options(settings: &LayerSettings) -> TarOptions {
@@ -163,7 +216,7 @@ pub(crate) fn write_layer(
 ) -> Result<(CachedLayer, WrittenHashes), BuildError> {
     let mut hashes = WrittenHashes::new();
     let mut tar = TarBuilder::new(
-        LayerSink::new(layout, settings.compression)?,
+        LayerSink::with_segments(layout, settings.compression, settings.segments.as_ref())?,
         tar_options(settings),
     );
     let mut written = 0u64;
@@ -183,9 +236,41 @@ pub(crate) fn write_layer(
             PlannedKind::Dir => arch(tar.append_dir(&path, &meta))?,
             PlannedKind::File { size, content, id } => {
                 let reader = open_content(content, &path)?;
-                if id.is_pending()
-                    && let Content::Root { rel, .. } = content
-                {
+                // Larger files are gzip segments, shared between a build's Linux and
+                // Windows layers when the source is a context file (see `segments.rs`).
+                let segment = (*size >= GZIP_SEGMENT_MIN_BYTES).then(|| match content {
+                    Content::Root { root, rel, stat } => Some(SegKey {
+                        path: root.path().join(String::from_utf8_lossy(rel).as_ref()),
+                        ino: stat.ino,
+                        size: stat.size,
+                        mtime: stat.mtime,
+                        mtime_nsec: stat.mtime_nsec,
+                    }),
+                    Content::Bytes(_) => None,
+                });
+                let pending_rel = match content {
+                    Content::Root { rel, .. } if id.is_pending() => Some(rel),
+                    _ => None,
+                };
+                let mut reader = reader;
+                if let Some(key) = segment {
+                    // The segment writer hashes the data itself (or takes the hash of the
+                    // writer that compressed it).
+                    let mut digest = None;
+                    arch(tar.append_file_with(&path, &meta, *size, |sink| {
+                        let (n, d) = sink.write_file_segment(
+                            key,
+                            &mut reader,
+                            *size,
+                            pending_rel.is_some(),
+                        )?;
+                        digest = d;
+                        Ok(n)
+                    }))?;
+                    if let (Some(rel), Some(d)) = (pending_rel, digest) {
+                        hashes.insert(rel.clone(), d);
+                    }
+                } else if let Some(rel) = pending_rel {
                     let mut hashing = HashingReader::new(reader);
                     arch(tar.append_file(&path, &meta, *size, &mut hashing))?;
                     let (_, digest, n) = hashing.finish();
@@ -437,6 +522,7 @@ mod tests {
             compression: Compression::Gzip { level: 1 },
             layout: LayerLayout::Linux,
             clamp: None,
+            segments: None,
         };
         let f = planned(&root, b"f");
         let g = planned(&root, b"g");

@@ -72,6 +72,7 @@ mod run;
 mod runmount;
 mod runstep;
 mod sandbox;
+mod segments;
 mod source;
 mod steps;
 mod time;

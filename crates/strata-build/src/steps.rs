@@ -521,6 +521,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 let platform = self.platform.clone();
                 let stage = st.name.clone();
                 let entries2 = Arc::clone(&entries);
+                let settings2 = settings.clone();
                 let (layer, hashes) = tokio::task::spawn_blocking(move || {
                     let report = |bytes: u64| {
                         if let Some(p) = &progress {
@@ -532,7 +533,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                             });
                         }
                     };
-                    layer::write_layer(&layout, &entries2, &settings, &report)
+                    layer::write_layer(&layout, &entries2, &settings2, &report)
                 })
                 .await
                 .map_err(join_error)??;

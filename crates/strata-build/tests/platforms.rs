@@ -237,3 +237,83 @@ async fn build_platform_stages_feed_target_platform_images() {
         b"built for arm64\n"
     );
 }
+
+/// A Linux + Windows build shares the compression of large files between the two layers
+/// (gzip segments): the layers must be byte for byte what each platform gets when built on
+/// its own, decode with gzip, and hold the files.
+#[tokio::test]
+async fn linux_and_windows_layers_sharing_segments_equal_separate_builds() {
+    let c = Ctx::new();
+    // Large files (segments, some over several 1 MiB blocks), small ones, a file whose
+    // size is exactly one block, and two copies of the same content.
+    let big: Vec<u8> = (0..3_500_000u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+        .collect();
+    c.file("data/big.bin", &big);
+    c.file("data/copy-of-big.bin", &big);
+    c.file("data/block.bin", &big[..1 << 20]);
+    c.file("data/mid.txt", &b"line of text\n".repeat(3000));
+    for i in 0..50 {
+        c.file(
+            &format!("data/small/{i}.txt"),
+            format!("small {i}\n").as_bytes(),
+        );
+    }
+    let cf = "FROM scratch\nCOPY data /data\n";
+    let build = |platforms: &[&str], out: &str| {
+        let mut o = c.options(cf);
+        o.platforms = plats(platforms);
+        o.output = strata_build::Output::Layout(c.dir.path().join(out));
+        o.source_date_epoch = Some(1_700_000_000);
+        o
+    };
+    let r = MapResolver::default();
+    let (both, _) = run_build(
+        &build(&["linux/amd64", "windows/amd64:10.0.17763.1757"], "both"),
+        &r,
+    )
+    .await
+    .unwrap();
+    let (linux, _) = run_build(&build(&["linux/amd64"], "linux"), &r)
+        .await
+        .unwrap();
+    let (windows, _) = run_build(&build(&["windows/amd64:10.0.17763.1757"], "windows"), &r)
+        .await
+        .unwrap();
+    let layer = |res: &strata_build::BuildResult, i: usize| {
+        res.images[i].layers.last().unwrap().digest.clone()
+    };
+    assert_eq!(
+        layer(&both, 0),
+        layer(&linux, 0),
+        "linux layer differs when built with windows"
+    );
+    assert_eq!(
+        layer(&both, 1),
+        layer(&windows, 0),
+        "windows layer differs when built with linux"
+    );
+    assert_ne!(layer(&both, 0), layer(&both, 1));
+    validate_layout(&both.layout);
+    // Both layers decode (gzip -t would refuse a broken stream) and hold the data.
+    for (i, prefix) in [(0, "data"), (1, "Files/data")] {
+        let entries = layer_entries(&both, i, -1);
+        let f = find(&entries, &format!("{prefix}/big.bin"));
+        assert_eq!(f.data, big, "{prefix}/big.bin");
+        let f = find(&entries, &format!("{prefix}/block.bin"));
+        assert_eq!(f.data, &big[..1 << 20]);
+        let d = both.images[i].layers.last().unwrap();
+        let blob = read_blob(&both.layout, &d.digest);
+        let out = std::process::Command::new("gzip")
+            .args(["-t"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                use std::io::Write;
+                ch.stdin.take().unwrap().write_all(&blob)?;
+                ch.wait()
+            })
+            .unwrap();
+        assert!(out.success(), "gzip -t refuses layer {i}");
+    }
+}
