@@ -29,6 +29,7 @@ mod extract;
 mod hash;
 mod tarread;
 mod tarwrite;
+pub mod xattr;
 
 pub use compress::{
     CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, GZIP_SEGMENT_MIN_BYTES,

@@ -38,8 +38,6 @@ const USTAR_MAX_ID: u64 = 0o7777777;
 const USTAR_NAME_LEN: usize = 100;
 /// Copy buffer for file contents.
 const COPY_BUFFER_BYTES: usize = 256 * 1024;
-/// First guess for an xattr name list or value (grown on ERANGE).
-const XATTR_BUFFER_BYTES: usize = 1024;
 
 /// Ownership written into headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -724,49 +722,11 @@ fn errno_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// Names of the xattrs of an open file.
-fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut names = vec![0u8; XATTR_BUFFER_BYTES];
-    loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => {
-                names.truncate(n);
-                return Ok(names);
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::flistxattr_query(fd).map_err(errno_io)?;
-                names = vec![0u8; size.max(names.len() * 2)];
-            }
-            // Filesystems without xattrs.
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(errno_io(e)),
-        }
-    }
-}
-
-fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let mut value = vec![0u8; XATTR_BUFFER_BYTES];
-    loop {
-        match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
-            Ok(n) => {
-                value.truncate(n);
-                return Ok(Some(value));
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::fgetxattr_query(fd, name).map_err(errno_io)?;
-                value = vec![0u8; size.max(value.len() * 2)];
-            }
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(errno_io(e)),
-        }
-    }
-}
-
 /// Xattrs copied into layers, sorted by name. `trusted.overlay.*`/`user.overlay.*` are
 /// overlayfs internals and `security.selinux` is host policy: never content. In overlay
 /// mode all `trusted.*` are dropped (the RUN engine's own bookkeeping).
 fn read_xattrs(fd: BorrowedFd<'_>, mode: WalkMode) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let names = list_xattrs(fd)?;
+    let names = crate::xattr::list(fd)?;
     let mut out = Vec::new();
     for raw in names.split(|&b| b == 0) {
         if raw.is_empty() {
@@ -782,7 +742,7 @@ fn read_xattrs(fd: BorrowedFd<'_>, mode: WalkMode) -> io::Result<Vec<(String, Ve
         {
             continue;
         }
-        if let Some(value) = get_xattr(fd, name)? {
+        if let Some(value) = crate::xattr::get(fd, name)? {
             out.push((name.to_string(), value));
         }
     }

@@ -29,7 +29,7 @@ use strata_archive::{
 use strata_spec::{Descriptor, DiffId, Manifest};
 
 use crate::tree::{
-    DIR_FLAGS, Record, StateReader, WalkEntry, Walker, cmp_paths, errno_io, is_below, kind, os,
+    DIR_FLAGS, Record, StateReader, WalkEntry, Walker, cmp_paths, is_below, kind, os,
 };
 use crate::unpack::{
     BundleLayer, BundleMeta, META_FILE, ROOTFS_DIR, STATE_FILE, read_bundle_meta, write_file,
@@ -37,7 +37,6 @@ use crate::unpack::{
 use crate::{BlobOrigin, ImageError, ImageSink, ImageSource, RawManifest};
 
 /// First guess for an xattr name list or value (grown on ERANGE).
-const XATTR_BUFFER_BYTES: usize = 1024;
 /// The xattr umoci (and strata) record rootless ownership in.
 const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
 /// Warnings kept in the summary.
@@ -172,48 +171,12 @@ pub fn decode_rootless_record(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut names = vec![0u8; XATTR_BUFFER_BYTES];
-    loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => {
-                names.truncate(n);
-                return Ok(names);
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::flistxattr_query(fd).map_err(errno_io)?;
-                names = vec![0u8; size.max(names.len() * 2)];
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(errno_io(e)),
-        }
-    }
-}
-
-fn get_xattr(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let mut value = vec![0u8; XATTR_BUFFER_BYTES];
-    loop {
-        match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
-            Ok(n) => {
-                value.truncate(n);
-                return Ok(Some(value));
-            }
-            Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::fgetxattr_query(fd, name).map_err(errno_io)?;
-                value = vec![0u8; size.max(value.len() * 2)];
-            }
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(errno_io(e)),
-        }
-    }
-}
-
 /// Extended attributes as `(name, value)`, sorted by name.
 type Xattrs = Vec<(String, Vec<u8>)>;
 
 /// The xattrs that belong in a layer, sorted; and the rootless owner record if present.
 fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<(Xattrs, Option<Vec<u8>>)> {
-    let names = list_xattrs(fd)?;
+    let names = strata_archive::xattr::list(fd)?;
     let mut out = Vec::new();
     let mut rootless = None;
     for raw in names.split(|&b| b == 0) {
@@ -227,7 +190,7 @@ fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<(Xattrs, Option<Vec<u8>>)> {
         {
             continue;
         }
-        let Some(value) = get_xattr(fd, name)? else {
+        let Some(value) = strata_archive::xattr::get(fd, name)? else {
             continue;
         };
         if name == ROOTLESS_XATTR {

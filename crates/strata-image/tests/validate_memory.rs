@@ -1,49 +1,12 @@
 //! Validation streams: peak memory does not grow with the layer size. Alone in its test
 //! binary so no other test's allocations disturb the process's peak RSS.
 
-use std::io::{self, Read};
-
 use serde_json::json;
 use strata_archive::{Compression, EntryMeta, LayerWriter, TarBuilder, TarOptions};
 use strata_image::{ValidateOptions, validate};
 use strata_spec::{Descriptor, MediaType};
 use strata_store::{LayoutSource, OciLayout};
-
-/// Mixed, partly compressible bytes, produced on the fly.
-struct Mixed {
-    left: u64,
-    x: u64,
-}
-
-impl Read for Mixed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.left) as usize & !7;
-        let n = if n == 0 {
-            (buf.len() as u64).min(self.left) as usize
-        } else {
-            n
-        };
-        for chunk in buf[..n].chunks_mut(8) {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 7;
-            self.x ^= self.x << 17;
-            let v = if self.x >> 62 == 0 {
-                self.x
-            } else {
-                0x2020_2020_2020_2020
-            };
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use strata_testkit::memory::{MixedBytes as Mixed, peak_rss_kib};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validating_a_large_layer_keeps_memory_flat() {

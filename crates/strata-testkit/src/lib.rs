@@ -27,6 +27,7 @@
 
 pub mod busybox;
 pub mod fixtures;
+pub mod memory;
 mod proxy;
 mod registry;
 pub mod schema;

@@ -107,23 +107,12 @@ pub async fn read_config(
 pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
     let name: ImageName = a.image.parse()?;
     let side = Side::new(&a.registry, None, None, None);
-    let source = open::source(&name, &side).await?;
     let platform = a
         .platform
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    let top = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    if let Some(d) = open::name_digest(&name) {
-        anyhow::ensure!(
-            top.digest == d,
-            "{name}: content has digest {}, not the one named",
-            top.digest
-        );
-    }
+    let (source, top) = open::source_and_top(&name, &side).await?;
     let parsed = top.parse()?;
     let mut stdout = std::io::stdout().lock();
     if a.raw && platform.is_none() {

@@ -57,18 +57,7 @@ pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
         .map(str::parse::<Platform>)
         .transpose()
         .context("--platform")?;
-    let source = open::source(&name, &side).await?;
-    let top = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    if let Some(d) = open::name_digest(&name) {
-        anyhow::ensure!(
-            top.digest == d,
-            "{name}: content has digest {}, not the one named",
-            top.digest
-        );
-    }
+    let (source, top) = open::source_and_top(&name, &side).await?;
     let (raw, _) = resolve_image(source.as_ref(), top, platform.as_ref()).await?;
     let cache = LayerCache::new(match a.cache {
         Some(c) => c,
