@@ -27,13 +27,13 @@ use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, U
 use strata_archive::{
     ExtractOptions, LayerReader, Ownership, TargetPolicy, Threading, WhiteoutMode, extract_layer,
 };
-use strata_spec::{DiffId, Digest, ImageConfig, MAX_CONFIG_BYTES, Manifest};
+use strata_spec::{DiffId, Digest};
 use tokio_util::io::SyncIoBridge;
 
 use crate::runtime::is_root;
 use crate::tree::errno_io;
 use crate::unpack::remove_all_at;
-use crate::{ImageError, ImageSource, RawManifest, read_blob_bytes};
+use crate::{ImageError, ImageSource, RawManifest};
 
 /// Filesystem source name of strata's mounts (how `umount` recognises them).
 pub const MOUNT_SOURCE: &str = "strata";
@@ -249,28 +249,7 @@ pub async fn mount_image(
                 .into(),
         ));
     }
-    let image = match manifest.parse()? {
-        Manifest::Image(m) => m,
-        Manifest::Index(_) => {
-            return Err(ImageError::Unsupported(format!(
-                "{} is an index: pick one image of it (a platform) to mount",
-                manifest.digest
-            )));
-        }
-    };
-    let config_bytes = read_blob_bytes(source, &image.config, MAX_CONFIG_BYTES).await?;
-    let config = ImageConfig::parse(&config_bytes).map_err(|source| ImageError::Document {
-        digest: image.config.digest.clone(),
-        source,
-    })?;
-    if config.rootfs.diff_ids.len() != image.layers.len() {
-        return Err(ImageError::Unsupported(format!(
-            "config {} lists {} rootfs.diff_ids for {} layers (M7)",
-            image.config.digest,
-            config.rootfs.diff_ids.len(),
-            image.layers.len()
-        )));
-    }
+    let (image, _, config) = crate::unpack::image_and_config(source, manifest, "mount").await?;
     check_target(target)?;
     {
         let cache = cache.clone();

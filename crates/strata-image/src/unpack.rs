@@ -190,28 +190,7 @@ pub async fn unpack(
     bundle: &Path,
     options: &UnpackOptions,
 ) -> Result<UnpackReport, ImageError> {
-    let image = match manifest.parse()? {
-        Manifest::Image(m) => m,
-        Manifest::Index(_) => {
-            return Err(ImageError::Unsupported(format!(
-                "{} is an index: pick one image of it (a platform) to unpack",
-                manifest.digest
-            )));
-        }
-    };
-    let config_bytes = read_blob_bytes(source, &image.config, MAX_CONFIG_BYTES).await?;
-    let config = ImageConfig::parse(&config_bytes).map_err(|source| ImageError::Document {
-        digest: image.config.digest.clone(),
-        source,
-    })?;
-    if config.rootfs.diff_ids.len() != image.layers.len() {
-        return Err(ImageError::Unsupported(format!(
-            "config {} lists {} rootfs.diff_ids for {} layers (M7)",
-            image.config.digest,
-            config.rootfs.diff_ids.len(),
-            image.layers.len()
-        )));
-    }
+    let (image, config_bytes, config) = image_and_config(source, manifest, "unpack").await?;
     for (i, layer) in image.layers.iter().enumerate() {
         if layer.media_type.layer_compression().is_none() {
             return Err(ImageError::Unsupported(format!(
@@ -247,6 +226,38 @@ pub async fn unpack(
         .await;
     }
     result
+}
+
+/// The image manifest `manifest` must be, its config (bytes and parsed), with one DiffId per
+/// layer; `what` names the operation in the error for an index.
+pub(crate) async fn image_and_config(
+    source: &dyn ImageSource,
+    manifest: &RawManifest,
+    what: &str,
+) -> Result<(strata_spec::ImageManifest, Vec<u8>, ImageConfig), ImageError> {
+    let image = match manifest.parse()? {
+        Manifest::Image(m) => m,
+        Manifest::Index(_) => {
+            return Err(ImageError::Unsupported(format!(
+                "{} is an index: pick one image of it (a platform) to {what}",
+                manifest.digest
+            )));
+        }
+    };
+    let config_bytes = read_blob_bytes(source, &image.config, MAX_CONFIG_BYTES).await?;
+    let config = ImageConfig::parse(&config_bytes).map_err(|source| ImageError::Document {
+        digest: image.config.digest.clone(),
+        source,
+    })?;
+    if config.rootfs.diff_ids.len() != image.layers.len() {
+        return Err(ImageError::Unsupported(format!(
+            "config {} lists {} rootfs.diff_ids for {} layers (M7)",
+            image.config.digest,
+            config.rootfs.diff_ids.len(),
+            image.layers.len()
+        )));
+    }
+    Ok((image, config_bytes, config))
 }
 
 async fn blocking<T: Send + 'static>(
