@@ -448,6 +448,9 @@ impl<W: Write> ParallelGzEncoder<W> {
             return self.write_block(block, crc, tag);
         }
         self.wait_for_room()?;
+        // Counted like input: pushed pieces waiting behind a slow block hold memory too.
+        self.sizes.insert(self.next_seq, block.len());
+        self.bytes_in_flight += block.len();
         self.pending.insert(self.next_seq, (block, crc, tag));
         self.next_seq += 1;
         self.write_ready()
