@@ -5,17 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{Env, layout_digest, layout_tags, run, skopeo_info, skopeo_raw};
+use common::{Env, fixture_layout, layout_digest, layout_tags, run, skopeo_info, skopeo_raw};
 use strata_testkit::schema::assert_layout_valid;
 use strata_testkit::{busybox_image, busybox_index};
-
-fn fixture_layout(env: &Env) -> std::path::PathBuf {
-    let src = env.path("src");
-    busybox_index()
-        .write_oci_layout(&src, "multi")
-        .expect("write fixture");
-    src
-}
 
 #[test]
 fn oci_to_oci_keeps_bytes_and_digests() {

@@ -3,15 +3,22 @@
 
 mod common;
 
-use common::{Env, layout_digest, layout_tags, skopeo_raw};
+use common::{Env, fixture_layout, layout_digest, layout_tags, skopeo_raw};
 use strata_testkit::{Fault, FaultProxy, Rule, TestRegistry, busybox_image, busybox_index};
 
-fn fixture_layout(env: &Env) -> std::path::PathBuf {
-    let src = env.path("src");
-    busybox_index()
-        .write_oci_layout(&src, "multi")
-        .expect("write fixture");
-    src
+/// Push the fixture index to `docker://HOST/app:v1`; returns the source layout and that name.
+fn push_fixture(env: &Env, host: &str) -> (std::path::PathBuf, String) {
+    let src = fixture_layout(env);
+    let dest = format!("docker://{host}/app:v1");
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        "--tls-verify=false",
+        &format!("oci:{}:multi", src.display()),
+        &dest,
+    ]);
+    (src, dest)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -68,16 +75,7 @@ fn second_copy_skips_every_blob_and_cross_repo_copy_mounts() {
     let registry = TestRegistry::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(&registry.host()));
-    let src = fixture_layout(&env);
-    let dest = format!("docker://{}/app:v1", proxy.host());
-    env.ok(&[
-        "copy",
-        "-q",
-        "--all",
-        "--tls-verify=false",
-        &format!("oci:{}:multi", src.display()),
-        &dest,
-    ]);
+    let (src, dest) = push_fixture(&env, &proxy.host());
     proxy.clear_log();
     let again = env.json(&[
         "copy",
@@ -307,16 +305,7 @@ fn f3_retries_503_on_manifest_and_blob_then_succeeds() {
     let registry = TestRegistry::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(&registry.host()));
-    let src = fixture_layout(&env);
-    let dest = format!("docker://{}/app:v1", proxy.host());
-    env.ok(&[
-        "copy",
-        "-q",
-        "--all",
-        "--tls-verify=false",
-        &format!("oci:{}:multi", src.display()),
-        &dest,
-    ]);
+    let (src, dest) = push_fixture(&env, &proxy.host());
     proxy.add(
         Rule::new(
             "GET",

@@ -7,6 +7,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The busybox amd64 + arm64 index as an OCI layout at `ENV/src`, tag `multi`.
+pub fn fixture_layout(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    strata_testkit::busybox_index()
+        .write_oci_layout(&src, "multi")
+        .expect("write fixture");
+    src
+}
+
 /// One test's world: a temp dir holding HOME, XDG dirs and scratch space.
 pub struct Env {
     pub dir: tempfile::TempDir,
