@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::{Env, run};
 use serde_json::Value;
@@ -62,6 +62,19 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// `strata unpack IMAGE BUNDLE` under `strace -e INJECT` (fault injection: a signal at a
+/// chosen system call), in the test's environment.
+fn unpack_under_strace(env: &Env, inject: &str, image: &str, bundle: &Path) -> Output {
+    Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", inject])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["unpack", image, bundle.to_str().expect("utf-8 path")])
+        .env("HOME", env.path("home"))
+        .env("XDG_DATA_HOME", env.path("data"))
+        .output()
+        .expect("strace is installed (scripts/install-deps.sh)")
 }
 
 fn with_args(bundle: &Path, args: &[&str]) {
@@ -323,21 +336,12 @@ fn f17_killed_before_the_marker_leaves_an_incomplete_bundle_and_rerun_works() {
     let image = layout_of(&env, &strata_testkit::busybox_image("amd64"), "t");
     let bundle = env.path("bundle");
     // SIGKILL at the first rename: the one that would publish strata.json.
-    let out = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=rename,renameat,renameat2:signal=KILL",
-        ])
-        .arg(env!("CARGO_BIN_EXE_strata"))
-        .args(["unpack", &image, bundle.to_str().unwrap()])
-        .env("HOME", env.path("home"))
-        .env("XDG_DATA_HOME", env.path("data"))
-        .output()
-        .expect("strace");
+    let out = unpack_under_strace(
+        &env,
+        "inject=rename,renameat,renameat2:signal=KILL",
+        &image,
+        &bundle,
+    );
     assert!(!out.status.success());
     assert!(
         bundle.join("rootfs/bin/busybox").exists(),
@@ -371,21 +375,7 @@ fn interrupt_removes_the_partial_bundle() {
     let image = layout_of(&env, &image, "t");
     let bundle = env.path("bundle");
     // SIGINT while the layer is being written (at the 120th file opened).
-    let out = Command::new("strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=openat:signal=INT:when=120",
-        ])
-        .arg(env!("CARGO_BIN_EXE_strata"))
-        .args(["unpack", &image, bundle.to_str().unwrap()])
-        .env("HOME", env.path("home"))
-        .env("XDG_DATA_HOME", env.path("data"))
-        .output()
-        .expect("strace");
+    let out = unpack_under_strace(&env, "inject=openat:signal=INT:when=120", &image, &bundle);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
