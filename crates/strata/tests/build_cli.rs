@@ -257,3 +257,40 @@ fn containerfile_from_stdin_and_reproducible_digest() {
     let b = build(&format!("oci:{}:b", env.path("o2").display()));
     assert_eq!(a, b, "same inputs, same digest, in two fresh layouts");
 }
+
+#[test]
+fn compression_levels_out_of_range_are_refused_by_build_and_repack() {
+    let env = Env::new();
+    let ctx = context(&env, "FROM scratch\nCOPY app /app\n");
+    let err = env.fails(&[
+        "build",
+        "--compression",
+        "gzip",
+        "--compression-level",
+        "12",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("compression level 12: gzip levels are 0-9"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "repack",
+        "--compression",
+        "zstd:40",
+        env.path("bundle").to_str().unwrap(),
+        &format!("oci:{}:x", env.path("out").display()),
+    ]);
+    assert!(
+        err.contains("compression level 40: zstd levels are -7 to 22"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "repack",
+        "--compression",
+        "gzip:x",
+        env.path("bundle").to_str().unwrap(),
+        &format!("oci:{}:x", env.path("out").display()),
+    ]);
+    assert!(err.contains("--compression gzip:x: bad level"), "{err}");
+}

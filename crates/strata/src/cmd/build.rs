@@ -203,23 +203,30 @@ fn watch_signals(cancel: CancelFlag) -> Option<tokio::task::JoinHandle<()>> {
 }
 
 fn compression(a: &BuildArgs) -> anyhow::Result<Compression> {
-    Ok(match a.compression {
+    layer_compression(a.compression, a.compression_level)
+}
+
+/// A layer compression from its kind and optional level (gzip 0–9, default 1; zstd -7–22,
+/// default 3), as `build --compression K --compression-level N` and `repack --compression
+/// K:N` spell it.
+pub fn layer_compression(kind: CompressionKind, level: Option<i32>) -> anyhow::Result<Compression> {
+    Ok(match kind {
         CompressionKind::None => Compression::None,
         CompressionKind::Gzip => {
-            let level = a.compression_level.unwrap_or(1);
+            let level = level.unwrap_or(1);
             anyhow::ensure!(
                 (0..=9).contains(&level),
-                "--compression-level {level}: gzip levels are 0-9"
+                "compression level {level}: gzip levels are 0-9"
             );
             Compression::Gzip {
                 level: level as u32,
             }
         }
         CompressionKind::Zstd => {
-            let level = a.compression_level.unwrap_or(3);
+            let level = level.unwrap_or(3);
             anyhow::ensure!(
                 (-7..=22).contains(&level),
-                "--compression-level {level}: zstd levels are -7-22"
+                "compression level {level}: zstd levels are -7 to 22"
             );
             Compression::Zstd { level }
         }

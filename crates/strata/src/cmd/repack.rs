@@ -9,7 +9,8 @@ use strata_copy::ImageName;
 use strata_image::Compression;
 use strata_image::repack::{RepackOptions, Repacked, bundle_layer, refresh_bundle, write_layer};
 
-use crate::cli::{OutputFormat, RegistryArgs};
+use crate::cli::{CompressionKind, OutputFormat, RegistryArgs};
+use crate::cmd::build::layer_compression;
 use crate::open::{self, Side};
 use crate::output::{human_size, print_json};
 
@@ -58,22 +59,22 @@ pub struct RepackArgs {
 }
 
 /// `gzip`, `gzip:6`, `zstd`, `zstd:3`, `none`.
-pub fn parse_compression(s: &str) -> anyhow::Result<Compression> {
+fn parse_compression(s: &str) -> anyhow::Result<Compression> {
     let (algo, level) = match s.split_once(':') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let level_err = || format!("--compression {s}: bad level");
-    Ok(match algo {
-        "gzip" => Compression::Gzip {
-            level: level.map_or(Ok(1), str::parse).with_context(level_err)?,
-        },
-        "zstd" => Compression::Zstd {
-            level: level.map_or(Ok(3), str::parse).with_context(level_err)?,
-        },
-        "none" | "uncompressed" => Compression::None,
+    let kind = match algo {
+        "gzip" => CompressionKind::Gzip,
+        "zstd" => CompressionKind::Zstd,
+        "none" | "uncompressed" => CompressionKind::None,
         other => anyhow::bail!("--compression {other}: use gzip, zstd or none"),
-    })
+    };
+    let level = level
+        .map(str::parse::<i32>)
+        .transpose()
+        .with_context(|| format!("--compression {s}: bad level"))?;
+    layer_compression(kind, level)
 }
 
 #[derive(Serialize)]
