@@ -127,20 +127,7 @@ pub fn busybox_image(arch: &str) -> TestImage {
     for (k, v) in platform.as_object().expect("object") {
         config[k] = v.clone();
     }
-    let config_bytes = serde_json::to_vec(&config).expect("config json");
-    let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::OCI_MANIFEST,
-        "config": config_descriptor,
-        "layers": [layer_descriptor],
-    });
-    TestImage {
-        manifest: serde_json::to_vec(&manifest).expect("manifest json"),
-        media_type: MediaType::OCI_MANIFEST.into(),
-        children: Vec::new(),
-        blob_list: vec![(config_descriptor, config_bytes), (layer_descriptor, layer)],
-    }
+    crate::fixtures::image_of(&config, vec![(layer_descriptor, layer)])
 }
 
 /// An OCI index of the amd64 and arm64 busybox images.

@@ -120,7 +120,6 @@ pub fn random_image_for_platform(
 ) -> TestImage {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut blob_list = Vec::new();
-    let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, size) in layer_sizes.iter().enumerate() {
         let bytes = layer(&mut rng, i, *size);
@@ -128,9 +127,10 @@ pub fn random_image_for_platform(
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut gz, &mut raw).expect("gunzip own layer");
         diff_ids.push(Digest::sha256_of(&raw).to_string());
-        let d = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes);
-        layers.push(serde_json::to_value(&d).expect("descriptor json"));
-        blob_list.push((d, bytes));
+        blob_list.push((
+            Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes),
+            bytes,
+        ));
     }
     let mut config = serde_json::json!({
         "architecture": platform.architecture,
@@ -149,21 +149,7 @@ pub fn random_image_for_platform(
     if !platform.os_features.is_empty() {
         config["os.features"] = platform.os_features.clone().into();
     }
-    let config_bytes = serde_json::to_vec(&config).expect("config json");
-    let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::OCI_MANIFEST,
-        "config": config_descriptor,
-        "layers": layers,
-    });
-    blob_list.insert(0, (config_descriptor, config_bytes));
-    TestImage {
-        manifest: serde_json::to_vec(&manifest).expect("manifest json"),
-        media_type: MediaType::OCI_MANIFEST.into(),
-        children: Vec::new(),
-        blob_list,
-    }
+    image_of(&config, blob_list)
 }
 
 /// An OCI index of two images (linux/amd64 and linux/arm64), children pushed by digest.
@@ -230,16 +216,16 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
 /// `Cmd`, `User`, `Labels`…). For unpack/repack tests that need exact layer contents.
 pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) -> TestImage {
     let mut blob_list = Vec::new();
-    let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     for raw in layers {
         diff_ids.push(Digest::sha256_of(raw).to_string());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, raw).expect("gzip in memory");
         let bytes = gz.finish().expect("gzip in memory");
-        let d = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes);
-        descriptors.push(serde_json::to_value(&d).expect("descriptor json"));
-        blob_list.push((d, bytes));
+        blob_list.push((
+            Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes),
+            bytes,
+        ));
     }
     let config = serde_json::json!({
         "architecture": "amd64",
@@ -249,17 +235,29 @@ pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) 
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "strata-testkit"}]
     });
-    let config_bytes = serde_json::to_vec(&config).expect("config json");
+    image_of(&config, blob_list)
+}
+
+/// An OCI image manifest over `config` and `layers` (descriptor, bytes), in that order; the
+/// blob list holds the config first.
+pub(crate) fn image_of(
+    config: &serde_json::Value,
+    layers: Vec<(Descriptor, Vec<u8>)>,
+) -> TestImage {
+    let config_bytes = serde_json::to_vec(config).expect("config json");
     let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
+    let descriptors: Vec<&Descriptor> = layers.iter().map(|(d, _)| d).collect();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OCI_MANIFEST,
         "config": config_descriptor,
         "layers": descriptors,
     });
-    blob_list.insert(0, (config_descriptor, config_bytes));
+    let manifest = serde_json::to_vec(&manifest).expect("manifest json");
+    let mut blob_list = vec![(config_descriptor, config_bytes)];
+    blob_list.extend(layers);
     TestImage {
-        manifest: serde_json::to_vec(&manifest).expect("manifest json"),
+        manifest,
         media_type: MediaType::OCI_MANIFEST.into(),
         children: Vec::new(),
         blob_list,
