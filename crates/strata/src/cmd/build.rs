@@ -20,6 +20,7 @@ use strata_spec::{Platform, Reference};
 
 use crate::cli::{BuildArgs, CompressionKind, OutputFormat, PruneArgs, PullPolicy};
 use crate::cmd::copy::split_formats;
+use crate::cmd::{EXIT_INTERRUPTED, Interrupts};
 use crate::open::{self, Side};
 use crate::output::{human_size, print_json, stderr_is_terminal};
 
@@ -176,30 +177,19 @@ pub fn exit_code(e: &anyhow::Error) -> Option<i32> {
         .then_some(EXIT_INTERRUPTED)
 }
 
-/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: i32 = 130;
-
 /// On SIGINT/SIGTERM: stop the running RUN steps (their processes are killed, their mounts
 /// vanish), stop the build between steps, and let it unwind and remove its directories; a
 /// second signal exits at once.
-fn watch_signals(cancel: CancelFlag) -> Option<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).ok()?;
-    let mut term = signal(SignalKind::terminate()).ok()?;
-    Some(tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+fn watch_signals(cancel: CancelFlag) -> tokio::task::JoinHandle<()> {
+    let mut interrupts = Interrupts::watch();
+    tokio::spawn(async move {
+        interrupts.recv().await;
         eprintln!("interrupted: stopping the build (again to exit at once)");
         strata_sandbox::interrupt_all();
         cancel.cancel();
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        interrupts.recv().await;
         std::process::exit(EXIT_INTERRUPTED);
-    }))
+    })
 }
 
 fn compression(a: &BuildArgs) -> anyhow::Result<Compression> {
@@ -316,9 +306,7 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
     let progress: Arc<dyn BuildProgress> = view.clone();
     let signals = watch_signals(options.cancel.clone());
     let result = build(&options, &resolver, Some(progress)).await;
-    if let Some(s) = signals {
-        s.abort();
-    }
+    signals.abort();
     view.finish();
     let result = result?;
 

@@ -17,8 +17,8 @@ use crate::cmd::inspect::resolve_image;
 use crate::open::{self, Side};
 use crate::output::{human_size, print_json};
 
-/// Exit status after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub use crate::cmd::EXIT_INTERRUPTED;
+use crate::cmd::Interrupts;
 
 /// `strata unpack --help` text.
 pub const LONG_ABOUT: &str = "Unpack an image into an OCI runtime bundle, like `umoci unpack`.\n\n\
@@ -107,20 +107,8 @@ pub async fn until_signal<T>(
     work: impl std::future::Future<Output = T>,
 ) -> (T, bool) {
     tokio::pin!(work);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let signalled = async {
-        match term.as_mut() {
-            Some(t) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = t.recv() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
+    let mut interrupts = Interrupts::watch();
+    let signalled = interrupts.recv();
     tokio::select! {
         out = &mut work => (out, false),
         _ = signalled => {
