@@ -25,8 +25,8 @@ while [[ $# -gt 0 ]]; do
 done
 CTX=${CTX:-$FIX/ctx-copy500}
 command -v buildah >/dev/null || { echo "buildah not installed (scripts/install-deps.sh)" >&2; exit 1; }
-command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 mkdir -p "$W"
+source bench/lib.sh
 if [[ ! -f $CTX/Containerfile ]]; then
   CTX=$W-ctx; [[ -f $CTX/Containerfile ]] || bench/make-ctx.sh "$CTX"
 fi
@@ -44,18 +44,6 @@ printf 'FROM scratch\nADD data /data\n' > "$W/Containerfile.add"
 RMI="buildah rmi -f localhost/bench/copy500 >/dev/null 2>&1 || true; buildah rmi --prune >/dev/null 2>&1 || true"
 BUD="buildah bud -q --isolation chroot"
 
-# run_one CMD -> prints "wall_seconds peak_kib cpu_seconds" (cpu = user + sys of the
-# command and its children: the machine is shared, so CPU time is the steadier measure)
-run_one() {
-  local t0 t1 rss cpu
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%M %U %S" -o "$W/rss" bash -c "$1" >/dev/null 2>"$W/err" || { echo "FAILED: $1" >&2; cat "$W/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  read -r rss u s < <(tail -1 "$W/rss")
-  cpu=$(echo "$u + $s" | bc)
-  echo "$(echo "$t1 - $t0" | bc) $rss $cpu"
-}
-
 echo "| workload | peer | peer s | strata s | peer/strata (wall) | peer/strata (CPU) | strata peak RSS MiB |"
 echo "|---|---|--:|--:|--:|--:|--:|"
 # workload NAME PEERNAME PEER_PREP PEER_CMD TOOL_PREP TOOL_CMD WARM(0|1)
@@ -64,15 +52,15 @@ workload() {
   [[ -n $ONLY && ! $name =~ $ONLY ]] && return 0
   local ps=0 ts=0 pc=0 tc=0 maxrss=0 i r
   if [[ $warm == 1 ]]; then   # prime caches (and the page cache)
-    eval "$pprep"; run_one "$peer" >/dev/null
-    eval "$tprep"; run_one "$tool" >/dev/null
+    eval "$pprep"; measure "$peer" >/dev/null
+    eval "$tprep"; measure "$tool" >/dev/null
   else                        # page cache only
     find "$CTX" -type f -exec cat {} + >/dev/null
   fi
   for i in $(seq 1 "$RUNS"); do
-    eval "$pprep"; r=($(run_one "$peer")); ps=$(echo "$ps + ${r[0]}" | bc); pc=$(echo "$pc + ${r[2]}" | bc)
-    eval "$tprep"; r=($(run_one "$tool")); ts=$(echo "$ts + ${r[0]}" | bc); tc=$(echo "$tc + ${r[2]}" | bc)
-    if (( r[1] > maxrss )); then maxrss=${r[1]}; fi
+    eval "$pprep"; r=($(measure "$peer")); ps=$(echo "$ps + ${r[0]}" | bc); pc=$(echo "$pc + ${r[1]}" | bc)
+    eval "$tprep"; r=($(measure "$tool")); ts=$(echo "$ts + ${r[0]}" | bc); tc=$(echo "$tc + ${r[1]}" | bc)
+    if (( r[2] > maxrss )); then maxrss=${r[2]}; fi
   done
   printf '| %s | %s | %.2f | %.2f | %.2fx | %.2fx | %d |\n' "$name" "$peername" "$(echo "$ps / $RUNS" | bc -l)" \
     "$(echo "$ts / $RUNS" | bc -l)" "$(echo "$ps / $ts" | bc -l)" "$(echo "$pc / $tc" | bc -l)" $((maxrss / 1024))

@@ -27,11 +27,11 @@ while [[ $# -gt 0 ]]; do
 done
 command -v buildah >/dev/null || { echo "buildah not installed (scripts/install-deps.sh)" >&2; exit 1; }
 [[ -x /bin/busybox ]] || { echo "/bin/busybox missing: apt-get install busybox-static" >&2; exit 1; }
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cargo build --release --quiet -p strata
 STRATA=$PWD/target/release/strata
 
 rm -rf "$W"; mkdir -p "$W/rootfs/bin" "$W/rootfs/etc" "$W/rootfs/tmp" "$W/run1" "$W/run10"
+source bench/lib.sh
 # The base: static busybox with its applet links, built into an OCI layout from scratch.
 cp /bin/busybox "$W/rootfs/bin/busybox"
 for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -s busybox "$W/rootfs/bin/$a"; done
@@ -49,16 +49,6 @@ RMI="buildah rmi -f localhost/bench/run >/dev/null 2>&1 || true"
 # buildah names an image pulled from oci:PATH after the path (PATH must be lowercase).
 RMBASE="$RMI; buildah rmi -f localhost$W/base:latest >/dev/null 2>&1 || true"
 
-# run_one CMD -> "wall_seconds cpu_seconds"
-run_one() {
-  local t0 t1 u s
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%U %S" -o "$W/time" bash -c "$1" >/dev/null 2>"$W/err" || { echo "FAILED: $1" >&2; cat "$W/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  read -r u s < <(tail -1 "$W/time")
-  echo "$(echo "$t1 - $t0" | bc) $(echo "$u + $s" | bc)"
-}
-
 echo "| workload | buildah s | strata s | buildah/strata (wall) | buildah CPU s | strata CPU s | buildah/strata (CPU) |"
 echo "|---|--:|--:|--:|--:|--:|--:|"
 # workload NAME PEER_PREP PEER_CMD STRATA_PREP STRATA_CMD
@@ -67,11 +57,11 @@ workload() {
   [[ -n $ONLY && ! $name =~ $ONLY ]] && return 0
   local pw=0 tw=0 pc=0 tc=0 i r
   # One untimed round each: pulls, page cache, first extraction.
-  eval "$pprep"; run_one "$peer" >/dev/null
-  eval "$tprep"; run_one "$tool" >/dev/null
+  eval "$pprep"; measure "$peer" >/dev/null
+  eval "$tprep"; measure "$tool" >/dev/null
   for i in $(seq 1 "$RUNS"); do
-    eval "$pprep"; r=($(run_one "$peer")); pw=$(echo "$pw + ${r[0]}" | bc); pc=$(echo "$pc + ${r[1]}" | bc)
-    eval "$tprep"; r=($(run_one "$tool")); tw=$(echo "$tw + ${r[0]}" | bc); tc=$(echo "$tc + ${r[1]}" | bc)
+    eval "$pprep"; r=($(measure "$peer")); pw=$(echo "$pw + ${r[0]}" | bc); pc=$(echo "$pc + ${r[1]}" | bc)
+    eval "$tprep"; r=($(measure "$tool")); tw=$(echo "$tw + ${r[0]}" | bc); tc=$(echo "$tc + ${r[1]}" | bc)
   done
   printf '| %s | %.3f | %.3f | %.1fx | %.3f | %.3f | %.1fx |\n' "$name" \
     "$(echo "$pw / $RUNS" | bc -l)" "$(echo "$tw / $RUNS" | bc -l)" "$(echo "$pw / $tw" | bc -l)" \

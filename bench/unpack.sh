@@ -27,8 +27,8 @@ while [[ $# -gt 0 ]]; do
   esac; shift
 done
 for t in umoci bc; do command -v $t >/dev/null || { echo "$t missing (scripts/install-deps.sh)" >&2; exit 1; }; done
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 mkdir -p "$W"
+source bench/lib.sh
 
 # make_big LAYOUT: ~1 GiB in 7 gzip layers from host files (locale, docs, headers, libs,
 # python, perl) plus 64 MiB of incompressible and 32 MiB of zero bytes, as fixtures do.
@@ -90,11 +90,9 @@ clear_out() {
 }
 run_one() {
   clear_out
-  local t0 t1
-  t0=$(date +%s.%N)
-  /usr/bin/time -f %M -o "$W/rss" bash -c "$1" >/dev/null 2>"$W/err" || { echo "FAILED: $1" >&2; cat "$W/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  echo "$(echo "$t1 - $t0" | bc) $(tail -1 "$W/rss")"
+  local r
+  r=($(measure "$1"))
+  echo "${r[0]} ${r[2]}"
 }
 
 declare -A SUM RSS
