@@ -175,6 +175,23 @@ fn io_err(context: &str, path: &[u8], e: io::Error) -> ArchiveError {
     ArchiveError::io(format!("{context} {}", String::from_utf8_lossy(path)), e)
 }
 
+/// A file's data must be exactly the size its header announced: anything else means it
+/// changed while being archived, and the archive is unusable.
+fn check_copied(path: &[u8], copied: u64, size: u64) -> Result<()> {
+    if copied == size {
+        return Ok(());
+    }
+    let what = if copied < size { "shrank" } else { "grew" };
+    Err(io_err(
+        "reading",
+        path,
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file {what} while being archived: {copied} of {size} bytes"),
+        ),
+    ))
+}
+
 /// Normalised components of an archive path; `..` and NUL refused.
 fn normalise(path: &[u8]) -> Result<Vec<&[u8]>> {
     let mut out = Vec::new();
@@ -556,16 +573,7 @@ impl<W: Write> TarBuilder<W> {
                 .map_err(|e| io_err("writing", path, e))?;
             copied += n as u64;
         }
-        if copied != size {
-            return Err(io_err(
-                "reading",
-                path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file shrank while being archived: {copied} of {size} bytes"),
-                ),
-            ));
-        }
+        check_copied(path, copied, size)?;
         self.pad(size, path)
     }
 
@@ -582,16 +590,7 @@ impl<W: Write> TarBuilder<W> {
         let path = path.as_ref();
         self.header(path, meta, Kind::Regular, size, None, None)?;
         let copied = write_data(&mut self.inner).map_err(|e| io_err("writing", path, e))?;
-        if copied != size {
-            return Err(io_err(
-                "reading",
-                path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file changed size while being archived: {copied} of {size} bytes"),
-                ),
-            ));
-        }
+        check_copied(path, copied, size)?;
         self.pad(size, path)
     }
 
