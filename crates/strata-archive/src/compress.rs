@@ -208,9 +208,10 @@ fn gzip_header(level: u32) -> [u8; 10] {
 /// pigz-style parallel gzip writer producing a single gzip member.
 ///
 /// Input is cut into [`GZIP_BLOCK_BYTES`] blocks compressed by worker threads and written
-/// in order; at most `2 × workers` blocks are in flight, so memory stays flat. With one
-/// worker everything runs on the caller's thread. Output bytes depend only on the input
-/// and the level (see the module docs).
+/// in order; at most `2 × workers` full blocks' worth of bytes (and at most 64 blocks, as
+/// segments cut short ones) are in flight, so memory stays flat. With one worker everything
+/// runs on the caller's thread. Output bytes depend only on the input and the level (see
+/// the module docs).
 pub struct ParallelGzEncoder<W: Write> {
     inner: Option<W>,
     level: u32,
@@ -241,7 +242,8 @@ struct GzPool {
     jobs: Option<SyncSender<Job>>,
     done: Option<Receiver<Done>>,
     workers: Vec<JoinHandle<()>>,
-    max_in_flight: u64,
+    /// Input (and pushed) bytes allowed in flight: `2 × workers` full blocks.
+    max_bytes_in_flight: usize,
 }
 
 impl Drop for GzPool {
@@ -269,7 +271,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             // it all, so the writer never blocks on a hand-off while workers are busy
             // (segments cut short blocks: a queue of `workers` jobs left cores idle).
             let (jtx, jrx) = sync_channel::<Job>(MAX_BLOCKS_IN_FLIGHT as usize);
-            let max_in_flight = (workers * 2) as u64;
+            let max_bytes_in_flight = workers * 2 * GZIP_BLOCK_BYTES;
             // Workers must never block on handing back a result (the writer may be
             // blocked handing them a job): room for every block that can be in flight.
             let (dtx, drx) = sync_channel::<Done>(MAX_BLOCKS_IN_FLIGHT as usize + 1);
@@ -297,7 +299,7 @@ impl<W: Write> ParallelGzEncoder<W> {
                 jobs: Some(jtx),
                 done: Some(drx),
                 workers: handles,
-                max_in_flight,
+                max_bytes_in_flight,
             }
         });
         ParallelGzEncoder {
@@ -398,10 +400,12 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(())
     }
 
-    /// Wait until fewer than the maximum number of blocks are in flight.
+    /// Wait until the blocks and bytes in flight are below their limits.
     fn wait_for_room(&mut self) -> io::Result<()> {
-        let max_bytes =
-            self.pool.as_ref().map_or(1, |p| p.max_in_flight) as usize * GZIP_BLOCK_BYTES;
+        let max_bytes = self
+            .pool
+            .as_ref()
+            .map_or(GZIP_BLOCK_BYTES, |p| p.max_bytes_in_flight);
         while self.next_seq - self.next_write >= MAX_BLOCKS_IN_FLIGHT
             || self.bytes_in_flight >= max_bytes
         {

@@ -151,10 +151,6 @@ fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
-fn errno_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// Split an entry name into components: leading `/` and `.` dropped (rooted), `..`
 /// refused (an entry never climbs, even if it would stay inside).
 pub(crate) fn components(path: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
@@ -370,7 +366,7 @@ impl Extractor<'_> {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) if !create => return Ok(None),
                 Err(Errno::NOENT | Errno::NOTDIR) => self.make_dirs(parts)?,
-                Err(e) => return Err(errno_io(e)),
+                Err(e) => return Err(io::Error::from(e)),
             };
         let fd = Rc::new(fd);
         self.cache = Some((rel, Rc::clone(&fd)));
@@ -383,7 +379,8 @@ impl Extractor<'_> {
     fn make_dirs(&mut self, parts: &[&[u8]]) -> io::Result<OwnedFd> {
         let mut pending: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         let mut walked: Vec<Vec<u8>> = Vec::new();
-        let mut current = rustix::io::fcntl_dupfd_cloexec(&*self.root, 0).map_err(errno_io)?;
+        let mut current =
+            rustix::io::fcntl_dupfd_cloexec(&*self.root, 0).map_err(io::Error::from)?;
         let mut jumps = 0usize;
         let mut retries = 0usize;
         let in_root = |root: &OwnedFd, walked: &[Vec<u8>]| {
@@ -398,7 +395,7 @@ impl Extractor<'_> {
             }
             if c == b".." {
                 walked.push(c);
-                current = in_root(&self.root, &walked).map_err(errno_io)?;
+                current = in_root(&self.root, &walked).map_err(io::Error::from)?;
                 continue;
             }
             if retries > MAX_SYMLINK_JUMPS {
@@ -417,19 +414,19 @@ impl Extractor<'_> {
                     });
                     match made {
                         Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(errno_io(e)),
+                        Err(e) => return Err(io::Error::from(e)),
                     }
                     retries += 1;
                     pending.push_front(c);
                 }
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     let st = rustix::fs::statat(&current, os(&c), AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(errno_io)?;
+                        .map_err(io::Error::from)?;
                     match type_of(&st) {
                         FileType::Symlink => {
                             jumps += 1;
                             if jumps > MAX_SYMLINK_JUMPS {
-                                return Err(errno_io(Errno::LOOP));
+                                return Err(io::Error::from(Errno::LOOP));
                             }
                             let mut through = walked.clone();
                             through.push(c.clone());
@@ -442,12 +439,12 @@ impl Extractor<'_> {
                                     // Dangling: create what it points to, inside the root.
                                     let target =
                                         rustix::fs::readlinkat(&current, os(&c), Vec::new())
-                                            .map_err(errno_io)?;
+                                            .map_err(io::Error::from)?;
                                     let target = target.as_bytes();
                                     if target.starts_with(b"/") {
                                         walked.clear();
                                         current = rustix::io::fcntl_dupfd_cloexec(&*self.root, 0)
-                                            .map_err(errno_io)?;
+                                            .map_err(io::Error::from)?;
                                     }
                                     for part in target.split(|&b| b == b'/').rev() {
                                         pending.push_front(part.to_vec());
@@ -458,7 +455,7 @@ impl Extractor<'_> {
                                     self.replace_with_dir(current.as_fd(), &c)?;
                                     pending.push_front(c);
                                 }
-                                Err(e) => return Err(errno_io(e)),
+                                Err(e) => return Err(io::Error::from(e)),
                             }
                         }
                         FileType::Directory => {
@@ -471,7 +468,7 @@ impl Extractor<'_> {
                         }
                     }
                 }
-                Err(e) => return Err(errno_io(e)),
+                Err(e) => return Err(io::Error::from(e)),
             }
         }
         Ok(current)
@@ -481,19 +478,20 @@ impl Extractor<'_> {
     /// (opaque when it replaces an overlay whiteout: lower contents stay hidden).
     fn replace_with_dir(&mut self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
         self.cache = None;
-        let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW).map_err(errno_io)?;
+        let st = rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io::Error::from)?;
         let whiteout = is_whiteout_device(&st);
         self.in_dir(dir, || {
             rustix::fs::unlinkat(dir, os(name), AtFlags::empty())
         })
-        .map_err(errno_io)?;
+        .map_err(io::Error::from)?;
         self.in_dir(dir, || {
             rustix::fs::mkdirat(dir, os(name), Mode::from_raw_mode(0o755))
         })
-        .map_err(errno_io)?;
+        .map_err(io::Error::from)?;
         if whiteout && self.options.whiteouts == WhiteoutMode::OverlayConvert {
-            let fd =
-                rustix::fs::openat(dir, os(name), DIR_NOFOLLOW, Mode::empty()).map_err(errno_io)?;
+            let fd = rustix::fs::openat(dir, os(name), DIR_NOFOLLOW, Mode::empty())
+                .map_err(io::Error::from)?;
             self.set_opaque(fd.as_fd())?;
         }
         Ok(())
@@ -504,7 +502,7 @@ impl Extractor<'_> {
             Ownership::Preserve => "trusted.overlay.opaque",
             Ownership::Rootless => "user.overlay.opaque",
         };
-        rustix::fs::fsetxattr(dir, name, b"y", XattrFlags::empty()).map_err(errno_io)
+        rustix::fs::fsetxattr(dir, name, b"y", XattrFlags::empty()).map_err(io::Error::from)
     }
 
     /// Remove `name` in `dir` whatever it is (a directory with all its contents).
@@ -512,7 +510,7 @@ impl Extractor<'_> {
         self.cache = None;
         let st = match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(errno_io(e)),
+            Err(e) => return Err(io::Error::from(e)),
             Ok(st) => st,
         };
         if type_of(&st) != FileType::Directory {
@@ -520,15 +518,15 @@ impl Extractor<'_> {
                 .in_dir(dir, || {
                     rustix::fs::unlinkat(dir, os(name), AtFlags::empty())
                 })
-                .map_err(errno_io);
+                .map_err(io::Error::from);
         }
-        let fd =
-            rustix::fs::openat(dir, os(name), DIR_NOFOLLOW, Mode::empty()).map_err(errno_io)?;
+        let fd = rustix::fs::openat(dir, os(name), DIR_NOFOLLOW, Mode::empty())
+            .map_err(io::Error::from)?;
         self.prune(fd.as_fd(), None)?;
         self.in_dir(dir, || {
             rustix::fs::unlinkat(dir, os(name), AtFlags::REMOVEDIR)
         })
-        .map_err(errno_io)
+        .map_err(io::Error::from)
     }
 
     /// Remove the children of `dir`; with `keep = Some(path)`, children this layer wrote
@@ -536,9 +534,9 @@ impl Extractor<'_> {
     fn prune(&mut self, dir: BorrowedFd<'_>, keep: Option<&[&[u8]]>) -> io::Result<()> {
         let mut names = Vec::new();
         {
-            let mut d = rustix::fs::Dir::read_from(dir).map_err(errno_io)?;
+            let mut d = rustix::fs::Dir::read_from(dir).map_err(io::Error::from)?;
             for e in d.by_ref() {
-                let e = e.map_err(errno_io)?;
+                let e = e.map_err(io::Error::from)?;
                 let n = e.file_name().to_bytes();
                 if n != b"." && n != b".." {
                     names.push(n.to_vec());
@@ -612,7 +610,7 @@ impl Extractor<'_> {
                 Some(rustix::fs::Uid::from_raw(meta.uid)),
                 Some(rustix::fs::Gid::from_raw(meta.gid)),
             )
-            .map_err(errno_io)?,
+            .map_err(io::Error::from)?,
             Ownership::Rootless => {
                 if meta.uid != 0 || meta.gid != 0 {
                     let rec = rootless_record(meta.uid, meta.gid);
@@ -633,10 +631,10 @@ impl Extractor<'_> {
             }
         }
         // chmod after chown: chown clears setuid/setgid.
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(errno_io)?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(io::Error::from)?;
         self.apply_xattrs(fd, entry, &meta.xattrs);
         if times {
-            rustix::fs::futimens(fd, &ts(meta.mtime)).map_err(errno_io)?;
+            rustix::fs::futimens(fd, &ts(meta.mtime)).map_err(io::Error::from)?;
         }
         Ok(())
     }
@@ -651,10 +649,10 @@ impl Extractor<'_> {
                 Some(rustix::fs::Gid::from_raw(meta.gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(errno_io)?;
+            .map_err(io::Error::from)?;
         }
         rustix::fs::utimensat(dir, os(name), &ts(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(errno_io)
+            .map_err(io::Error::from)
     }
 
     /// chmod a device or FIFO without following a symlink and without opening it (opening
@@ -667,8 +665,8 @@ impl Extractor<'_> {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno_io)?;
-        let st = rustix::fs::fstat(&fd).map_err(errno_io)?;
+        .map_err(io::Error::from)?;
+        let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
         if !matches!(
             type_of(&st),
             FileType::Fifo
@@ -688,7 +686,7 @@ impl Extractor<'_> {
             Mode::from_raw_mode(mode),
             AtFlags::empty(),
         )
-        .map_err(errno_io)
+        .map_err(io::Error::from)
     }
 
     /// Whatever is at `name` goes (a directory with its contents).
@@ -744,16 +742,16 @@ impl Extractor<'_> {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(p, os(leaf), AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(|e| fail("stat", Some(errno_io(e))))?;
+                            .map_err(|e| fail("stat", Some(io::Error::from(e))))?;
                         if type_of(&st) != FileType::Directory {
                             self.replace_with_dir(p, leaf)
                                 .map_err(|e| fail("replacing with a directory", Some(e)))?;
                         }
                     }
-                    Err(e) => return Err(fail("mkdir", Some(errno_io(e)))),
+                    Err(e) => return Err(fail("mkdir", Some(io::Error::from(e)))),
                 }
                 let fd = rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty())
-                    .map_err(|e| fail("opening directory", Some(errno_io(e))))?;
+                    .map_err(|e| fail("opening directory", Some(io::Error::from(e))))?;
                 // Rootless: keep it writable and searchable until the end.
                 let (now, later) = match self.options.ownership {
                     Ownership::Preserve => (meta.mode, None),
@@ -799,7 +797,7 @@ impl Extractor<'_> {
                         .map_err(|e| fail("replacing", Some(e)))?;
                     made = self.in_dir(p, || rustix::fs::symlinkat(os(target), p, os(leaf)));
                 }
-                made.map_err(|e| fail("symlink", Some(errno_io(e))))?;
+                made.map_err(|e| fail("symlink", Some(io::Error::from(e))))?;
                 self.apply_at_meta(p, leaf, &meta)
                     .map_err(|e| fail("setting metadata", Some(e)))?;
                 if !meta.xattrs.is_empty() {
@@ -825,7 +823,7 @@ impl Extractor<'_> {
                     .map_err(|e| {
                         fail(
                             "hard link target not found inside the root",
-                            Some(errno_io(e)),
+                            Some(io::Error::from(e)),
                         )
                     })?;
                 if type_of(&tst) == FileType::Directory {
@@ -844,10 +842,10 @@ impl Extractor<'_> {
                         if !same {
                             self.clear(p, leaf)
                                 .map_err(|e| fail("replacing", Some(e)))?;
-                            link(self).map_err(|e| fail("hard link", Some(errno_io(e))))?;
+                            link(self).map_err(|e| fail("hard link", Some(io::Error::from(e))))?;
                         }
                     }
-                    Err(e) => return Err(fail("hard link", Some(errno_io(e)))),
+                    Err(e) => return Err(fail("hard link", Some(io::Error::from(e)))),
                 }
             }
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
@@ -884,7 +882,7 @@ impl Extractor<'_> {
                         .map_err(|e| fail("replacing", Some(e)))?;
                     made = self.in_dir(p, || rustix::fs::mknodat(p, os(leaf), ft, perm, dev));
                 }
-                made.map_err(|e| fail("mknod", Some(errno_io(e))))?;
+                made.map_err(|e| fail("mknod", Some(io::Error::from(e))))?;
                 self.apply_at_meta(p, leaf, &meta)
                     .and_then(|_| self.chmod_node(p, leaf, meta.mode))
                     .map_err(|e| fail("setting metadata", Some(e)))?;
@@ -911,9 +909,9 @@ impl Extractor<'_> {
             Ok(fd) => Ok(fd),
             Err(Errno::EXIST) => {
                 self.clear(dir, name)?;
-                create(self).map_err(errno_io)
+                create(self).map_err(io::Error::from)
             }
-            Err(e) => Err(errno_io(e)),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
@@ -971,7 +969,7 @@ impl Extractor<'_> {
                         rustix::fs::makedev(0, 0),
                     )
                 })
-                .map_err(errno_io)?;
+                .map_err(io::Error::from)?;
             }
         }
         Ok(())
@@ -1064,7 +1062,7 @@ fn open_root(root: &Path, policy: TargetPolicy) -> Result<OwnedFd> {
             e => ArchiveError::Path {
                 op: "opening unpack root",
                 path: root.to_path_buf(),
-                source: errno_io(e),
+                source: io::Error::from(e),
             },
         },
     )?;
@@ -1072,7 +1070,7 @@ fn open_root(root: &Path, policy: TargetPolicy) -> Result<OwnedFd> {
         let mut d = rustix::fs::Dir::read_from(&fd).map_err(|e| ArchiveError::Path {
             op: "reading unpack root",
             path: root.to_path_buf(),
-            source: errno_io(e),
+            source: io::Error::from(e),
         })?;
         let non_empty = d
             .by_ref()

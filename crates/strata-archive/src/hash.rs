@@ -254,7 +254,9 @@ impl LayerReader {
     /// Read to the end of the stream and return the digests.
     pub fn finish(mut self) -> io::Result<LayerDigests> {
         io::copy(&mut self.reader, &mut io::sink())?;
-        // Joins the decoder thread: its hashers have seen everything.
+        // The end of stream was seen: the decoder thread hashed every byte before it handed
+        // over its last (empty) chunk, so the hashers are complete even if that thread has
+        // not exited yet (`PipeReader`'s drop does not wait for it).
         drop(self.reader);
         let (digest, size) = self.stored.result();
         let (diff_id, uncompressed_size) = self.uncompressed.result();

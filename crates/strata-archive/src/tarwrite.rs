@@ -175,6 +175,23 @@ fn io_err(context: &str, path: &[u8], e: io::Error) -> ArchiveError {
     ArchiveError::io(format!("{context} {}", String::from_utf8_lossy(path)), e)
 }
 
+/// A file's data must be exactly the size its header announced: anything else means it
+/// changed while being archived, and the archive is unusable.
+fn check_copied(path: &[u8], copied: u64, size: u64) -> Result<()> {
+    if copied == size {
+        return Ok(());
+    }
+    let what = if copied < size { "shrank" } else { "grew" };
+    Err(io_err(
+        "reading",
+        path,
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("file {what} while being archived: {copied} of {size} bytes"),
+        ),
+    ))
+}
+
 /// Normalised components of an archive path; `..` and NUL refused.
 fn normalise(path: &[u8]) -> Result<Vec<&[u8]>> {
     let mut out = Vec::new();
@@ -556,16 +573,7 @@ impl<W: Write> TarBuilder<W> {
                 .map_err(|e| io_err("writing", path, e))?;
             copied += n as u64;
         }
-        if copied != size {
-            return Err(io_err(
-                "reading",
-                path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file shrank while being archived: {copied} of {size} bytes"),
-                ),
-            ));
-        }
+        check_copied(path, copied, size)?;
         self.pad(size, path)
     }
 
@@ -582,16 +590,7 @@ impl<W: Write> TarBuilder<W> {
         let path = path.as_ref();
         self.header(path, meta, Kind::Regular, size, None, None)?;
         let copied = write_data(&mut self.inner).map_err(|e| io_err("writing", path, e))?;
-        if copied != size {
-            return Err(io_err(
-                "reading",
-                path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file changed size while being archived: {copied} of {size} bytes"),
-                ),
-            ));
-        }
+        check_copied(path, copied, size)?;
         self.pad(size, path)
     }
 
@@ -718,10 +717,6 @@ enum WalkMode {
     Overlay,
 }
 
-fn errno_io(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// Xattrs copied into layers, sorted by name. `trusted.overlay.*`/`user.overlay.*` are
 /// overlayfs internals and `security.selinux` is host policy: never content. In overlay
 /// mode all `trusted.*` are dropped (the RUN engine's own bookkeeping).
@@ -804,9 +799,10 @@ impl<W: Write> Walker<'_, W> {
         }
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut dir = rustix::fs::Dir::read_from(&fd)
-            .map_err(|e| path_err("reading directory", src, errno_io(e)))?;
+            .map_err(|e| path_err("reading directory", src, io::Error::from(e)))?;
         for entry in dir.by_ref() {
-            let entry = entry.map_err(|e| path_err("reading directory", src, errno_io(e)))?;
+            let entry =
+                entry.map_err(|e| path_err("reading directory", src, io::Error::from(e)))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
                 names.push(name.to_vec());
@@ -831,7 +827,7 @@ impl<W: Write> Walker<'_, W> {
     ) -> Result<()> {
         let name_os = OsStr::from_bytes(name);
         let st = rustix::fs::statat(parent, name_os, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| path_err("stat", src, errno_io(e)))?;
+            .map_err(|e| path_err("stat", src, io::Error::from(e)))?;
         let ft = FileType::from_raw_mode(st.st_mode);
         let changed = || {
             path_err(
@@ -843,8 +839,9 @@ impl<W: Write> Walker<'_, W> {
         match ft {
             FileType::Directory => {
                 let fd = rustix::fs::openat(parent, name_os, READ_DIR, Mode::empty())
-                    .map_err(|e| path_err("opening directory", src, errno_io(e)))?;
-                let fst = rustix::fs::fstat(&fd).map_err(|e| path_err("stat", src, errno_io(e)))?;
+                    .map_err(|e| path_err("opening directory", src, io::Error::from(e)))?;
+                let fst = rustix::fs::fstat(&fd)
+                    .map_err(|e| path_err("stat", src, io::Error::from(e)))?;
                 if !same_file(&st, &fst) {
                     return Err(changed());
                 }
@@ -889,8 +886,9 @@ impl<W: Write> Walker<'_, W> {
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(|e| path_err("opening", src, errno_io(e)))?;
-                let fst = rustix::fs::fstat(&fd).map_err(|e| path_err("stat", src, errno_io(e)))?;
+                .map_err(|e| path_err("opening", src, io::Error::from(e)))?;
+                let fst = rustix::fs::fstat(&fd)
+                    .map_err(|e| path_err("stat", src, io::Error::from(e)))?;
                 if !same_file(st, &fst)
                     || FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
                 {
@@ -908,7 +906,7 @@ impl<W: Write> Walker<'_, W> {
             }
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(parent, name, Vec::new())
-                    .map_err(|e| path_err("reading link", src, errno_io(e)))?;
+                    .map_err(|e| path_err("reading link", src, io::Error::from(e)))?;
                 self.tar.append_symlink(dest, &meta, target.as_bytes())
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
@@ -946,8 +944,8 @@ fn walk<W: Write>(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| path_err("opening directory", dir, errno_io(e)))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| path_err("stat", dir, errno_io(e)))?;
+    .map_err(|e| path_err("opening directory", dir, io::Error::from(e)))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| path_err("stat", dir, io::Error::from(e)))?;
     let prefix = normalise(dest_prefix.as_bytes())?.join(&b'/');
     let mut walker = Walker {
         tar,

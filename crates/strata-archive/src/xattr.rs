@@ -6,10 +6,6 @@ use std::os::fd::BorrowedFd;
 /// First buffer size for names and values; most fit.
 const XATTR_BUFFER_BYTES: usize = 1024;
 
-fn errno_io(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// The NUL-separated names of an open file's xattrs (empty where the filesystem has none).
 pub fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut names = vec![0u8; XATTR_BUFFER_BYTES];
@@ -20,12 +16,12 @@ pub fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
                 return Ok(names);
             }
             Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::flistxattr_query(fd).map_err(errno_io)?;
+                let size = rustix::fs::flistxattr_query(fd).map_err(io::Error::from)?;
                 names = vec![0u8; size.max(names.len() * 2)];
             }
             // Filesystems without xattrs.
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(errno_io(e)),
+            Err(e) => return Err(io::Error::from(e)),
         }
     }
 }
@@ -40,11 +36,11 @@ pub fn get(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
                 return Ok(Some(value));
             }
             Err(rustix::io::Errno::RANGE) => {
-                let size = rustix::fs::fgetxattr_query(fd, name).map_err(errno_io)?;
+                let size = rustix::fs::fgetxattr_query(fd, name).map_err(io::Error::from)?;
                 value = vec![0u8; size.max(value.len() * 2)];
             }
             Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(errno_io(e)),
+            Err(e) => return Err(io::Error::from(e)),
         }
     }
 }

@@ -15,7 +15,7 @@ use strata_archive::{
     Compression, EntryKind, EntryMeta, ExtractOptions, LayerWriter, NameMode, OwnerOverride,
     TarBuilder, TarOptions, TarReader, decompress, extract_layer, write_overlay_diff, write_tree,
 };
-use strata_spec::{Digest, LayerCompression};
+use strata_spec::Digest;
 
 fn tar_of(dir: &Path, options: TarOptions) -> Vec<u8> {
     let mut t = TarBuilder::new(Vec::new(), options);
@@ -806,5 +806,45 @@ fn directories_and_prefixes() {
     // A layer that would climb is never written.
     let mut t = TarBuilder::new(Vec::new(), TarOptions::default());
     assert!(write_tree(src.path(), "../x", &mut t).is_err());
-    let _ = LayerCompression::Gzip;
+}
+
+#[test]
+fn file_data_not_matching_its_header_size_is_an_error_naming_the_file() {
+    let meta = EntryMeta::with_mode(0o644);
+    // A reader shorter than the announced size (the file shrank).
+    let mut t = TarBuilder::new(Vec::new(), TarOptions::default());
+    let err = t
+        .append_file("dir/short", &meta, 10, &b"abc"[..])
+        .unwrap_err();
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        text.contains("dir/short") && text.contains("shrank") && text.contains("3 of 10"),
+        "{text}"
+    );
+    // A writer reporting more than the announced size (the file grew).
+    let mut t = TarBuilder::new(Vec::new(), TarOptions::default());
+    let err = t
+        .append_file_with("dir/long", &meta, 2, |w| {
+            w.write_all(b"abcd")?;
+            Ok(4)
+        })
+        .unwrap_err();
+    let text = format!("{err} {:?}", std::error::Error::source(&err));
+    assert!(
+        text.contains("dir/long") && text.contains("grew") && text.contains("4 of 2"),
+        "{text}"
+    );
+    // The exact size is accepted and reads back.
+    let mut t = TarBuilder::new(Vec::new(), TarOptions::default());
+    t.append_file_with("dir/exact", &meta, 3, |w| {
+        w.write_all(b"xyz")?;
+        Ok(3)
+    })
+    .unwrap();
+    let tar = t.finish().unwrap();
+    let listed: Vec<(Vec<u8>, u64)> = entries(&tar)
+        .into_iter()
+        .map(|e| (e.path, e.size))
+        .collect();
+    assert_eq!(listed, [(b"dir/exact".to_vec(), 3)]);
 }

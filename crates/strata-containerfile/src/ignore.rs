@@ -171,11 +171,6 @@ impl IgnoreMatcher {
             .filter(|p| p.exclusion)
             .any(|p| (dir != "." && p.matches_or_parent(&dir)) || could_match_below(p, &dir_parts))
     }
-
-    /// Whether any pattern is a `!` re-inclusion.
-    pub fn has_exclusions(&self) -> bool {
-        self.patterns.iter().any(|p| p.exclusion)
-    }
 }
 
 /// Pattern component kinds for [`could_match_below`].
