@@ -120,7 +120,6 @@ pub fn random_image_for_platform(
 ) -> TestImage {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut blob_list = Vec::new();
-    let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, size) in layer_sizes.iter().enumerate() {
         let bytes = layer(&mut rng, i, *size);
@@ -129,7 +128,6 @@ pub fn random_image_for_platform(
         std::io::Read::read_to_end(&mut gz, &mut raw).expect("gunzip own layer");
         diff_ids.push(Digest::sha256_of(&raw).to_string());
         let d = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes);
-        layers.push(serde_json::to_value(&d).expect("descriptor json"));
         blob_list.push((d, bytes));
     }
     let mut config = serde_json::json!({
@@ -149,21 +147,7 @@ pub fn random_image_for_platform(
     if !platform.os_features.is_empty() {
         config["os.features"] = platform.os_features.clone().into();
     }
-    let config_bytes = serde_json::to_vec(&config).expect("config json");
-    let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MediaType::OCI_MANIFEST,
-        "config": config_descriptor,
-        "layers": layers,
-    });
-    blob_list.insert(0, (config_descriptor, config_bytes));
-    TestImage {
-        manifest: serde_json::to_vec(&manifest).expect("manifest json"),
-        media_type: MediaType::OCI_MANIFEST.into(),
-        children: Vec::new(),
-        blob_list,
-    }
+    single_image(config, blob_list)
 }
 
 /// An OCI index of two images (linux/amd64 and linux/arm64), children pushed by digest.
@@ -230,7 +214,6 @@ pub fn index_of(images: &[TestImage]) -> TestImage {
 /// `Cmd`, `User`, `Labels`…). For unpack/repack tests that need exact layer contents.
 pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) -> TestImage {
     let mut blob_list = Vec::new();
-    let mut descriptors = Vec::new();
     let mut diff_ids = Vec::new();
     for raw in layers {
         diff_ids.push(Digest::sha256_of(raw).to_string());
@@ -238,7 +221,6 @@ pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) 
         std::io::Write::write_all(&mut gz, raw).expect("gzip in memory");
         let bytes = gz.finish().expect("gzip in memory");
         let d = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &bytes);
-        descriptors.push(serde_json::to_value(&d).expect("descriptor json"));
         blob_list.push((d, bytes));
     }
     let config = serde_json::json!({
@@ -249,14 +231,21 @@ pub fn image_from_layers(layers: &[Vec<u8>], runtime_config: serde_json::Value) 
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "strata-testkit"}]
     });
+    single_image(config, blob_list)
+}
+
+/// An OCI image manifest over `config` and the layers in `layer_blobs` (in order); the
+/// config blob is put first in the image's blob list.
+fn single_image(config: serde_json::Value, layer_blobs: Vec<(Descriptor, Vec<u8>)>) -> TestImage {
     let config_bytes = serde_json::to_vec(&config).expect("config json");
     let config_descriptor = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::OCI_MANIFEST,
         "config": config_descriptor,
-        "layers": descriptors,
+        "layers": layer_blobs.iter().map(|(d, _)| d).collect::<Vec<_>>(),
     });
+    let mut blob_list = layer_blobs;
     blob_list.insert(0, (config_descriptor, config_bytes));
     TestImage {
         manifest: serde_json::to_vec(&manifest).expect("manifest json"),
