@@ -31,7 +31,6 @@ use strata_spec::{DiffId, Digest};
 use tokio_util::io::SyncIoBridge;
 
 use crate::runtime::is_root;
-use crate::tree::errno_io;
 use crate::unpack::remove_all_at;
 use crate::{ImageError, ImageSource, RawManifest};
 
@@ -314,7 +313,7 @@ fn check_target(target: &Path) -> Result<(), ImageError> {
             .map_err(io_err(format!("creating {}", target.display()))),
         Err(e) => Err(ImageError::io(
             format!("stat {}", target.display()),
-            errno_io(e),
+            io::Error::from(e),
         )),
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => Ok(()),
@@ -373,7 +372,7 @@ fn overlay_mount(lower: &[PathBuf], target: &Path) -> Result<(), ImageError> {
                 lower.len(),
                 target.display()
             ),
-            errno_io(e),
+            io::Error::from(e),
         )
     })
 }
@@ -422,8 +421,12 @@ pub fn unmount_image(target: &Path) -> Result<(), ImageError> {
             reason: "is not a strata mount".into(),
         });
     }
-    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW)
-        .map_err(|e| ImageError::io(format!("unmounting {}", target.display()), errno_io(e)))
+    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).map_err(|e| {
+        ImageError::io(
+            format!("unmounting {}", target.display()),
+            io::Error::from(e),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -447,7 +447,7 @@ pub fn write_layer(bundle: &Path, options: &RepackOptions) -> Result<Repacked, I
     let tmp = tempfile::tempfile_in(bundle)
         .map_err(|e| ImageError::io(format!("temp file in {}", bundle.display()), e))?;
     let writer = LayerWriter::new(tmp, options.compression)
-        .map_err(|e| ImageError::io("starting the layer", e))?;
+        .map_err(|e| ImageError::io(format!("starting the layer of {}", bundle.display()), e))?;
     let mut differ = Differ {
         tar: TarBuilder::new(writer, TarOptions::default()),
         ownership: meta.ownership(),
@@ -457,15 +457,15 @@ pub fn write_layer(bundle: &Path, options: &RepackOptions) -> Result<Repacked, I
     diff_tree(&rootfs, &bundle.join(STATE_FILE), &mut differ)?;
     let Differ { tar, stats, .. } = differ;
     let writer = tar.finish().map_err(|e| ImageError::Archive {
-        context: "finishing the layer".into(),
+        context: format!("finishing the layer of {}", bundle.display()),
         source: Box::new(e),
     })?;
     let (info, mut layer_file) = writer
         .finish()
-        .map_err(|e| ImageError::io("finishing the layer", e))?;
+        .map_err(|e| ImageError::io(format!("finishing the layer of {}", bundle.display()), e))?;
     layer_file
         .rewind()
-        .map_err(|e| ImageError::io("rewinding the layer", e))?;
+        .map_err(|e| ImageError::io(format!("rewinding the layer of {}", bundle.display()), e))?;
     let layer_media_type = info.media_type.layer_for_format(docker);
     let layer_descriptor = Descriptor::new(layer_media_type, info.digest.clone(), info.size);
 
@@ -623,27 +623,33 @@ pub fn refresh_bundle(
 ) -> Result<(), ImageError> {
     meta.source = new_source.to_string();
     meta.manifest_digest = repacked_manifest.digest.clone();
-    meta.manifest = serde_json::from_slice(&repacked_manifest.bytes)
-        .map_err(|e| ImageError::Unsupported(e.to_string()))?;
-    meta.config =
-        serde_json::from_slice(config).map_err(|e| ImageError::Unsupported(e.to_string()))?;
+    meta.manifest = serde_json::from_slice(&repacked_manifest.bytes).map_err(|e| {
+        ImageError::Unsupported(format!(
+            "repacked manifest {}: {e}",
+            repacked_manifest.digest
+        ))
+    })?;
+    meta.config = serde_json::from_slice(config)
+        .map_err(|e| ImageError::Unsupported(format!("repacked config: {e}")))?;
     meta.layers.push(new_layer);
     let partial = bundle.join(crate::unpack::PARTIAL_FILE);
     write_file(&partial, b"refresh in progress\n")?;
     let state_tmp = bundle.join(format!("{STATE_FILE}.tmp"));
     let file = File::create(&state_tmp)
         .map_err(|e| ImageError::io(format!("creating {}", state_tmp.display()), e))?;
-    crate::tree::record_tree(&bundle.join(ROOTFS_DIR), file)
-        .map_err(|e| ImageError::io("recording the rootfs", e))?;
+    let rootfs = bundle.join(ROOTFS_DIR);
+    crate::tree::record_tree(&rootfs, file)
+        .map_err(|e| ImageError::io(format!("recording {}", rootfs.display()), e))?;
     std::fs::rename(&state_tmp, bundle.join(STATE_FILE))
-        .map_err(|e| ImageError::io("replacing strata.state", e))?;
-    let bytes =
-        serde_json::to_vec_pretty(&meta).map_err(|e| ImageError::Unsupported(e.to_string()))?;
+        .map_err(|e| ImageError::io(format!("renaming {}", state_tmp.display()), e))?;
+    let bytes = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| ImageError::Unsupported(format!("{META_FILE}: {e}")))?;
     let tmp = bundle.join(format!("{META_FILE}.tmp"));
     write_file(&tmp, &bytes)?;
     std::fs::rename(&tmp, bundle.join(META_FILE))
-        .map_err(|e| ImageError::io("replacing strata.json", e))?;
-    std::fs::remove_file(&partial).map_err(|e| ImageError::io("removing strata.partial", e))?;
+        .map_err(|e| ImageError::io(format!("renaming {}", tmp.display()), e))?;
+    std::fs::remove_file(&partial)
+        .map_err(|e| ImageError::io(format!("removing {}", partial.display()), e))?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 //!   bind-mounted, no `gid=` mount options, no cgroup resources, no additional groups.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 use strata_spec::ImageConfig;
 
 use crate::ImageError;
-use crate::tree::{errno_io, kind};
+use crate::tree::kind;
 
 /// Largest `/etc/passwd` or `/etc/group` read (a real one is kilobytes; an image could
 /// point it at something endless).
@@ -262,7 +262,7 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, ImageError> 
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| ImageError::io(format!("opening {}", rootfs.display()), errno_io(e)))?;
+    .map_err(|e| ImageError::io(format!("opening {}", rootfs.display()), io::Error::from(e)))?;
     let fd = match rustix::fs::openat2(
         root.as_fd(),
         rel,
@@ -277,12 +277,12 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, ImageError> 
         Err(e) => {
             return Err(ImageError::io(
                 format!("opening /{rel} in the rootfs"),
-                errno_io(e),
+                io::Error::from(e),
             ));
         }
     };
     let st = rustix::fs::fstat(&fd)
-        .map_err(|e| ImageError::io(format!("stat /{rel} in the rootfs"), errno_io(e)))?;
+        .map_err(|e| ImageError::io(format!("stat /{rel} in the rootfs"), io::Error::from(e)))?;
     if kind(&st) != FileType::RegularFile {
         return Err(ImageError::Unsupported(format!(
             "/{rel} in the image is not a regular file: not read"

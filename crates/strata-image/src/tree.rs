@@ -33,12 +33,23 @@ pub(crate) const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-pub(crate) fn errno_io(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 pub(crate) fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
+}
+
+/// The names in a directory (`.` and `..` left out), in the order the filesystem gives.
+/// The fd's own read position is not used: the listing reads through a fresh open of `.`.
+pub(crate) fn list_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let mut d = rustix::fs::Dir::read_from(dir)?;
+    let mut names = Vec::new();
+    for e in d.by_ref() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    Ok(names)
 }
 
 /// Compare two relative paths (`a/b`, empty for the root) component by component: the
@@ -265,7 +276,7 @@ impl WalkEntry {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )
-        .map_err(errno_io)?;
+        .map_err(io::Error::from)?;
         Ok(File::from(fd))
     }
     /// The parent directory fd (for `*at` calls on `name`).
@@ -294,7 +305,7 @@ impl Walker {
     /// Walk the tree at `root` (a directory, not followed if it is a symlink).
     pub fn new(root: &Path) -> io::Result<Walker> {
         let fd = rustix::fs::openat(rustix::fs::CWD, root, DIR_FLAGS, Mode::empty())
-            .map_err(errno_io)?;
+            .map_err(io::Error::from)?;
         Ok(Walker {
             root: Some(Rc::new(fd)),
             stack: Vec::new(),
@@ -303,15 +314,7 @@ impl Walker {
     }
 
     fn list(fd: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
-        let mut dir = rustix::fs::Dir::read_from(fd).map_err(errno_io)?;
-        let mut names = Vec::new();
-        for e in dir.by_ref() {
-            let e = e.map_err(errno_io)?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(n.to_vec());
-            }
-        }
+        let mut names = list_names(fd.as_fd())?;
         names.sort_unstable_by(|a, b| b.cmp(a));
         Ok(names)
     }
@@ -323,7 +326,7 @@ impl Walker {
 
     pub fn next_entry(&mut self) -> io::Result<Option<WalkEntry>> {
         if let Some(root) = self.root.take() {
-            let st = rustix::fs::fstat(&*root).map_err(errno_io)?;
+            let st = rustix::fs::fstat(&*root).map_err(io::Error::from)?;
             self.pending = Some((Vec::new(), Rc::clone(&root), Vec::new()));
             let btime = birth_time(root.as_fd(), b"");
             return Ok(Some(WalkEntry {
@@ -340,7 +343,7 @@ impl Walker {
             } else {
                 Rc::new(
                     rustix::fs::openat(&*parent, os(&name), DIR_FLAGS, Mode::empty())
-                        .map_err(errno_io)?,
+                        .map_err(io::Error::from)?,
                 )
             };
             let names = Self::list(&fd)?;
@@ -362,7 +365,7 @@ impl Walker {
                 Ok(st) => st,
                 // Removed while we walk: as if it never was.
                 Err(rustix::io::Errno::NOENT) => continue,
-                Err(e) => return Err(errno_io(e)),
+                Err(e) => return Err(io::Error::from(e)),
             };
             let mut path = level.prefix.clone();
             if !path.is_empty() {

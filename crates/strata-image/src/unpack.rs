@@ -39,7 +39,7 @@ use strata_spec::{
 use tokio_util::io::SyncIoBridge;
 
 use crate::runtime::{RuntimeOptions, runtime_spec};
-use crate::tree::{DIR_FLAGS, errno_io, os, record_tree};
+use crate::tree::{DIR_FLAGS, list_names, os, record_tree};
 use crate::{ImageError, ImageSource, RawManifest, read_blob_bytes};
 
 /// Bundle file names.
@@ -386,10 +386,12 @@ fn finish_bundle(
     let meta_bytes = serde_json::to_vec_pretty(meta)
         .map_err(|e| ImageError::Unsupported(format!("{META_FILE}: {e}")))?;
     if sync == SyncMode::Filesystem {
-        let fd = rustix::fs::open(bundle, DIR_FLAGS, Mode::empty())
-            .map_err(|e| ImageError::io(format!("opening {}", bundle.display()), errno_io(e)))?;
-        rustix::fs::syncfs(&fd)
-            .map_err(|e| ImageError::io(format!("syncing {}", bundle.display()), errno_io(e)))?;
+        let fd = rustix::fs::open(bundle, DIR_FLAGS, Mode::empty()).map_err(|e| {
+            ImageError::io(format!("opening {}", bundle.display()), io::Error::from(e))
+        })?;
+        rustix::fs::syncfs(&fd).map_err(|e| {
+            ImageError::io(format!("syncing {}", bundle.display()), io::Error::from(e))
+        })?;
     }
     if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
         return Err(ImageError::Interrupted);
@@ -634,7 +636,7 @@ fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, Image
         Err(e) => {
             return Err(ImageError::io(
                 format!("stat {}", bundle.display()),
-                errno_io(e),
+                io::Error::from(e),
             ));
         }
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
@@ -657,8 +659,8 @@ fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, Image
         },
     }
     let dir = rustix::fs::open(bundle, DIR_FLAGS, Mode::empty())
-        .map_err(|e| ImageError::io(format!("opening {}", bundle.display()), errno_io(e)))?;
-    let names = list(dir.as_fd())
+        .map_err(|e| ImageError::io(format!("opening {}", bundle.display()), io::Error::from(e)))?;
+    let names = list_names(dir.as_fd())
         .map_err(|e| ImageError::io(format!("reading {}", bundle.display()), e))?;
     if !names.is_empty() {
         let leftover = names.iter().any(|n| n == PARTIAL_FILE.as_bytes())
@@ -684,12 +686,12 @@ fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, Image
         }
     }
     rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))
-        .map_err(|e| ImageError::io(format!("chmod {}", bundle.display()), errno_io(e)))?;
+        .map_err(|e| ImageError::io(format!("chmod {}", bundle.display()), io::Error::from(e)))?;
     write_file(&bundle.join(PARTIAL_FILE), b"unpack in progress\n")?;
     rustix::fs::mkdirat(&dir, ROOTFS_DIR, Mode::from_raw_mode(0o755)).map_err(|e| {
         ImageError::io(
             format!("creating {}/{ROOTFS_DIR}", bundle.display()),
-            errno_io(e),
+            io::Error::from(e),
         )
     })?;
     Ok(created)
@@ -714,20 +716,6 @@ fn discard_bundle(bundle: &Path, created: bool) {
     }
 }
 
-fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
-    let fd = rustix::fs::openat(dir, ".", DIR_FLAGS, Mode::empty()).map_err(errno_io)?;
-    let mut d = rustix::fs::Dir::read_from(&fd).map_err(errno_io)?;
-    let mut out = Vec::new();
-    for e in d.by_ref() {
-        let e = e.map_err(errno_io)?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(n.to_vec());
-        }
-    }
-    Ok(out)
-}
-
 /// Remove `name` in `parent` and everything below it, never following a symlink; read-only
 /// directories (rootless unpacks keep the image's modes) are made writable on the way.
 pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
@@ -736,10 +724,10 @@ pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
         Err(Errno::ISDIR | Errno::PERM) => {}
         Err(Errno::ACCESS) => {
             // The parent is not writable.
-            rustix::fs::fchmod(parent, Mode::from_raw_mode(0o700)).map_err(errno_io)?;
+            rustix::fs::fchmod(parent, Mode::from_raw_mode(0o700)).map_err(io::Error::from)?;
             return remove_all_at(parent, name);
         }
-        Err(e) => return Err(errno_io(e)),
+        Err(e) => return Err(io::Error::from(e)),
     }
     let fd = match rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
@@ -750,23 +738,25 @@ pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
                 Mode::from_raw_mode(0o700),
                 AtFlags::empty(),
             )
-            .map_err(errno_io)?;
-            rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()).map_err(errno_io)?
+            .map_err(io::Error::from)?;
+            rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty())
+                .map_err(io::Error::from)?
         }
         Err(Errno::NOTDIR | Errno::LOOP) => {
-            return rustix::fs::unlinkat(parent, os(name), AtFlags::empty()).map_err(errno_io);
+            return rustix::fs::unlinkat(parent, os(name), AtFlags::empty())
+                .map_err(io::Error::from);
         }
-        Err(e) => return Err(errno_io(e)),
+        Err(e) => return Err(io::Error::from(e)),
     };
-    let st = rustix::fs::fstat(&fd).map_err(errno_io)?;
+    let st = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
     if st.st_mode & 0o700 != 0o700 {
         let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700));
     }
-    for child in list(fd.as_fd())? {
+    for child in list_names(fd.as_fd())? {
         remove_all_at(fd.as_fd(), &child)?;
     }
     match rustix::fs::unlinkat(parent, os(name), AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(errno_io(e)),
+        Err(e) => Err(io::Error::from(e)),
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use strata_image::repack::{RepackOptions, write_layer};
+use strata_image::repack::{RepackOptions, Repacked, write_layer};
 use strata_image::runtime::{RuntimeMode, RuntimeOptions};
 use strata_image::{
     ExistingBundle, ImageError, ImageSource, Ownership, UnpackOptions, read_bundle_meta, unpack,
@@ -98,6 +98,15 @@ impl Fixture {
         image.write_oci_layout(&p, tag).unwrap();
         p
     }
+    /// [`base_image`] written as `layout` (tag `v1`) and unpacked into `bundle`: both paths.
+    async fn unpack_base(&self, options: &UnpackOptions) -> (PathBuf, PathBuf) {
+        let layout = self.layout(&base_image(), "v1");
+        let bundle = self.path("bundle");
+        unpack_layout(&layout, "v1", &bundle, options)
+            .await
+            .unwrap();
+        (layout, bundle)
+    }
 }
 
 async fn unpack_layout(
@@ -109,6 +118,24 @@ async fn unpack_layout(
     let source = LayoutSource::open(layout, Some(tag)).unwrap();
     let top = source.manifest(None).await.unwrap();
     unpack(&source, &top, bundle, options).await
+}
+
+/// `write_layer` on a blocking thread, as the CLI runs it.
+async fn repack(bundle: &Path, options: RepackOptions) -> Result<Repacked, ImageError> {
+    let bundle = bundle.to_path_buf();
+    tokio::task::spawn_blocking(move || write_layer(&bundle, &options))
+        .await
+        .unwrap()
+}
+
+/// Replace the image's config with `config` (and the manifest's config descriptor to match).
+fn replace_config(image: &mut TestImage, config: &serde_json::Value) {
+    let bytes = serde_json::to_vec(config).unwrap();
+    let descriptor = strata_spec::Descriptor::of_bytes(strata_spec::MediaType::OCI_CONFIG, &bytes);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["config"] = serde_json::to_value(&descriptor).unwrap();
+    image.manifest = serde_json::to_vec(&manifest).unwrap();
+    image.blob_list[0] = (descriptor, bytes);
 }
 
 fn opts() -> UnpackOptions {
@@ -280,11 +307,7 @@ async fn unpack_applies_layers_in_order_with_whiteouts_and_opaque_dirs() {
 #[tokio::test]
 async fn runtime_config_follows_the_image_config() {
     let f = Fixture::new();
-    let layout = f.layout(&base_image(), "v1");
-    let bundle = f.path("bundle");
-    unpack_layout(&layout, "v1", &bundle, &opts())
-        .await
-        .unwrap();
+    let (_, bundle) = f.unpack_base(&opts()).await;
     let spec: serde_json::Value = serde_json::from_str(&read(&bundle.join("config.json"))).unwrap();
     // It parses as a runtime spec.
     let _: oci_spec::runtime::Spec = serde_json::from_value(spec.clone()).unwrap();
@@ -330,8 +353,6 @@ async fn runtime_config_follows_the_image_config() {
 #[tokio::test]
 async fn rootless_unpack_records_owners_and_maps_the_caller_to_root() {
     let f = Fixture::new();
-    let layout = f.layout(&base_image(), "v1");
-    let bundle = f.path("bundle");
     let options = UnpackOptions {
         ownership: Ownership::Rootless,
         runtime: RuntimeOptions {
@@ -343,9 +364,7 @@ async fn rootless_unpack_records_owners_and_maps_the_caller_to_root() {
         },
         ..opts()
     };
-    unpack_layout(&layout, "v1", &bundle, &options)
-        .await
-        .unwrap();
+    let (_, bundle) = f.unpack_base(&options).await;
     let owned = bundle.join("rootfs/c/owned");
     let me = rustix::process::geteuid().as_raw();
     assert_eq!(std::fs::metadata(&owned).unwrap().uid(), me, "no chown");
@@ -389,12 +408,7 @@ async fn m7_wrong_diff_id_fails_and_removes_the_bundle() {
     let (config_desc, config) = image.blob_list[0].clone();
     let mut c: serde_json::Value = serde_json::from_slice(&config).unwrap();
     c["rootfs"]["diff_ids"][1] = format!("sha256:{}", "ab".repeat(32)).into();
-    let bytes = serde_json::to_vec(&c).unwrap();
-    let new_desc = strata_spec::Descriptor::of_bytes(strata_spec::MediaType::OCI_CONFIG, &bytes);
-    let mut m: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
-    m["config"] = serde_json::to_value(&new_desc).unwrap();
-    image.manifest = serde_json::to_vec(&m).unwrap();
-    image.blob_list[0] = (new_desc, bytes);
+    replace_config(&mut image, &c);
     assert_ne!(config_desc.digest, image.blob_list[0].0.digest);
     let layout = f.layout(&image, "bad");
     let bundle = f.path("bundle");
@@ -409,11 +423,7 @@ async fn m7_wrong_diff_id_fails_and_removes_the_bundle() {
 
     // Fewer diff_ids than layers: refused before anything is written.
     c["rootfs"]["diff_ids"] = serde_json::json!([c["rootfs"]["diff_ids"][0]]);
-    let bytes = serde_json::to_vec(&c).unwrap();
-    let desc = strata_spec::Descriptor::of_bytes(strata_spec::MediaType::OCI_CONFIG, &bytes);
-    m["config"] = serde_json::to_value(&desc).unwrap();
-    image.manifest = serde_json::to_vec(&m).unwrap();
-    image.blob_list[0] = (desc, bytes);
+    replace_config(&mut image, &c);
     let layout2 = f.path("layout2");
     image.write_oci_layout(&layout2, "bad").unwrap();
     let err = unpack_layout(&layout2, "bad", &bundle, &opts())
@@ -576,11 +586,7 @@ async fn a10_symlinked_dir_then_whiteouts_through_it_stay_inside() {
 #[tokio::test]
 async fn repack_round_trip_keeps_every_change() {
     let f = Fixture::new();
-    let layout = f.layout(&base_image(), "v1");
-    let bundle = f.path("bundle");
-    unpack_layout(&layout, "v1", &bundle, &opts())
-        .await
-        .unwrap();
+    let (layout, bundle) = f.unpack_base(&opts()).await;
     let r = bundle.join("rootfs");
     std::fs::write(r.join("added"), "added").unwrap();
     std::fs::write(r.join("a/y"), "modified").unwrap();
@@ -610,21 +616,15 @@ async fn repack_round_trip_keeps_every_change() {
         std::os::unix::fs::chown(r.join("added"), Some(2000), Some(3000)).unwrap();
     }
 
-    let repacked = {
-        let bundle = bundle.clone();
-        tokio::task::spawn_blocking(move || {
-            write_layer(
-                &bundle,
-                &RepackOptions {
-                    created: Some("2024-01-01T00:00:00Z".into()),
-                    ..RepackOptions::default()
-                },
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    };
+    let repacked = repack(
+        &bundle,
+        RepackOptions {
+            created: Some("2024-01-01T00:00:00Z".into()),
+            ..RepackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(repacked.changes.deleted >= 2, "{:?}", repacked.changes);
     assert_eq!(repacked.changes.opaque, 1, "{:?}", repacked.changes);
     let sink = LayoutSink::create(&layout).unwrap();
@@ -669,22 +669,12 @@ async fn repack_round_trip_keeps_every_change() {
 #[tokio::test]
 async fn repack_without_changes_writes_an_empty_layer_and_refuses_a_partial_bundle() {
     let f = Fixture::new();
-    let layout = f.layout(&base_image(), "v1");
-    let bundle = f.path("bundle");
-    unpack_layout(&layout, "v1", &bundle, &opts())
-        .await
-        .unwrap();
-    let b = bundle.clone();
-    let repacked = tokio::task::spawn_blocking(move || write_layer(&b, &RepackOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, bundle) = f.unpack_base(&opts()).await;
+    let repacked = repack(&bundle, RepackOptions::default()).await.unwrap();
     assert!(repacked.changes.is_empty(), "{:?}", repacked.changes);
     std::fs::write(bundle.join("strata.partial"), "").unwrap();
-    let b = bundle.clone();
-    let err = tokio::task::spawn_blocking(move || write_layer(&b, &RepackOptions::default()))
+    let err = repack(&bundle, RepackOptions::default())
         .await
-        .unwrap()
         .err()
         .expect("partial bundle refused");
     assert!(err.to_string().contains("did not complete"), "{err}");
@@ -735,11 +725,7 @@ async fn a16_setuid_and_capabilities_are_kept_as_root() {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    let b = bundle.clone();
-    let repacked = tokio::task::spawn_blocking(move || write_layer(&b, &RepackOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
+    let repacked = repack(&bundle, RepackOptions::default()).await.unwrap();
     let sink = LayoutSink::create(&layout).unwrap();
     repacked.commit(&sink, None, Some("caps2")).await.unwrap();
     let again = f.path("again");
@@ -755,23 +741,15 @@ async fn a16_setuid_and_capabilities_are_kept_as_root() {
 #[tokio::test]
 async fn rootless_repack_takes_owners_from_the_rootless_xattr() {
     let f = Fixture::new();
-    let layout = f.layout(&base_image(), "v1");
-    let bundle = f.path("bundle");
     let options = UnpackOptions {
         ownership: Ownership::Rootless,
         ..opts()
     };
-    unpack_layout(&layout, "v1", &bundle, &options)
-        .await
-        .unwrap();
+    let (layout, bundle) = f.unpack_base(&options).await;
     let owned = bundle.join("rootfs/c/owned");
     std::fs::write(&owned, "changed").unwrap();
     std::fs::write(bundle.join("rootfs/c/made-here"), "new").unwrap();
-    let b = bundle.clone();
-    let repacked = tokio::task::spawn_blocking(move || write_layer(&b, &RepackOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
+    let repacked = repack(&bundle, RepackOptions::default()).await.unwrap();
     let sink = LayoutSink::create(&layout).unwrap();
     repacked.commit(&sink, None, Some("v2")).await.unwrap();
     // Read the new layer's headers: the owner comes from user.rootlesscontainers (1000),
@@ -830,12 +808,7 @@ async fn m15_mount_cache_never_trusts_a_claimed_diff_id() {
     );
     let mut c: serde_json::Value = serde_json::from_slice(&evil.blob_list[0].1).unwrap();
     c["rootfs"]["diff_ids"][0] = good_diff_id;
-    let bytes = serde_json::to_vec(&c).unwrap();
-    let d = strata_spec::Descriptor::of_bytes(strata_spec::MediaType::OCI_CONFIG, &bytes);
-    let mut m: serde_json::Value = serde_json::from_slice(&evil.manifest).unwrap();
-    m["config"] = serde_json::to_value(&d).unwrap();
-    evil.manifest = serde_json::to_vec(&m).unwrap();
-    evil.blob_list[0] = (d, bytes);
+    replace_config(&mut evil, &c);
     let evil_layout = f.path("evil");
     evil.write_oci_layout(&evil_layout, "evil").unwrap();
     let source = LayoutSource::open(&evil_layout, Some("evil")).unwrap();

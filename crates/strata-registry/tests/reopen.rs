@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -26,8 +25,21 @@ fn pattern(seed: u32, len: usize) -> Vec<u8> {
 /// from the second opening on (a file changed under the copy).
 struct Counting<'a> {
     inner: &'a dyn ImageSource,
-    opens: Arc<AtomicUsize>,
+    opens: AtomicUsize,
     later: Option<Vec<u8>>,
+}
+
+impl<'a> Counting<'a> {
+    fn new(inner: &'a dyn ImageSource) -> Counting<'a> {
+        Counting {
+            inner,
+            opens: AtomicUsize::new(0),
+            later: None,
+        }
+    }
+    fn opens(&self) -> usize {
+        self.opens.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -64,6 +76,33 @@ fn layout_with_blob(
     (layout, d, bytes)
 }
 
+/// The 3rd PATCH of an upload dies 300 bytes into its body, before reaching the registry.
+fn third_patch_dies_mid_body() -> Rule {
+    Rule::new(
+        "PATCH",
+        "/blobs/uploads/",
+        Fault::DropRequestBody {
+            after: 300,
+            forward: false,
+        },
+    )
+    .nth(3)
+}
+
+/// The registry itself (not the proxy) serves exactly `bytes` for `d` under `repo_tag`.
+async fn assert_registry_serves(
+    registry: &TestRegistry,
+    repo_tag: &str,
+    d: &Descriptor,
+    bytes: &[u8],
+) {
+    let back = client()
+        .source(&reference(&registry.host(), repo_tag))
+        .await
+        .unwrap();
+    assert_eq!(fetch_verified(&back, d).await.unwrap(), bytes);
+}
+
 /// No spool at all: any byte sent twice must come from re-opening the source.
 fn client_without_spool(chunk: Option<u64>) -> Client {
     let mut options = options();
@@ -82,35 +121,15 @@ async fn dropped_patch_resumes_from_a_reopened_layout_blob() {
     let (layout, d, bytes) = layout_with_blob(dir.path(), 1, 6000);
     let source = LayoutSource::new(layout, None, "oci:test".into());
     assert_eq!(source.blob_replay(), BlobReplay::Reopen);
-    let opens = Arc::new(AtomicUsize::new(0));
-    let counting = Counting {
-        inner: &source,
-        opens: opens.clone(),
-        later: None,
-    };
-    // The 3rd PATCH dies mid-body before reaching the registry.
-    proxy.add(
-        Rule::new(
-            "PATCH",
-            "/blobs/uploads/",
-            Fault::DropRequestBody {
-                after: 300,
-                forward: false,
-            },
-        )
-        .nth(3),
-    );
+    let counting = Counting::new(&source);
+    proxy.add(third_patch_dies_mid_body());
     let sink = client_without_spool(Some(1000))
         .sink(&reference(&proxy.host(), "reopen/chunked:v1"))
         .await
         .unwrap();
     sink.push_blob_from(&d, &counting).await.unwrap();
     assert!(registry.has_blob(&d.digest.to_string()));
-    assert_eq!(
-        opens.load(Ordering::SeqCst),
-        2,
-        "opened once more to resend"
-    );
+    assert_eq!(counting.opens(), 2, "opened once more to resend");
     let ranges: Vec<String> = proxy
         .requests()
         .iter()
@@ -134,11 +153,7 @@ async fn dropped_patch_resumes_from_a_reopened_layout_blob() {
         1,
         "no restart"
     );
-    let back = client()
-        .source(&reference(&registry.host(), "reopen/chunked:v1"))
-        .await
-        .unwrap();
-    assert_eq!(fetch_verified(&back, &d).await.unwrap(), bytes);
+    assert_registry_serves(&registry, "reopen/chunked:v1", &d, &bytes).await;
 }
 
 /// A monolithic PUT broken mid-body is sent again whole from a re-opened blob.
@@ -149,12 +164,7 @@ async fn dropped_put_is_resent_from_a_reopened_layout_blob() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, d, bytes) = layout_with_blob(dir.path(), 2, 200_000);
     let source = LayoutSource::new(layout, None, "oci:test".into());
-    let opens = Arc::new(AtomicUsize::new(0));
-    let counting = Counting {
-        inner: &source,
-        opens: opens.clone(),
-        later: None,
-    };
+    let counting = Counting::new(&source);
     proxy.add(Rule::new(
         "PUT",
         "/blobs/uploads/",
@@ -169,15 +179,11 @@ async fn dropped_put_is_resent_from_a_reopened_layout_blob() {
         .unwrap();
     sink.push_blob_from(&d, &counting).await.unwrap();
     assert!(registry.has_blob(&d.digest.to_string()));
-    assert_eq!(opens.load(Ordering::SeqCst), 2);
+    assert_eq!(counting.opens(), 2);
     let puts = proxy.matching("PUT", "/blobs/uploads/");
     assert_eq!(puts.len(), 2, "{puts:#?}");
     assert!(puts.iter().all(|p| p.content_length == Some(200_000)));
-    let back = client()
-        .source(&reference(&registry.host(), "reopen/put:v1"))
-        .await
-        .unwrap();
-    assert_eq!(fetch_verified(&back, &d).await.unwrap(), bytes);
+    assert_registry_serves(&registry, "reopen/put:v1", &d, &bytes).await;
 }
 
 /// The re-opened blob is hashed again from its first byte: when the source changed between
@@ -193,21 +199,10 @@ async fn a_blob_that_changed_when_reopened_fails_the_digest_check() {
     let mut changed = bytes.clone();
     changed[10] ^= 0xff;
     let counting = Counting {
-        inner: &source,
-        opens: Arc::new(AtomicUsize::new(0)),
         later: Some(changed),
+        ..Counting::new(&source)
     };
-    proxy.add(
-        Rule::new(
-            "PATCH",
-            "/blobs/uploads/",
-            Fault::DropRequestBody {
-                after: 300,
-                forward: false,
-            },
-        )
-        .nth(3),
-    );
+    proxy.add(third_patch_dies_mid_body());
     let sink = client_without_spool(Some(1000))
         .sink(&reference(&proxy.host(), "reopen/changed:v1"))
         .await
@@ -252,23 +247,8 @@ async fn a_source_that_streams_once_is_spooled() {
     let source = LayoutSource::new(layout, None, "oci:test".into());
     let once = Once(&source);
     assert_eq!(once.blob_replay(), BlobReplay::Once);
-    let opens = Arc::new(AtomicUsize::new(0));
-    let counting = Counting {
-        inner: &once,
-        opens: opens.clone(),
-        later: None,
-    };
-    proxy.add(
-        Rule::new(
-            "PATCH",
-            "/blobs/uploads/",
-            Fault::DropRequestBody {
-                after: 300,
-                forward: false,
-            },
-        )
-        .nth(3),
-    );
+    let counting = Counting::new(&once);
+    proxy.add(third_patch_dies_mid_body());
     let mut options = options();
     options.chunk_size = Some(1000);
     let sink = Client::new(options)
@@ -277,10 +257,6 @@ async fn a_source_that_streams_once_is_spooled() {
         .await
         .unwrap();
     sink.push_blob_from(&d, &counting).await.unwrap();
-    assert_eq!(opens.load(Ordering::SeqCst), 1);
-    let back = client()
-        .source(&reference(&registry.host(), "reopen/once:v1"))
-        .await
-        .unwrap();
-    assert_eq!(fetch_verified(&back, &d).await.unwrap(), bytes);
+    assert_eq!(counting.opens(), 1);
+    assert_registry_serves(&registry, "reopen/once:v1", &d, &bytes).await;
 }
