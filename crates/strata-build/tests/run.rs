@@ -577,6 +577,30 @@ RUN --mount=type=cache,target=/p,sharing=private echo x >> /p/log && sleep 1
 }
 
 #[tokio::test]
+async fn bind_mounts_from_an_image_and_never_from_their_own_stage() {
+    let bb = bb();
+    let c = Ctx::new();
+    // An image named by --mount from= is its own rootfs, not the stage built on it.
+    let cf = "FROM bb:amd64
+RUN echo changed >> /etc/passwd
+RUN --mount=type=bind,from=bb:amd64,source=/etc,target=/i cat /i/passwd > /from-image && cat /etc/passwd > /own
+";
+    let (result, _) = build_ok(&options(&c, cf, RootfsMode::Auto), &bb).await;
+    let e = layer_entries(&result, 0, -1);
+    let mut image = find(&e, "from-image").data.clone();
+    assert!(!image.is_empty() && !image.ends_with(b"changed\n"));
+    image.extend_from_slice(b"changed\n");
+    assert_eq!(image, find(&e, "own").data);
+    // A stage mounting itself is a cycle, named at its RUN line.
+    let cf = "FROM bb:amd64 AS me\nRUN --mount=type=bind,from=me,target=/m true\n";
+    let err = run_build(&options(&c, cf, RootfsMode::Auto), &bb.resolver)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::StageCycle { .. }), "{err}");
+    assert!(err.to_string().contains("Containerfile:2"), "{err}");
+}
+
+#[tokio::test]
 async fn bind_mounts_from_the_context_and_stages_stay_inside() {
     let bb = bb();
     let c = Ctx::new();
