@@ -633,13 +633,12 @@ fn validate_document(root: &Path, d: &Descriptor) {
 
 /// Outside judges are part of the test: a missing one is a failure (scripts/install-deps.sh
 /// installs them all), never a silent skip.
-pub fn have(tool: &str) -> bool {
+pub fn have(tool: &str) {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(ok, "{tool} is not installed: run scripts/install-deps.sh");
-    ok
 }
 
 pub fn run(program: &str, args: &[&str]) -> String {
