@@ -89,7 +89,6 @@ fn output_lines(events: &Events) -> Vec<String> {
         .collect()
 }
 
-/// (path, kind, mode, uid, gid, data, link) of a layer's entries, mtimes left out.
 /// An entry without its mtime: (path, kind, mode, uid, gid, data, link target).
 type Shape = (String, char, u32, u64, u64, Vec<u8>, Option<String>);
 
@@ -450,14 +449,6 @@ async fn network_host_and_none() {
     );
     let text = run_build(&o, &bb.resolver).await.unwrap_err().to_string();
     assert!(text.contains("Containerfile:2"), "{text}");
-}
-
-fn layer_digests(result: &BuildResult) -> Vec<strata_spec::Digest> {
-    result.images[0]
-        .layers
-        .iter()
-        .map(|l| l.digest.clone())
-        .collect()
 }
 
 fn layer_paths(result: &BuildResult, n: isize) -> Vec<String> {
@@ -1139,9 +1130,7 @@ async fn b6_a_base_with_dev_and_etc_hosts_symlinked_to_host_paths() {
     for mode in [RootfsMode::Auto, RootfsMode::Copy] {
         let c = Ctx::new();
         let cf = "FROM evil\nRUN echo x > /dev/null; echo pwn > /dev/pwned; cat /etc/hosts; echo x >> /etc/hosts; true\n";
-        let mut o = c.options(cf);
-        o.run_executor = Some(executor(mode));
-        let result = run_build(&o, &r).await;
+        let result = run_build(&options(&c, cf, mode), &r).await;
         if let Err(e) = &result {
             // Refusing is fine, as long as nothing reached the host.
             assert!(e.to_string().contains("Containerfile:2"), "{e}");

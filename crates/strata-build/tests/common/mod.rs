@@ -532,6 +532,15 @@ pub fn layer_entries(result: &BuildResult, image: usize, n: isize) -> Vec<Entry>
     entries_of(&uncompressed(&result.layout, &m.layers[i]))
 }
 
+/// The layer digests of the first image of `result`, in order.
+pub fn layer_digests(result: &BuildResult) -> Vec<Digest> {
+    result.images[0]
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect()
+}
+
 pub fn paths(entries: &[Entry]) -> Vec<String> {
     entries.iter().map(|e| e.path.clone()).collect()
 }
