@@ -24,11 +24,6 @@ use crate::BuildError;
 use crate::source::{FileKind, FileStat, errno_io, list_fd};
 use crate::tree::Name;
 
-/// First guess for an xattr name list or value (grown on ERANGE up to the VFS limit).
-const XATTR_BUFFER_BYTES: usize = 1024;
-/// Largest xattr name list or value (Linux XATTR_LIST_MAX / XATTR_SIZE_MAX).
-const MAX_XATTR_BYTES: usize = 64 * 1024;
-
 const READ_DIR: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
@@ -148,19 +143,9 @@ impl Snapshot {
 }
 
 fn xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut names = vec![0u8; XATTR_BUFFER_BYTES];
-    let n = loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < MAX_XATTR_BYTES => {
-                names = vec![0u8; MAX_XATTR_BYTES];
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(errno_io(e)),
-        }
-    };
+    let names = strata_archive::xattr::list(fd)?;
     let mut out = Vec::new();
-    for raw in names[..n].split(|&b| b == 0) {
+    for raw in names.split(|&b| b == 0) {
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
         };
@@ -172,19 +157,7 @@ fn xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Vec<u8>)>> {
         {
             continue;
         }
-        let mut value = vec![0u8; XATTR_BUFFER_BYTES];
-        let len = loop {
-            match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
-                Ok(len) => break Some(len),
-                Err(rustix::io::Errno::RANGE) if value.len() < MAX_XATTR_BYTES => {
-                    value = vec![0u8; MAX_XATTR_BYTES];
-                }
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(errno_io(e)),
-            }
-        };
-        if let Some(len) = len {
-            value.truncate(len);
+        if let Some(value) = strata_archive::xattr::get(fd, name)? {
             out.push((name.to_string(), value));
         }
     }

@@ -271,6 +271,18 @@ fn output_suffix(lines: &[String]) -> String {
     s
 }
 
+/// An error and its sources, `: `-separated (the text a wrapped error would otherwise lose).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(x) = source {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        source = x.source();
+    }
+    s
+}
+
 pub(crate) fn join_error(e: tokio::task::JoinError) -> BuildError {
     BuildError::Internal(format!("build task failed: {e}"))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use strata_spec::{Algorithm, Digest, DigestHasher};
 
+use crate::error::error_chain;
 use crate::source::{OwnerSource, SourceRoot};
 
 /// Redirects followed at most.
@@ -127,16 +128,11 @@ pub(crate) async fn fetch(
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| FetchError::Other(format!("HTTP client: {e}")))?;
-    let mut response = client.get(url.clone()).send().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        FetchError::Other(msg)
-    })?;
+    let mut response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| FetchError::Other(error_chain(&e)))?;
     if response.status().is_redirection() {
         // reqwest hands back redirects it will not follow (a `file:` Location, say).
         let to = response

@@ -224,36 +224,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 None,
             ));
         };
-        if let Some(j) = shared.stage_index(f, true) {
-            if j == st.index {
-                return Err(BuildError::StageCycle {
-                    at: at.clone(),
-                    stage: st.name.clone(),
-                });
-            }
-            let source = self.stage(j, visiting.to_vec()).await?;
-            let root = self
-                .root_for(&source.key, &source.layers, source.windows)
-                .await?;
-            return Ok((
-                MountRoot {
-                    root,
-                    context: false,
-                },
-                Some(source.key.clone()),
-            ));
-        }
-        let image = shared.base_image(f, &st.platform).await?;
-        let mut k = KeyHasher::new("image-root");
-        k.str("manifest", &image.manifest_digest.to_string());
-        let key = k.finish();
-        let root = self.root_for(&key, &image.layers, st.windows).await?;
+        let from = self.resolve_from(st, f, at, visiting).await?;
         Ok((
             MountRoot {
-                root,
+                root: from.root,
                 context: false,
             },
-            Some(image.manifest_digest.clone()),
+            Some(from.key),
         ))
     }
 

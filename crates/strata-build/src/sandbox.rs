@@ -6,6 +6,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use strata_sandbox::{RunSpec, Sandbox, SandboxError, StepStatus};
 
+use crate::error::error_chain;
 use crate::run::{RunExecutor, RunFailure, RunFailureKind, RunRequest};
 
 /// Which root filesystems the executor offers the engine.
@@ -49,17 +50,6 @@ impl SandboxExecutor {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(x) = source {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        source = x.source();
-    }
-    s
-}
-
 #[async_trait]
 impl RunExecutor for SandboxExecutor {
     async fn overlay_available(&self, dir: &Path) -> Result<(), String> {
@@ -71,7 +61,7 @@ impl RunExecutor for SandboxExecutor {
         tokio::task::spawn_blocking(move || sandbox.probe_overlay(&dir))
             .await
             .map_err(|e| format!("overlay probe task failed: {e}"))?
-            .map_err(|e| chain(&e))
+            .map_err(|e| error_chain(&e))
     }
 
     async fn run(&self, request: &RunRequest) -> Result<(), RunFailure> {
@@ -107,9 +97,9 @@ impl RunExecutor for SandboxExecutor {
             }),
             Err(e @ SandboxError::ForeignArch { .. }) => Err(RunFailure::setup(format!(
                 "cannot run for platform {platform}: {}",
-                chain(&e)
+                error_chain(&e)
             ))),
-            Err(e) => Err(RunFailure::setup(chain(&e))),
+            Err(e) => Err(RunFailure::setup(error_chain(&e))),
         }
     }
 }

@@ -244,6 +244,21 @@ fn account_lookup(text: &str, name: &str) -> Option<(u64, Option<u64>)> {
     None
 }
 
+/// What a `--from=` named.
+#[derive(Clone, Copy)]
+pub(crate) enum FromKind {
+    Stage,
+    Image,
+}
+
+/// A resolved `--from=`: see [`PlatformBuild::resolve_from`].
+pub(crate) struct FromRoot {
+    pub(crate) root: Arc<SourceRoot>,
+    /// The stage's key or the image's manifest digest.
+    pub(crate) key: Digest,
+    pub(crate) kind: FromKind,
+}
+
 impl<'s, 'r> PlatformBuild<'s, 'r> {
     /// Make sure `st.tree` indexes the stage's current layers.
     async fn ensure_tree(&self, st: &mut StageState) -> Result<(), BuildError> {
@@ -442,6 +457,47 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         })
         .await
         .cloned()
+    }
+
+    /// The filesystem a `--from=<from>` (of COPY/ADD or a RUN mount) reads: an earlier
+    /// stage's result or an image's rootfs, with its identity for step keys (the stage's key
+    /// or the image's manifest digest). Naming the current stage is a cycle.
+    pub(crate) async fn resolve_from(
+        &'s self,
+        st: &StageState,
+        from: &str,
+        at: &Location,
+        visiting: &[usize],
+    ) -> Result<FromRoot, BuildError> {
+        let shared = self.shared;
+        if let Some(j) = shared.stage_index(from, true) {
+            if j == st.index {
+                return Err(BuildError::StageCycle {
+                    at: at.clone(),
+                    stage: st.name.clone(),
+                });
+            }
+            let source = self.stage(j, visiting.to_vec()).await?;
+            let root = self
+                .root_for(&source.key, &source.layers, source.windows)
+                .await?;
+            return Ok(FromRoot {
+                root,
+                key: source.key.clone(),
+                kind: FromKind::Stage,
+            });
+        }
+        let image = shared.base_image(from, &st.platform).await?;
+        let mut k = KeyHasher::new("image-root");
+        k.str("manifest", &image.manifest_digest.to_string());
+        let root = self
+            .root_for(&k.finish(), &image.layers, st.windows)
+            .await?;
+        Ok(FromRoot {
+            root,
+            key: image.manifest_digest.clone(),
+            kind: FromKind::Image,
+        })
     }
 
     async fn download(
@@ -662,38 +718,12 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 true,
             ),
             Some(f) => {
-                if let Some(j) = shared.stage_index(f, true) {
-                    if j == st.index {
-                        return Err(BuildError::StageCycle {
-                            at: at.clone(),
-                            stage: st.name.clone(),
-                        });
-                    }
-                    let source = self.stage(j, visiting.to_vec()).await?;
-                    let root = self
-                        .root_for(&source.key, &source.layers, source.windows)
-                        .await?;
-                    (
-                        root,
-                        Some(source.key.clone()),
-                        Owners::Preserve,
-                        format!("stage {f}"),
-                        false,
-                    )
-                } else {
-                    let image = shared.base_image(f, &st.platform).await?;
-                    let mut k = KeyHasher::new("image-root");
-                    k.str("manifest", &image.manifest_digest.to_string());
-                    let key = k.finish();
-                    let root = self.root_for(&key, &image.layers, st.windows).await?;
-                    (
-                        root,
-                        Some(image.manifest_digest.clone()),
-                        Owners::Preserve,
-                        format!("image {f}"),
-                        false,
-                    )
-                }
+                let from = self.resolve_from(st, f, at, visiting).await?;
+                let place = match from.kind {
+                    FromKind::Stage => format!("stage {f}"),
+                    FromKind::Image => format!("image {f}"),
+                };
+                (from.root, Some(from.key), Owners::Preserve, place, false)
             }
         };
 

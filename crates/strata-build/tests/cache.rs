@@ -78,16 +78,9 @@ async fn without_epoch_layers_still_reproduce() {
     let (first, _) = run_build(&o, &r).await.unwrap();
     std::fs::remove_dir_all(default_cache_dir(&c.out())).unwrap();
     let (second, _) = run_build(&o, &r).await.unwrap();
-    let digests = |r: &strata_build::BuildResult| {
-        r.images[0]
-            .layers
-            .iter()
-            .map(|l| l.digest.clone())
-            .collect::<Vec<_>>()
-    };
     assert_eq!(
-        digests(&first),
-        digests(&second),
+        layer_digests(&first),
+        layer_digests(&second),
         "layer bytes depend on the context only"
     );
 }

@@ -29,45 +29,43 @@ async fn podman_runs_the_result_and_skopeo_reads_it() {
         result.digest.to_string()
     );
     let name = format!("oci:{}:app", result.layout.display());
-    if have("skopeo") {
-        let info = skopeo_inspect(&name);
-        assert_eq!(info["Digest"], result.digest.to_string());
-        assert_eq!(info["Architecture"], "amd64");
-        assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
-        assert!(
-            info["Env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e == "GREETING=hi")
-        );
-    }
-    if have("podman") {
-        let out = podman_run(&result.layout, "app", &[], &[]);
-        assert_eq!(out, "hello from strata\n");
-        let out = podman_run(
-            &result.layout,
-            "app",
-            &[],
-            &["/bin/sh", "-c", "echo $GREETING; cat /etc/passwd | wc -l"],
-        );
-        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["hi", "3"]);
-    }
-    if have("umoci") {
-        let bundle = c.dir.path().join("bundle");
-        let image = format!("{}:app", result.layout.display());
-        run(
-            "umoci",
-            &["unpack", "--image", &image, bundle.to_str().unwrap()],
-        );
-        let got = std::fs::read(bundle.join("rootfs/usr/local/bin/hello")).unwrap();
-        assert_eq!(got, b"#!/bin/sh\necho hello from strata\n");
-    }
+    have("skopeo");
+    let info = skopeo_inspect(&name);
+    assert_eq!(info["Digest"], result.digest.to_string());
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+    assert!(
+        info["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hi")
+    );
+    have("podman");
+    let out = podman_run(&result.layout, "app", &[], &[]);
+    assert_eq!(out, "hello from strata\n");
+    let out = podman_run(
+        &result.layout,
+        "app",
+        &[],
+        &["/bin/sh", "-c", "echo $GREETING; cat /etc/passwd | wc -l"],
+    );
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["hi", "3"]);
+    have("umoci");
+    let bundle = c.dir.path().join("bundle");
+    let image = format!("{}:app", result.layout.display());
+    run(
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().unwrap()],
+    );
+    let got = std::fs::read(bundle.join("rootfs/usr/local/bin/hello")).unwrap();
+    assert_eq!(got, b"#!/bin/sh\necho hello from strata\n");
 }
 
 #[tokio::test]
 async fn arm64_result_runs_under_qemu() {
-    assert!(arm64_busybox().is_file() && have("podman"));
+    have("podman");
+    assert!(arm64_busybox().is_file());
     let bases = bases();
     let r = MapResolver::with_bases(&bases);
     let c = Ctx::new();
@@ -125,12 +123,11 @@ async fn push_to_oci_archive_and_docker_archive() {
     )
     .await
     .unwrap();
-    if have("skopeo") {
-        let a = skopeo_inspect(&format!("oci-archive:{}:v1", oci_archive.display()));
-        assert_eq!(a["Digest"], result.digest.to_string());
-        let d = skopeo_inspect(&format!("docker-archive:{}", docker_archive.display()));
-        assert_eq!(d["Layers"].as_array().unwrap().len(), 2);
-    }
+    have("skopeo");
+    let a = skopeo_inspect(&format!("oci-archive:{}:v1", oci_archive.display()));
+    assert_eq!(a["Digest"], result.digest.to_string());
+    let d = skopeo_inspect(&format!("docker-archive:{}", docker_archive.display()));
+    assert_eq!(d["Layers"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -191,19 +188,18 @@ async fn squash_new_keeps_base_layers_and_all_flattens_whiteouts() {
     );
     assert!(p.iter().all(|p| !p.contains(".wh.")), "no whiteouts remain");
     assert_eq!(find(&flat, "x/a").data, b"b\n");
-    if have("podman") {
-        let out = podman_run(
-            &all.layout,
-            "all",
-            &[],
-            &[
-                "/bin/sh",
-                "-c",
-                "cat /x/a /etc/added; test -e /etc/group || echo nogroup",
-            ],
-        );
-        assert_eq!(out, "b\nsecond layer\nnogroup\n");
-    }
+    have("podman");
+    let out = podman_run(
+        &all.layout,
+        "all",
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /x/a /etc/added; test -e /etc/group || echo nogroup",
+        ],
+    );
+    assert_eq!(out, "b\nsecond layer\nnogroup\n");
 }
 
 #[tokio::test]

@@ -110,32 +110,31 @@ async fn multi_platform_index_with_windows_and_shared_layers() {
         ("arm64", Some("v8"))
     );
     assert_eq!(ac.config.unwrap().labels.unwrap()["arch"], "arm64");
-    if have("skopeo") {
-        let raw = run(
+    have("skopeo");
+    let raw = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            &format!("oci:{}:multi", result.layout.display()),
+        ],
+    );
+    assert!(raw.contains("10.0.17763.1757"));
+    for (p, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+        let (os, a) = p.split_once('/').unwrap();
+        let info = serde_json::from_str::<serde_json::Value>(&run(
             "skopeo",
             &[
+                "--override-os",
+                os,
+                "--override-arch",
+                a,
                 "inspect",
-                "--raw",
                 &format!("oci:{}:multi", result.layout.display()),
             ],
-        );
-        assert!(raw.contains("10.0.17763.1757"));
-        for (p, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
-            let (os, a) = p.split_once('/').unwrap();
-            let info = serde_json::from_str::<serde_json::Value>(&run(
-                "skopeo",
-                &[
-                    "--override-os",
-                    os,
-                    "--override-arch",
-                    a,
-                    "inspect",
-                    &format!("oci:{}:multi", result.layout.display()),
-                ],
-            ))
-            .unwrap();
-            assert_eq!(info["Architecture"], arch);
-        }
+        ))
+        .unwrap();
+        assert_eq!(info["Architecture"], arch);
     }
 }
 

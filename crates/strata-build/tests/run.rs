@@ -89,7 +89,6 @@ fn output_lines(events: &Events) -> Vec<String> {
         .collect()
 }
 
-/// (path, kind, mode, uid, gid, data, link) of a layer's entries, mtimes left out.
 /// An entry without its mtime: (path, kind, mode, uid, gid, data, link target).
 type Shape = (String, char, u32, u64, u64, Vec<u8>, Option<String>);
 
@@ -452,14 +451,6 @@ async fn network_host_and_none() {
     assert!(text.contains("Containerfile:2"), "{text}");
 }
 
-fn layer_digests(result: &BuildResult) -> Vec<strata_spec::Digest> {
-    result.images[0]
-        .layers
-        .iter()
-        .map(|l| l.digest.clone())
-        .collect()
-}
-
 fn layer_paths(result: &BuildResult, n: isize) -> Vec<String> {
     paths(&layer_entries(result, 0, n))
 }
@@ -574,6 +565,30 @@ RUN --mount=type=cache,target=/p,sharing=private echo x >> /p/log && sleep 1
         })
         .sum();
     assert_eq!(private_lines, 2, "{:?}", cache_mount_dirs(&c.out()));
+}
+
+#[tokio::test]
+async fn bind_mounts_from_an_image_and_never_from_their_own_stage() {
+    let bb = bb();
+    let c = Ctx::new();
+    // An image named by --mount from= is its own rootfs, not the stage built on it.
+    let cf = "FROM bb:amd64
+RUN echo changed >> /etc/passwd
+RUN --mount=type=bind,from=bb:amd64,source=/etc,target=/i cat /i/passwd > /from-image && cat /etc/passwd > /own
+";
+    let (result, _) = build_ok(&options(&c, cf, RootfsMode::Auto), &bb).await;
+    let e = layer_entries(&result, 0, -1);
+    let mut image = find(&e, "from-image").data.clone();
+    assert!(!image.is_empty() && !image.ends_with(b"changed\n"));
+    image.extend_from_slice(b"changed\n");
+    assert_eq!(image, find(&e, "own").data);
+    // A stage mounting itself is a cycle, named at its RUN line.
+    let cf = "FROM bb:amd64 AS me\nRUN --mount=type=bind,from=me,target=/m true\n";
+    let err = run_build(&options(&c, cf, RootfsMode::Auto), &bb.resolver)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BuildError::StageCycle { .. }), "{err}");
+    assert!(err.to_string().contains("Containerfile:2"), "{err}");
 }
 
 #[tokio::test]
@@ -1115,9 +1130,7 @@ async fn b6_a_base_with_dev_and_etc_hosts_symlinked_to_host_paths() {
     for mode in [RootfsMode::Auto, RootfsMode::Copy] {
         let c = Ctx::new();
         let cf = "FROM evil\nRUN echo x > /dev/null; echo pwn > /dev/pwned; cat /etc/hosts; echo x >> /etc/hosts; true\n";
-        let mut o = c.options(cf);
-        o.run_executor = Some(executor(mode));
-        let result = run_build(&o, &r).await;
+        let result = run_build(&options(&c, cf, mode), &r).await;
         if let Err(e) = &result {
             // Refusing is fine, as long as nothing reached the host.
             assert!(e.to_string().contains("Containerfile:2"), "{e}");

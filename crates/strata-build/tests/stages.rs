@@ -304,14 +304,7 @@ async fn run_slot_turns_the_upper_dir_into_a_cached_layer() {
     assert!(text.contains("V=1") && text.ends_with("|3"), "{text}");
     assert_eq!(events.step_counts(), (1, 0));
     let (again, events) = run_build(&o, &r).await.unwrap();
-    let digests = |r: &strata_build::BuildResult| {
-        r.images[0]
-            .layers
-            .iter()
-            .map(|l| l.digest.clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(digests(&again), digests(&result));
+    assert_eq!(layer_digests(&again), layer_digests(&result));
     assert_eq!(
         events.step_counts(),
         (0, 1),

@@ -532,6 +532,15 @@ pub fn layer_entries(result: &BuildResult, image: usize, n: isize) -> Vec<Entry>
     entries_of(&uncompressed(&result.layout, &m.layers[i]))
 }
 
+/// The layer digests of the first image of `result`, in order.
+pub fn layer_digests(result: &BuildResult) -> Vec<Digest> {
+    result.images[0]
+        .layers
+        .iter()
+        .map(|l| l.digest.clone())
+        .collect()
+}
+
 pub fn paths(entries: &[Entry]) -> Vec<String> {
     entries.iter().map(|e| e.path.clone()).collect()
 }
@@ -633,13 +642,12 @@ fn validate_document(root: &Path, d: &Descriptor) {
 
 /// Outside judges are part of the test: a missing one is a failure (scripts/install-deps.sh
 /// installs them all), never a silent skip.
-pub fn have(tool: &str) -> bool {
+pub fn have(tool: &str) {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(ok, "{tool} is not installed: run scripts/install-deps.sh");
-    ok
 }
 
 pub fn run(program: &str, args: &[&str]) -> String {
