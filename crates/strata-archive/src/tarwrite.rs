@@ -730,9 +730,7 @@ fn read_xattrs(fd: BorrowedFd<'_>, mode: WalkMode) -> io::Result<Vec<(String, Ve
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
         };
-        if name.starts_with("trusted.overlay.")
-            || name.starts_with("user.overlay.")
-            || name == "security.selinux"
+        if !crate::xattr::is_content(name)
             || (mode == WalkMode::Overlay && name.starts_with("trusted."))
         {
             continue;

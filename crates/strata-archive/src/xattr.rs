@@ -44,3 +44,12 @@ pub fn get(fd: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
         }
     }
 }
+
+/// Whether an xattr belongs in a layer: `trusted.overlay.*` and `user.overlay.*` are
+/// overlayfs internals and `security.selinux` is host policy, never image content.
+pub fn is_content(name: &str) -> bool {
+    !(name.is_empty()
+        || name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name == "security.selinux")
+}

@@ -149,12 +149,7 @@ fn xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<(String, Vec<u8>)>> {
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
         };
-        // Overlay internals and host policy are not content (as in strata-archive).
-        if name.is_empty()
-            || name.starts_with("trusted.overlay.")
-            || name.starts_with("user.overlay.")
-            || name == "security.selinux"
-        {
+        if !strata_archive::xattr::is_content(name) {
             continue;
         }
         if let Some(value) = strata_archive::xattr::get(fd, name)? {

@@ -183,11 +183,7 @@ fn read_xattrs(fd: BorrowedFd<'_>) -> io::Result<(Xattrs, Option<Vec<u8>>)> {
         let Ok(name) = std::str::from_utf8(raw) else {
             continue;
         };
-        if name.is_empty()
-            || name.starts_with("trusted.overlay.")
-            || name.starts_with("user.overlay.")
-            || name == "security.selinux"
-        {
+        if !strata_archive::xattr::is_content(name) {
             continue;
         }
         let Some(value) = strata_archive::xattr::get(fd, name)? else {
