@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use strata_archive::{DeviceKind, EntryMeta, TarBuilder};
 
 use crate::BuildError;
-use crate::source::{FileKind, FileStat, errno_io, list_fd};
+use crate::source::{FileKind, FileStat, list_fd};
 use crate::tree::Name;
 
 const READ_DIR: OFlags = OFlags::RDONLY
@@ -89,7 +89,7 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 fn open_root(root: &Path) -> io::Result<OwnedFd> {
-    rustix::fs::open(root, READ_DIR, Mode::empty()).map_err(errno_io)
+    rustix::fs::open(root, READ_DIR, Mode::empty()).map_err(io::Error::from)
 }
 
 fn dir_content(children: &[Name], xattrs: &[(String, Vec<u8>)]) -> u64 {
@@ -102,12 +102,13 @@ fn dir_content(children: &[Name], xattrs: &[(String, Vec<u8>)]) -> u64 {
 
 fn stat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<FileStat> {
     let st = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(errno_io)?;
+        .map_err(io::Error::from)?;
     Ok(FileStat::from_raw(&st))
 }
 
 fn open_dir_at(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    rustix::fs::openat(dir, OsStr::from_bytes(name), READ_DIR, Mode::empty()).map_err(errno_io)
+    rustix::fs::openat(dir, OsStr::from_bytes(name), READ_DIR, Mode::empty())
+        .map_err(io::Error::from)
 }
 
 impl Snapshot {
@@ -285,9 +286,9 @@ impl<W: Write> DiffWriter<'_, W> {
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(|e| self.io(&rel, errno_io(e)))?;
+                .map_err(|e| self.io(&rel, io::Error::from(e)))?;
                 let now = FileStat::from_raw(
-                    &rustix::fs::fstat(&file).map_err(|e| self.io(&rel, errno_io(e)))?,
+                    &rustix::fs::fstat(&file).map_err(|e| self.io(&rel, io::Error::from(e)))?,
                 );
                 if (now.dev, now.ino) != (st.dev, st.ino) || now.kind != FileKind::File {
                     return Err(self.io(
@@ -301,7 +302,7 @@ impl<W: Write> DiffWriter<'_, W> {
             }
             FileKind::Symlink => {
                 let target = rustix::fs::readlinkat(dir, os_name, Vec::new())
-                    .map_err(|e| self.io(&rel, errno_io(e)))?;
+                    .map_err(|e| self.io(&rel, io::Error::from(e)))?;
                 self.tar.append_symlink(&rel, &meta, target.as_bytes())
             }
             FileKind::Fifo => self.tar.append_fifo(&rel, &meta),

@@ -28,10 +28,6 @@ fn in_root() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
 
-pub(crate) fn errno_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 fn os(b: &[u8]) -> &std::ffi::OsStr {
     std::ffi::OsStr::from_bytes(b)
 }
@@ -157,7 +153,7 @@ fn join_rel(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 impl SourceRoot {
     pub(crate) fn open(path: &Path, owners: OwnerSource) -> io::Result<SourceRoot> {
-        let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty()).map_err(errno_io)?;
+        let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
         Ok(SourceRoot {
             path: path.to_path_buf(),
             fd,
@@ -204,7 +200,7 @@ impl SourceRoot {
             .filter(|c| !c.is_empty())
             .collect();
         let Some((leaf, parents)) = parts.split_last() else {
-            let st = rustix::fs::fstat(&self.fd).map_err(errno_io)?;
+            let st = rustix::fs::fstat(&self.fd).map_err(io::Error::from)?;
             return Ok(Some(self.with_owner(&self.fd, FileStat::from_raw(&st))));
         };
         let parent = match self.open_dir(&parents.join(&b'/')) {
@@ -220,14 +216,15 @@ impl SourceRoot {
         match rustix::fs::statat(&parent, os(leaf), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(self.owner_at(&parent, leaf, FileStat::from_raw(&st)))),
             Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(errno_io(e)),
+            Err(e) => Err(io::Error::from(e)),
         }
     }
 
     /// Open the directory `rel` (symlinks in it resolved inside the root).
     pub(crate) fn open_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         let p: &[u8] = if rel.is_empty() { b"." } else { rel };
-        rustix::fs::openat2(&self.fd, os(p), DIR_FLAGS, Mode::empty(), in_root()).map_err(errno_io)
+        rustix::fs::openat2(&self.fd, os(p), DIR_FLAGS, Mode::empty(), in_root())
+            .map_err(io::Error::from)
     }
 
     /// Open the regular file `rel` for reading; the last component is never followed.
@@ -239,7 +236,7 @@ impl SourceRoot {
             Mode::empty(),
             in_root(),
         )
-        .map_err(errno_io)?;
+        .map_err(io::Error::from)?;
         Ok(File::from(fd))
     }
 
@@ -258,7 +255,7 @@ impl SourceRoot {
         ) {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
-            Err(e) => return Err(errno_io(e)),
+            Err(e) => return Err(io::Error::from(e)),
         };
         let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
         let root = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
@@ -279,7 +276,7 @@ impl SourceRoot {
         let parent = self.open_dir(&parents.join(&b'/'))?;
         rustix::fs::readlinkat(&parent, os(leaf), Vec::new())
             .map(|c| c.into_bytes())
-            .map_err(errno_io)
+            .map_err(io::Error::from)
     }
 
     /// Names in directory `rel`, sorted by bytes.
@@ -340,11 +337,11 @@ impl SourceRoot {
             let st =
                 rustix::fs::statat(dir, os(&name), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
                     io::Error::new(
-                        errno_io(e).kind(),
+                        io::Error::from(e).kind(),
                         format!(
                             "stat {}: {}",
                             String::from_utf8_lossy(&in_root),
-                            errno_io(e)
+                            io::Error::from(e)
                         ),
                     )
                 })?;
@@ -373,7 +370,7 @@ impl SourceRoot {
                         DIR_FLAGS | OFlags::NOFOLLOW,
                         Mode::empty(),
                     )
-                    .map_err(errno_io)?;
+                    .map_err(io::Error::from)?;
                     self.walk_fd(&sub, &in_root, &in_src, filter, out)?;
                 }
                 continue;
@@ -381,7 +378,7 @@ impl SourceRoot {
             let link = if st.kind == FileKind::Symlink {
                 Some(
                     rustix::fs::readlinkat(dir, os(&name), Vec::new())
-                        .map_err(errno_io)?
+                        .map_err(io::Error::from)?
                         .into_bytes(),
                 )
             } else {
@@ -395,7 +392,7 @@ impl SourceRoot {
             if is_dir {
                 let sub =
                     rustix::fs::openat(dir, os(&name), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-                        .map_err(errno_io)?;
+                        .map_err(io::Error::from)?;
                 self.walk_fd(&sub, &in_root, &in_src, filter, out)?;
             }
         }
@@ -460,10 +457,10 @@ pub(crate) enum GlobError {
 }
 
 pub(crate) fn list_fd(fd: &OwnedFd) -> io::Result<Vec<Name>> {
-    let mut d = rustix::fs::Dir::read_from(fd.as_fd()).map_err(errno_io)?;
+    let mut d = rustix::fs::Dir::read_from(fd.as_fd()).map_err(io::Error::from)?;
     let mut names = Vec::new();
     for e in d.by_ref() {
-        let e = e.map_err(errno_io)?;
+        let e = e.map_err(io::Error::from)?;
         let n = e.file_name().to_bytes();
         if n != b"." && n != b".." {
             names.push(n.to_vec());
