@@ -10,6 +10,7 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 
 use common::*;
 use strata_sandbox::{Access, MountSpec, Rootfs, RunSpec, SandboxError};
+use strata_testkit::processes_with;
 
 #[test]
 fn b4_only_std_fds_reach_the_step() {
