@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use strata_sandbox::{Rootfs, RunOutcome, RunSpec, Sandbox, SandboxError, StepDirs};
 
@@ -15,21 +13,6 @@ pub const HELPER: &str = env!("CARGO_BIN_EXE_strata-sandbox-helper");
 
 pub fn sandbox() -> Sandbox {
     Sandbox::with_helper(HELPER)
-}
-
-/// Applets of the host busybox (`busybox --list`), once.
-fn applets() -> &'static Vec<String> {
-    static LIST: OnceLock<Vec<String>> = OnceLock::new();
-    LIST.get_or_init(|| {
-        let out = Command::new("/bin/busybox").arg("--list").output().expect(
-            "/bin/busybox missing: apt-get install busybox-static (scripts/install-deps.sh)",
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty() && *l != "busybox")
-            .map(String::from)
-            .collect()
-    })
 }
 
 /// A busybox root filesystem at `dir` (like bench/make-fixtures.sh's mk_rootfs): bin/busybox
@@ -50,7 +33,7 @@ pub fn make_rootfs(dir: &Path, busybox: &Path) {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    for a in applets() {
+    for a in strata_testkit::busybox::applets() {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(a));
     }
     std::fs::write(
