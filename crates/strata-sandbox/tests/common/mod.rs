@@ -104,7 +104,7 @@ impl Fixture {
 pub fn run_ok(spec: &RunSpec) -> RunOutcome {
     match sandbox().run(spec) {
         Ok(o) => o,
-        Err(e) => panic!("run failed: {}", chain(&e)),
+        Err(e) => panic!("run failed: {}", strata_testkit::error_chain(&e)),
     }
 }
 
@@ -113,17 +113,6 @@ pub fn run_err(spec: &RunSpec) -> SandboxError {
         Ok(o) => panic!("expected an error, got {o:?}"),
         Err(e) => e,
     }
-}
-
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 pub fn output(o: &RunOutcome) -> String {
