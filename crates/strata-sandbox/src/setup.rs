@@ -364,13 +364,25 @@ struct Target {
     /// Clean components below the root.
     comps: Vec<String>,
     kind: Kind,
-    /// System mounts (proc, dev, sys, hosts, resolv.conf) vs caller mounts.
-    system: bool,
-    /// Index in `spec.mounts` for caller mounts.
+    /// Index in `spec.mounts` for caller mounts; `None` for the system mounts (proc, dev,
+    /// sys, hosts, resolv.conf).
     mount: Option<usize>,
 }
 
 impl Target {
+    /// A system mount target (`comps` below the root).
+    fn system(comps: &[&str], kind: Kind) -> Target {
+        Target {
+            comps: comps.iter().map(|c| c.to_string()).collect(),
+            kind,
+            mount: None,
+        }
+    }
+
+    fn is_system(&self) -> bool {
+        self.mount.is_none()
+    }
+
     fn display(&self) -> String {
         format!("/{}", self.comps.join("/"))
     }
@@ -379,40 +391,15 @@ impl Target {
 /// The mount targets of `spec` that live on the root filesystem itself.
 fn targets(spec: &RunSpec, sources: &[Option<OwnedFd>]) -> R<Vec<Target>> {
     let mut out = vec![
-        Target {
-            comps: vec!["proc".into()],
-            kind: Kind::Dir,
-            system: true,
-            mount: None,
-        },
-        Target {
-            comps: vec!["dev".into()],
-            kind: Kind::Dir,
-            system: true,
-            mount: None,
-        },
-        Target {
-            comps: vec!["sys".into()],
-            kind: Kind::Dir,
-            system: true,
-            mount: None,
-        },
+        Target::system(&["proc"], Kind::Dir),
+        Target::system(&["dev"], Kind::Dir),
+        Target::system(&["sys"], Kind::Dir),
     ];
     if spec.hosts.is_some() {
-        out.push(Target {
-            comps: vec!["etc".into(), "hosts".into()],
-            kind: Kind::File,
-            system: true,
-            mount: None,
-        });
+        out.push(Target::system(&["etc", "hosts"], Kind::File));
     }
     if spec.resolv_conf.is_some() {
-        out.push(Target {
-            comps: vec!["etc".into(), "resolv.conf".into()],
-            kind: Kind::File,
-            system: true,
-            mount: None,
-        });
+        out.push(Target::system(&["etc", "resolv.conf"], Kind::File));
     }
     for (index, (m, source)) in spec.mounts.iter().zip(sources).enumerate() {
         let kind = match (m, source) {
@@ -433,7 +420,6 @@ fn targets(spec: &RunSpec, sources: &[Option<OwnedFd>]) -> R<Vec<Target>> {
         out.push(Target {
             comps: fsutil::clean_components(m.target()),
             kind,
-            system: false,
             mount: Some(index),
         });
     }
@@ -448,7 +434,7 @@ fn prepare_targets(
     created: &mut Vec<String>,
 ) -> R<()> {
     for t in targets {
-        let policy = match (t.system, stub_layer) {
+        let policy = match (t.is_system(), stub_layer) {
             (false, _) => Policy::FollowInRoot,
             (true, true) => Policy::Replace,
             (true, false) => Policy::Refuse,
@@ -467,7 +453,7 @@ fn prepare_targets(
 /// this phase, e.g. below a caller tmpfs) and check its type.
 fn target_fd(root: BorrowedFd<'_>, t: &Target, created: &mut Vec<String>) -> R<OwnedFd> {
     let rel = t.comps.join("/");
-    let flags = if t.system {
+    let flags = if t.is_system() {
         OFlags::PATH | OFlags::NOFOLLOW
     } else {
         OFlags::PATH
@@ -479,7 +465,7 @@ fn target_fd(root: BorrowedFd<'_>, t: &Target, created: &mut Vec<String>) -> R<O
                 restore_parent_times: false,
                 created,
             };
-            let policy = if t.system {
+            let policy = if t.is_system() {
                 Policy::Refuse
             } else {
                 Policy::FollowInRoot

@@ -161,7 +161,7 @@ pub(crate) fn cloexec_from(first: u32) -> Result<(), Errno> {
 
 /// Bring `lo` up in the current network namespace (`SIOCSIFFLAGS`), as `ip link set lo up`.
 pub(crate) fn loopback_up() -> Result<(), Errno> {
-    let sock = rustix_socket()?;
+    let sock = inet_dgram_socket()?;
     // SAFETY: ifreq is plain old data; zeroed is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -181,7 +181,9 @@ pub(crate) fn loopback_up() -> Result<(), Errno> {
     Ok(())
 }
 
-fn rustix_socket() -> Result<std::os::fd::OwnedFd, Errno> {
+/// An `AF_INET` datagram socket, the handle `SIOC[GS]IFFLAGS` need (made with libc: the
+/// workspace's rustix is built without its `net` feature).
+fn inet_dgram_socket() -> Result<std::os::fd::OwnedFd, Errno> {
     use std::os::fd::FromRawFd;
     // SAFETY: socket() has no memory arguments.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };

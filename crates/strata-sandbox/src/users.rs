@@ -43,13 +43,20 @@ fn parse_id(s: &str) -> Option<u32> {
     (v <= MAX_ID).then_some(v as u32)
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+/// The `:`-separated fields of each line of `/etc/passwd` or `/etc/group`, skipping comments
+/// and blank lines.
+fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
     text.lines().filter_map(|line| {
         let line = line.trim_end_matches('\r');
         if line.starts_with('#') || line.is_empty() {
             return None;
         }
-        let f: Vec<&str> = line.split(':').collect();
+        Some(line.split(':').collect())
+    })
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    records(text).filter_map(|f| {
         if f.len() < 4 {
             return None;
         }
@@ -63,12 +70,7 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
 }
 
 fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with('#') || line.is_empty() {
-            return None;
-        }
-        let f: Vec<&str> = line.split(':').collect();
+    records(text).filter_map(|f| {
         if f.len() < 3 {
             return None;
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_sandbox::SandboxError;
+use strata_testkit::processes_with;
 
 #[test]
 fn interrupt_all_in_process_returns_interrupted() {

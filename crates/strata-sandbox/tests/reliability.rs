@@ -6,10 +6,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 use common::*;
 use strata_sandbox::{Access, MountSpec, Rootfs, RunSpec, SandboxError};
+use strata_testkit::processes_with;
 
 #[test]
 fn b4_only_std_fds_reach_the_step() {
@@ -216,17 +217,21 @@ fn kill_on_exit_leaves_no_process_behind() {
     );
 }
 
-#[test]
-fn ctrl_c_kills_the_step_and_leaves_nothing() {
-    let f = Fixture::new();
-    let marker = format!("1000.{}7", std::process::id());
+/// Runs `sleep MARKER & echo started; sleep MARKER` in a separate process, as strata does
+/// (the helper binary's `run SPEC.json`), and returns it once the step has printed `started`,
+/// with its stderr still open (keep it alive while the step runs).
+fn spawn_sleeping_step(
+    f: &Fixture,
+    marker: &str,
+    stdout: Stdio,
+) -> (Child, BufReader<ChildStderr>) {
     let spec_path = f.tmp.path().join("spec.json");
     let spec = f.spec(&format!("sleep {marker} & echo started; sleep {marker}"));
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
     let mut child = Command::new(HELPER)
         .arg("run")
         .arg(&spec_path)
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -234,6 +239,14 @@ fn ctrl_c_kills_the_step_and_leaves_nothing() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
+    (child, stderr)
+}
+
+#[test]
+fn ctrl_c_kills_the_step_and_leaves_nothing() {
+    let f = Fixture::new();
+    let marker = format!("1000.{}7", std::process::id());
+    let (child, _stderr) = spawn_sleeping_step(&f, &marker, Stdio::piped());
     assert_eq!(processes_with(&marker).len(), 2, "the step is running");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
@@ -316,20 +329,7 @@ fn strata_killed_outright_takes_the_step_with_it() {
     // No signal handling at all (SIGKILL): the helper's parent-death signal stops the step.
     let f = Fixture::new();
     let marker = format!("1000.{}9", std::process::id());
-    let spec_path = f.tmp.path().join("spec.json");
-    let spec = f.spec(&format!("sleep {marker} & echo started; sleep {marker}"));
-    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let mut child = Command::new(HELPER)
-        .arg("run")
-        .arg(&spec_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
+    let (mut child, _stderr) = spawn_sleeping_step(&f, &marker, Stdio::null());
     child.kill().unwrap();
     child.wait().unwrap();
     // The kernel delivers the parent-death signals asynchronously: poll (bounded, generous).

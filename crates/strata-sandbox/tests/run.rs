@@ -557,7 +557,7 @@ fn many_layers_with_both_lowerdir_syntaxes() {
         };
         let o = sandbox
             .run(&spec)
-            .unwrap_or_else(|e| panic!("legacy={legacy}: {}", chain(&e)));
+            .unwrap_or_else(|e| panic!("legacy={legacy}: {}", strata_testkit::error_chain(&e)));
         assert_eq!(o.output_tail, ["79", "178", "gone"], "legacy={legacy}");
     }
 }

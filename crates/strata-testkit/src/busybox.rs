@@ -32,17 +32,22 @@ pub fn busybox_binary(arch: &str) -> PathBuf {
     path
 }
 
-/// Applet names of the host busybox (`busybox --list`).
-fn applets() -> Vec<String> {
-    let out = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap_or_else(|e| panic!("/bin/busybox --list: {e} (apt-get install busybox-static)"));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|a| !a.is_empty() && *a != "busybox")
-        .map(str::to_string)
-        .collect()
+/// Applet names of the host busybox (`busybox --list`), listed once per process.
+pub fn applets() -> &'static [String] {
+    static LIST: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let out = std::process::Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("/bin/busybox --list: {e} (apt-get install busybox-static)")
+            });
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|a| !a.is_empty() && *a != "busybox")
+            .map(str::to_string)
+            .collect()
+    })
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -14,6 +14,8 @@
 //!   (method, path, host, auth *scheme*, `Range`, lengths, status) — never a secret.
 //! - [`fixtures`]: small deterministic OCI images (real gzip tars) from a seed;
 //!   [`busybox`]: runnable busybox images (amd64, arm64) from Debian's static busybox.
+//! - [`error_chain`]: an error with all its sources, for failure messages.
+//! - [`processes_with`]: processes still running whose command line carries a marker.
 //! - [`schema`]: validation against the OCI image-spec JSON schemas (vendored).
 //!
 //! ```no_run
@@ -26,17 +28,21 @@
 //! ```
 
 pub mod busybox;
+mod errors;
 pub mod fixtures;
 pub mod memory;
+mod processes;
 mod proxy;
 mod registry;
 pub mod schema;
 mod token;
 
 pub use busybox::{busybox_image, busybox_index};
+pub use errors::error_chain;
 pub use fixtures::{
     TestImage, image_from_layers, index_of, random_image, random_image_for_platform, random_index,
 };
+pub use processes::processes_with;
 pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
 pub use registry::{TestRegistry, push_image_raw};
 pub use token::{TokenRequest, TokenServer};

@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use strata_sandbox::{Rootfs, RunOutcome, RunSpec, Sandbox, SandboxError, StepDirs};
 
@@ -15,21 +13,6 @@ pub const HELPER: &str = env!("CARGO_BIN_EXE_strata-sandbox-helper");
 
 pub fn sandbox() -> Sandbox {
     Sandbox::with_helper(HELPER)
-}
-
-/// Applets of the host busybox (`busybox --list`), once.
-fn applets() -> &'static Vec<String> {
-    static LIST: OnceLock<Vec<String>> = OnceLock::new();
-    LIST.get_or_init(|| {
-        let out = Command::new("/bin/busybox").arg("--list").output().expect(
-            "/bin/busybox missing: apt-get install busybox-static (scripts/install-deps.sh)",
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty() && *l != "busybox")
-            .map(String::from)
-            .collect()
-    })
 }
 
 /// A busybox root filesystem at `dir` (like bench/make-fixtures.sh's mk_rootfs): bin/busybox
@@ -50,7 +33,7 @@ pub fn make_rootfs(dir: &Path, busybox: &Path) {
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    for a in applets() {
+    for a in strata_testkit::busybox::applets() {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(a));
     }
     std::fs::write(
@@ -121,7 +104,7 @@ impl Fixture {
 pub fn run_ok(spec: &RunSpec) -> RunOutcome {
     match sandbox().run(spec) {
         Ok(o) => o,
-        Err(e) => panic!("run failed: {}", chain(&e)),
+        Err(e) => panic!("run failed: {}", strata_testkit::error_chain(&e)),
     }
 }
 
@@ -130,17 +113,6 @@ pub fn run_err(spec: &RunSpec) -> SandboxError {
         Ok(o) => panic!("expected an error, got {o:?}"),
         Err(e) => e,
     }
-}
-
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 pub fn output(o: &RunOutcome) -> String {
@@ -219,24 +191,6 @@ impl Probe {
         let dir_md = std::fs::metadata(self.dir.path()).unwrap();
         assert!(dir_md.is_dir());
     }
-}
-
-/// Processes whose command line contains `marker`.
-pub fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(marker) {
-                found.push(format!("{name}: {cmd}"));
-            }
-        }
-    }
-    found
 }
 
 /// Read a file's xattr (None when absent).
