@@ -66,16 +66,7 @@ async fn build_ok(o: &BuildOptions, bb: &Bb) -> (BuildResult, Arc<Events>) {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
-}
+use strata_testkit::error_chain;
 
 /// RUN output lines of a build.
 fn output_lines(events: &Events) -> Vec<String> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Env, run};
-use strata_testkit::busybox_index;
+use strata_testkit::{busybox_index, processes_with};
 
 /// A context with `containerfile` and a busybox base (amd64 + arm64 index) in a layout.
 fn setup(env: &Env, containerfile: &str) -> PathBuf {
@@ -254,24 +254,6 @@ fn b5_the_strata_binary_survives_writes_to_proc_self_exe() {
     let before = sha256_of_file(&binary);
     env.ok(&["build", "-q", s(&ctx)]);
     assert_eq!(sha256_of_file(&binary), before);
-}
-
-/// Processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(marker) {
-                found.push(format!("{name}: {cmd}"));
-            }
-        }
-    }
-    found
 }
 
 #[test]
