@@ -141,6 +141,9 @@ pub(crate) struct Request {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Body,
     pub(crate) follow: Follow,
+    /// A blob GET whose body may be read straight from the socket (plain HTTP; see
+    /// [`crate::direct`]); the body then comes back in [`Answer::direct`].
+    pub(crate) direct: bool,
     /// For messages: `manifest base/busybox:latest`.
     pub(crate) what: String,
 }
@@ -154,6 +157,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: Body::Empty,
             follow: Follow::No,
+            direct: false,
             what,
         }
     }
@@ -163,6 +167,9 @@ impl Request {
 pub(crate) struct Answer {
     pub(crate) response: reqwest::Response,
     pub(crate) url: Url,
+    /// The body of a 200/206 to a [`Request::direct`] GET read from the socket; when set,
+    /// `response` carries only the status and headers.
+    pub(crate) direct: Option<Box<crate::direct::DirectBody>>,
 }
 
 fn retryable_status(s: StatusCode) -> bool {
@@ -684,30 +691,53 @@ impl Inner {
         let mut method = req.method.clone();
         let mut hops = 0;
         loop {
-            let mut rb = self.http.request(method.clone(), url.clone());
-            for (k, v) in &req.headers {
-                rb = rb.header(k, v);
+            let authorization = match &auth_mode {
+                AuthMode::Registry if host.same_origin(&url) => self
+                    .authorization(host, scopes)
+                    .await
+                    .map_err(SendError::Fatal)?,
+                AuthMode::Header(v) if hops == 0 => Some(v.clone()),
+                _ => None,
+            };
+            let mut direct = None;
+            let mut answered = None;
+            if req.direct && method == Method::GET && crate::direct::eligible(&url) {
+                let mut headers = req.headers.clone();
+                if let Some(v) = &authorization {
+                    headers.insert(header::AUTHORIZATION, v.clone());
+                }
+                tracing::trace!(url = %redact_url(&url), hop = hops, "direct request");
+                match crate::direct::get(&url, &headers, &self.options).await {
+                    Ok(crate::direct::Outcome::Body(response, body)) => {
+                        answered = Some(response);
+                        direct = Some(Box::new(body));
+                    }
+                    Ok(crate::direct::Outcome::Complete(response)) => answered = Some(response),
+                    Ok(crate::direct::Outcome::NotHandled(why)) => {
+                        tracing::debug!(what = req.what, why, "direct GET not used")
+                    }
+                    // Nothing was answered: the same attempt goes through reqwest, whose
+                    // errors are the ones the retry rules know.
+                    Err(e) => tracing::debug!(what = req.what, error = %e, "direct GET failed"),
+                }
             }
-            match &auth_mode {
-                AuthMode::Registry if host.same_origin(&url) => {
-                    if let Some(v) = self
-                        .authorization(host, scopes)
-                        .await
-                        .map_err(SendError::Fatal)?
-                    {
+            let response = match answered {
+                Some(r) => r,
+                None => {
+                    let mut rb = self.http.request(method.clone(), url.clone());
+                    for (k, v) in &req.headers {
+                        rb = rb.header(k, v);
+                    }
+                    if let Some(v) = authorization {
                         rb = rb.header(header::AUTHORIZATION, v);
                     }
+                    if let Some(b) = body.take() {
+                        rb = rb.body(b);
+                    }
+                    tracing::trace!(%method, url = %redact_url(&url), hop = hops, "request");
+                    rb.send().await.map_err(SendError::Transport)?
                 }
-                AuthMode::Header(v) if hops == 0 => {
-                    rb = rb.header(header::AUTHORIZATION, v.clone());
-                }
-                _ => {}
-            }
-            if let Some(b) = body.take() {
-                rb = rb.body(b);
-            }
-            tracing::trace!(%method, url = %redact_url(&url), hop = hops, "request");
-            let response = rb.send().await.map_err(SendError::Transport)?;
+            };
             let status = response.status();
             if req.follow == Follow::Redirects
                 && status.is_redirection()
@@ -780,7 +810,11 @@ impl Inner {
                 url = next;
                 continue;
             }
-            return Ok(Answer { response, url });
+            return Ok(Answer {
+                response,
+                url,
+                direct,
+            });
         }
     }
 

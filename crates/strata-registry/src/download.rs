@@ -1,18 +1,22 @@
 //! Blob downloads that resume with `Range` after a broken body.
 
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use bytes::{Buf, Bytes};
+use futures::Stream;
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
 use strata_image::{BlobReader, ImageError};
 use strata_spec::{Descriptor, Digest};
-use tokio_util::io::StreamReader;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::RegistryError;
-use crate::client::{Follow, Host, Inner, Request, authority, backoff, error_from};
+use crate::client::{Answer, Follow, Host, Inner, Request, authority, backoff, error_from};
+use crate::direct::DirectBody;
 use crate::source::blob_url;
 
 /// Most resumes of one blob, whatever progress each made (a server dribbling a byte per
@@ -21,6 +25,27 @@ const MAX_RESUMES: u32 = 64;
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
+/// Where the bytes of the current response come from.
+enum Body {
+    /// reqwest's chunks (TLS, proxies, redirects to other hosts); `pending` is the part of
+    /// the last chunk not handed out yet.
+    Stream { stream: ByteStream, pending: Bytes },
+    /// Read from the socket into the caller's buffer ([`crate::direct`]).
+    Direct(Box<DirectBody>),
+}
+
+impl Body {
+    fn of(answer: Answer) -> Body {
+        match answer.direct {
+            Some(d) => Body::Direct(d),
+            None => Body::Stream {
+                stream: Box::pin(answer.response.bytes_stream()),
+                pending: Bytes::new(),
+            },
+        }
+    }
+}
+
 struct State {
     inner: Arc<Inner>,
     host: Arc<Host>,
@@ -28,17 +53,40 @@ struct State {
     digest: Digest,
     size: u64,
     url: url::Url,
-    body: Option<ByteStream>,
+    /// `None` after the body broke: the next read resumes.
+    body: Option<Body>,
+    /// Bytes received so far (handed out, or pending in the last chunk).
     delivered: u64,
     /// Failures since the last byte arrived.
     failures: u32,
     resumes: u32,
     last_cause: String,
-    done: bool,
+    finished: bool,
 }
 
-fn to_io(e: RegistryError) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, ImageError::from(e))
+/// What one step of reading the current body gave.
+enum Step {
+    /// Bytes were put in the buffer, or the blob is complete (nothing put).
+    Read,
+    Pending,
+    /// The body broke or ended early: resume.
+    Resume,
+    Fail(RegistryError),
+}
+
+type Resuming = Pin<Box<dyn Future<Output = (Box<State>, Result<(), RegistryError>)> + Send>>;
+
+/// The blob as an [`AsyncRead`]: never more than the descriptor's size, resumed after a
+/// broken body (only with an exactly continuing 206).
+struct Download {
+    /// `None` while `resuming` owns it, and for good after a failure.
+    state: Option<Box<State>>,
+    resuming: Option<Resuming>,
+    failure: Option<String>,
+}
+
+fn to_io(e: RegistryError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, ImageError::from(e))
 }
 
 pub(crate) async fn open(
@@ -62,15 +110,20 @@ pub(crate) async fn open(
         what.clone(),
     );
     req.follow = Follow::Redirects;
+    req.direct = true;
     let answer = inner.send(&host, req).await?;
     if !answer.response.status().is_success() {
         return Err(error_from(answer, &host.host_port(), &what, 1).await);
     }
-    if answer.response.content_length().is_some_and(|l| l > size) {
+    let announced = match &answer.direct {
+        Some(d) => Some(d.len()),
+        None => answer.response.content_length(),
+    };
+    if announced.is_some_and(|l| l > size) {
         return Err(RegistryError::SizeMismatch {
             digest: descriptor.digest.clone(),
             expected: size,
-            actual: answer.response.content_length().unwrap_or(0),
+            actual: announced.unwrap_or(0),
             more: " (Content-Length larger than the descriptor)",
         });
     }
@@ -81,64 +134,139 @@ pub(crate) async fn open(
         digest: descriptor.digest.clone(),
         size,
         url,
-        body: Some(Box::pin(answer.response.bytes_stream())),
+        body: Some(Body::of(answer)),
         delivered: 0,
         failures: 0,
         resumes: 0,
         last_cause: String::new(),
-        done: false,
+        finished: false,
     };
-    let stream = futures::stream::unfold(state, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        match st.next_chunk().await {
-            Ok(Some(b)) => Some((Ok(b), st)),
-            Ok(None) => None,
-            Err(e) => {
-                st.done = true;
-                Some((Err(to_io(e)), st))
+    Ok(Box::pin(Download {
+        state: Some(Box::new(state)),
+        resuming: None,
+        failure: None,
+    }))
+}
+
+impl AsyncRead for Download {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(resuming) = this.resuming.as_mut() {
+                let Poll::Ready((state, result)) = resuming.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.resuming = None;
+                if let Err(e) = result {
+                    this.failure = Some(e.to_string());
+                    return Poll::Ready(Err(to_io(e)));
+                }
+                this.state = Some(state);
+            }
+            let Some(state) = this.state.as_mut() else {
+                let why = this.failure.as_deref().unwrap_or("blob download failed");
+                return Poll::Ready(Err(io::Error::other(why.to_string())));
+            };
+            match state.poll_body(cx, buf) {
+                Step::Read => return Poll::Ready(Ok(())),
+                Step::Pending => return Poll::Pending,
+                Step::Fail(e) => {
+                    this.state = None;
+                    this.failure = Some(e.to_string());
+                    return Poll::Ready(Err(to_io(e)));
+                }
+                Step::Resume => {
+                    let Some(mut state) = this.state.take() else {
+                        continue;
+                    };
+                    this.resuming = Some(Box::pin(async move {
+                        let result = state.resume().await;
+                        (state, result)
+                    }));
+                }
             }
         }
-    });
-    Ok(Box::pin(StreamReader::new(stream)))
+    }
 }
 
 impl State {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, RegistryError> {
+    fn poll_body(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Step {
         loop {
-            if let Some(body) = self.body.as_mut() {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        if chunk.is_empty() {
-                            continue;
-                        }
-                        let len = chunk.len() as u64;
-                        if self.delivered + len > self.size {
-                            // Abort at size+1: never hand out more than the descriptor says.
-                            return Err(RegistryError::SizeMismatch {
-                                digest: self.digest.clone(),
-                                expected: self.size,
-                                actual: self.delivered + len,
-                                more: " or more (body longer than the descriptor)",
-                            });
-                        }
-                        self.delivered += len;
-                        self.failures = 0;
-                        return Ok(Some(chunk));
+            if self.finished || buf.remaining() == 0 {
+                return Step::Read;
+            }
+            match self.body.as_mut() {
+                None => return Step::Resume,
+                Some(Body::Direct(body)) => {
+                    if self.delivered == self.size {
+                        self.finished = true;
+                        return Step::Read;
                     }
-                    Some(Err(e)) => {
-                        self.last_cause = format!("body broke: {}", e.without_url());
-                        self.body = None;
+                    let before = buf.filled().len();
+                    match Pin::new(body.as_mut()).poll_read(cx, buf) {
+                        Poll::Pending => return Step::Pending,
+                        Poll::Ready(Ok(())) => {
+                            let n = (buf.filled().len() - before) as u64;
+                            if n == 0 {
+                                self.last_cause = "body ended early".into();
+                                self.body = None;
+                                continue;
+                            }
+                            self.delivered += n;
+                            self.failures = 0;
+                            return Step::Read;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            self.last_cause = format!("body broke: {e}");
+                            self.body = None;
+                        }
                     }
-                    None if self.delivered == self.size => return Ok(None),
-                    None => {
-                        self.last_cause = "body ended early".into();
-                        self.body = None;
+                }
+                Some(Body::Stream { stream, pending }) => {
+                    if !pending.is_empty() {
+                        let n = pending.len().min(buf.remaining());
+                        buf.put_slice(&pending[..n]);
+                        pending.advance(n);
+                        return Step::Read;
+                    }
+                    match stream.as_mut().poll_next(cx) {
+                        Poll::Pending => return Step::Pending,
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            let len = chunk.len() as u64;
+                            if self.delivered + len > self.size {
+                                // Abort at size+1: never hand out more than the descriptor says.
+                                return Step::Fail(RegistryError::SizeMismatch {
+                                    digest: self.digest.clone(),
+                                    expected: self.size,
+                                    actual: self.delivered + len,
+                                    more: " or more (body longer than the descriptor)",
+                                });
+                            }
+                            self.delivered += len;
+                            if len > 0 {
+                                self.failures = 0;
+                            }
+                            *pending = chunk;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            self.last_cause = format!("body broke: {}", e.without_url());
+                            self.body = None;
+                        }
+                        Poll::Ready(None) if self.delivered == self.size => {
+                            self.finished = true;
+                            return Step::Read;
+                        }
+                        Poll::Ready(None) => {
+                            self.last_cause = "body ended early".into();
+                            self.body = None;
+                        }
                     }
                 }
             }
-            self.resume().await?;
         }
     }
 
@@ -175,6 +303,7 @@ impl State {
             what.clone(),
         );
         req.follow = Follow::Redirects;
+        req.direct = true;
         if self.delivered > 0 {
             let range = format!("bytes={}-", self.delivered);
             req.headers.insert(
@@ -194,8 +323,7 @@ impl State {
         };
         let status = answer.response.status();
         if self.delivered == 0 && status == StatusCode::OK {
-            self.body = Some(Box::pin(answer.response.bytes_stream()));
-            return Ok(());
+            return self.accept(answer);
         }
         if status != StatusCode::PARTIAL_CONTENT {
             if !status.is_success() {
@@ -225,7 +353,24 @@ impl State {
                 ),
             ));
         }
-        self.body = Some(Box::pin(answer.response.bytes_stream()));
+        self.accept(answer)
+    }
+
+    /// Read the rest of the blob from `answer`, unless it announces more than is missing.
+    fn accept(&mut self, answer: Answer) -> Result<(), RegistryError> {
+        let announced = match &answer.direct {
+            Some(d) => Some(d.len()),
+            None => answer.response.content_length(),
+        };
+        if let Some(len) = announced.filter(|l| *l > self.size - self.delivered) {
+            return Err(RegistryError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: self.delivered + len,
+                more: " (Content-Length larger than the descriptor)",
+            });
+        }
+        self.body = Some(Body::of(answer));
         Ok(())
     }
 }

@@ -62,6 +62,120 @@ async fn f1_broken_blob_body_resumes_with_range() {
 }
 
 #[tokio::test]
+async fn plain_http_blob_gets_are_read_from_the_socket_and_resume_the_same_way() {
+    // Over plain HTTP a blob GET bypasses reqwest (crate::direct): its own request, with
+    // `Connection: close`, and the body read straight into the caller's buffer. Its resume
+    // after a reset is direct too, and the blob arrives whole.
+    let (_r, proxy, image) = setup(30, &[300_000]).await;
+    let d = layer(&image);
+    proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::ResetAfter(100_000)).nth(1));
+    let source = client()
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_verified(&source, &d).await.unwrap(),
+        layer_bytes(&image)
+    );
+    let gets = proxy.matching("GET", &format!("/blobs/{}", d.digest));
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    for g in &gets {
+        assert_eq!(g.connection.as_deref(), Some("close"), "{g:#?}");
+    }
+    assert_eq!(gets[1].status, Some(206));
+    // Manifests keep going through reqwest's pooled connections.
+    source.manifest(None).await.unwrap();
+    let manifests = proxy.matching("GET", "/manifests/v1");
+    assert!(
+        manifests.iter().all(|m| m.connection.is_none()),
+        "{manifests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn blob_get_statuses_keep_their_meaning_on_the_direct_path() {
+    // 429 with Retry-After and 503 are retried (the direct answer is handed to the same
+    // retry rules), then the blob arrives.
+    let (_r, proxy, image) = setup(31, &[20_000]).await;
+    let d = layer(&image);
+    proxy.add(
+        Rule::new(
+            "GET",
+            "/blobs/sha256:",
+            Fault::with_header(429, "Retry-After", "3600"),
+        )
+        .nth(1),
+    );
+    proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::status(503)).nth(2));
+    let source = client()
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_verified(&source, &d).await.unwrap(),
+        layer_bytes(&image)
+    );
+    let statuses: Vec<_> = proxy
+        .matching("GET", &format!("/blobs/{}", d.digest))
+        .iter()
+        .map(|g| g.status)
+        .collect();
+    assert_eq!(statuses, [Some(429), Some(503), Some(200)]);
+
+    // A registry error document on a blob GET is read and reported with its message.
+    let (_r, proxy, image) = setup(32, &[1_000]).await;
+    let d = layer(&image);
+    proxy.add(
+        Rule::new(
+            "GET",
+            "/blobs/sha256:",
+            Fault::registry_error(403, "DENIED", "no pulls from this address", "rid-403"),
+        )
+        .always(),
+    );
+    let source = client()
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap();
+    let err = fetch_verified(&source, &d).await.unwrap_err().to_string();
+    assert!(err.contains("no pulls from this address"), "{err}");
+    assert!(err.contains(&d.digest.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn stalled_blob_body_times_out_and_resumes() {
+    // The body stops for longer than the read timeout: the direct reader gives up on that
+    // connection and asks again (without the timeout the first GET would take 20 s and
+    // be the only one).
+    let (_r, proxy, image) = setup(33, &[64_000]).await;
+    let d = layer(&image);
+    proxy.add(
+        Rule::new(
+            "GET",
+            "/blobs/sha256:",
+            Fault::SlowBody {
+                chunk: 16_000,
+                delay: Duration::from_secs(5),
+            },
+        )
+        .nth(1),
+    );
+    let mut options = options();
+    options.read_timeout = Duration::from_millis(300);
+    let source = Client::new(options)
+        .unwrap()
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_verified(&source, &d).await.unwrap(),
+        layer_bytes(&image)
+    );
+    let gets = proxy.matching("GET", &format!("/blobs/{}", d.digest));
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+}
+
+#[tokio::test]
 async fn f2_resume_refuses_200_or_wrong_content_range() {
     for (name, second) in [
         ("ignored range", Fault::IgnoreRange),

@@ -154,6 +154,8 @@ pub struct RecordedRequest {
     /// `Basic` / `Bearer` when an `Authorization` header was sent.
     pub auth_scheme: Option<String>,
     pub range: Option<String>,
+    /// The `Connection` header (`close` from strata's direct plain-HTTP blob GETs).
+    pub connection: Option<String>,
     pub content_length: Option<u64>,
     pub content_range: Option<String>,
     /// The answer's status (None when the connection was dropped before one).
@@ -296,6 +298,7 @@ async fn handle(
         auth_scheme: header("authorization")
             .map(|v| v.split_whitespace().next().unwrap_or_default().to_string()),
         range: header("range"),
+        connection: header("connection"),
         content_length: header("content-length").and_then(|v| v.parse().ok()),
         content_range: header("content-range"),
         status: None,
