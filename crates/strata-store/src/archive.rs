@@ -305,28 +305,110 @@ fn decode_into<R: BufRead>(
         inner: out,
         hasher: DigestHasher::new(Algorithm::Sha256),
     };
-    let mut input = match compression {
+    let mut input = decompress(input, compression, &mut output)?;
+    std::io::copy(&mut input, &mut std::io::sink())?;
+    Ok((compression, input, output.hasher.finish()))
+}
+
+/// Decompress `input` (as `compression`) into `out`; returns `input`, read up to the end of
+/// the compressed stream.
+fn decompress<R: Read>(
+    input: R,
+    compression: LayerCompression,
+    out: &mut dyn Write,
+) -> std::io::Result<R> {
+    match compression {
         LayerCompression::None => {
             let mut input = input;
-            std::io::copy(&mut input, &mut output)?;
-            input
+            std::io::copy(&mut input, out)?;
+            Ok(input)
         }
         LayerCompression::Gzip => {
             // Multi-member gzip (pigz) is one stream (RELIABILITY A20).
             let mut decoder = flate2::read::MultiGzDecoder::new(input);
-            std::io::copy(&mut decoder, &mut output)?;
-            decoder.into_inner()
+            std::io::copy(&mut decoder, out)?;
+            Ok(decoder.into_inner())
         }
         LayerCompression::Zstd => {
             // The default window limit (2^27) stays: a frame asking for more is an error,
             // not an allocation (RELIABILITY A22).
             let mut decoder = zstd::stream::read::Decoder::new(input)?;
-            std::io::copy(&mut decoder, &mut output)?;
-            decoder.finish().into_inner()
+            std::io::copy(&mut decoder, out)?;
+            Ok(decoder.finish().into_inner())
         }
-    };
-    std::io::copy(&mut input, &mut std::io::sink())?;
-    Ok((compression, input, output.hasher.finish()))
+    }
+}
+
+/// Decompress `input` on a helper thread while this thread hands the bytes to `consume`, so
+/// inflating and hashing/writing overlap on two cores. Memory: three chunks in flight.
+fn decompress_overlapped<R: Read + Send>(
+    input: R,
+    compression: LayerCompression,
+    consume: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::sync::mpsc;
+    /// Collects output into chunks and sends each when full; takes emptied ones back.
+    struct Chunks {
+        buf: Vec<u8>,
+        full: mpsc::SyncSender<Vec<u8>>,
+        empty: mpsc::Receiver<Vec<u8>>,
+    }
+    impl Chunks {
+        fn send(&mut self) -> std::io::Result<()> {
+            let next = self
+                .empty
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(COPY_CHUNK));
+            let full = std::mem::replace(&mut self.buf, next);
+            self.full
+                .send(full)
+                .map_err(|_| std::io::Error::other("the archive writer stopped"))
+        }
+    }
+    impl Write for Chunks {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let n = data.len().min(COPY_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&data[..n]);
+            if self.buf.len() == COPY_CHUNK {
+                self.send()?;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> std::io::Result<()> {
+            let mut chunks = Chunks {
+                buf: Vec::with_capacity(COPY_CHUNK),
+                full: full_tx,
+                empty: empty_rx,
+            };
+            decompress(input, compression, &mut chunks)?;
+            if !chunks.buf.is_empty() {
+                chunks.send()?;
+            }
+            Ok(())
+        });
+        let mut consumed = Ok(());
+        while let Ok(mut chunk) = full_rx.recv() {
+            consumed = consume(&chunk);
+            if consumed.is_err() {
+                break;
+            }
+            chunk.clear();
+            let _ = empty_tx.send(chunk);
+        }
+        // A consumer that stopped early must not leave the producer blocked on a send.
+        drop(full_rx);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("decompression thread panicked")));
+        consumed.and(produced)
+    })
 }
 
 fn decode_and_hash<R: BufRead>(
@@ -765,9 +847,15 @@ impl DockerArchiveSink {
         })
     }
 
-    /// Decompress a staged layer into `<staging>/layers/<diff_id hex>.tar`, or use the blob
-    /// itself when it is already a plain tar. Returns the file and the diff_id.
-    fn uncompressed_layer(&self, layer: &Descriptor) -> Result<(PathBuf, Digest), StoreError> {
+    /// Append `layer`, uncompressed, to `tar` as `name`, checking that its content hashes to
+    /// `diff_id`.
+    fn append_layer(
+        &self,
+        tar: &mut TarWriter,
+        name: &str,
+        layer: &Descriptor,
+        diff_id: &Digest,
+    ) -> Result<(), ImageError> {
         let layout = self.inner.layout();
         let (file, _) = layout.open_blob(&layer.digest)?;
         let blob_path = layout.blob_path(&layer.digest);
@@ -775,25 +863,120 @@ impl DockerArchiveSink {
         let head = reader
             .fill_buf()
             .map_err(|e| StoreError::io(&blob_path, "cannot read", e))?;
-        if sniff(head) == LayerCompression::None && layer.digest.algorithm() == Algorithm::Sha256 {
-            return Ok((blob_path, layer.digest.clone()));
+        let compression = sniff(head);
+        let mut hasher = DigestHasher::new(diff_id.algorithm());
+        tar.append_streamed(name, &mut |out| {
+            decompress_overlapped(&mut reader, compression, &mut |chunk| {
+                hasher.update(chunk);
+                out.write_all(chunk)
+            })
+        })
+        .map_err(|e| StoreError::io(&blob_path, "cannot decompress layer into the archive", e))?;
+        let actual = hasher.finish();
+        if &actual != diff_id {
+            return Err(ImageError::DigestMismatch {
+                expected: diff_id.clone(),
+                actual,
+            });
         }
-        let dir = self.staging.dir.join("layers");
-        let (out, temp) = crate::layout::create_temp(&dir)?;
-        let mut out = BufWriter::with_capacity(COPY_CHUNK, out);
-        let result = decode_into(reader, &mut out)
-            .and_then(|(_, _, diff_id)| out.flush().map(|_| diff_id))
-            .map_err(|e| StoreError::io(&blob_path, "cannot decompress layer", e));
-        let diff_id = match result {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = fs::remove_file(&temp);
-                return Err(e);
-            }
+        Ok(())
+    }
+}
+
+/// A tar written straight to a file: members whose size is only known once written get a
+/// header patched in place afterwards, so nothing is staged.
+struct TarWriter {
+    out: BufWriter<File>,
+    /// Bytes written so far (the next header's offset).
+    at: u64,
+    path: PathBuf,
+}
+
+impl TarWriter {
+    fn io(&self, e: std::io::Error) -> StoreError {
+        StoreError::io(&self.path, "cannot write archive", e)
+    }
+
+    fn header(name: &str, size: u64) -> std::io::Result<tar::Header> {
+        let mut h = tar_header(size, 0o644, tar::EntryType::Regular);
+        // Member names here are digests plus a suffix: they fit the 100-byte field.
+        h.set_path(name)?;
+        h.set_cksum();
+        Ok(h)
+    }
+
+    fn pad(&mut self, size: u64) -> std::io::Result<()> {
+        let rest = (512 - size % 512) % 512;
+        self.out.write_all(&[0u8; 512][..rest as usize])?;
+        self.at += size + rest;
+        Ok(())
+    }
+
+    fn append_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let h = Self::header(name, bytes.len() as u64).map_err(|e| self.io(e))?;
+        self.out.write_all(h.as_bytes()).map_err(|e| self.io(e))?;
+        self.at += 512;
+        self.out.write_all(bytes).map_err(|e| self.io(e))?;
+        self.pad(bytes.len() as u64).map_err(|e| self.io(e))
+    }
+
+    /// A member whose bytes `write` produces: a placeholder header, the bytes, then the
+    /// header rewritten with the size they came to.
+    fn append_streamed(
+        &mut self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let header_at = self.at;
+        self.out.write_all(Self::header(name, 0)?.as_bytes())?;
+        self.at += 512;
+        let mut counted = Counted {
+            inner: &mut self.out,
+            count: 0,
         };
-        let dest = dir.join(format!("{}.tar", diff_id.encoded()));
-        fs::rename(&temp, &dest).map_err(|e| StoreError::io(&dest, "cannot rename", e))?;
-        Ok((dest, diff_id))
+        write(&mut counted)?;
+        let size = counted.count;
+        self.pad(size)?;
+        self.out.flush()?;
+        self.out
+            .get_ref()
+            .write_all_at(Self::header(name, size)?.as_bytes(), header_at)
+    }
+
+    /// The end-of-archive blocks, fsync, rename over `target`, fsync the directory.
+    fn finish(mut self, target: &Path) -> Result<(), StoreError> {
+        self.out.write_all(&[0u8; 1024]).map_err(|e| self.io(e))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| StoreError::io(&self.path, "cannot write archive", e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| StoreError::io(&self.path, "cannot write archive", e))?;
+        drop(file);
+        fs::rename(&self.path, target)
+            .map_err(|e| StoreError::io(target, "cannot rename archive into place", e))?;
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts bytes written through.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    count: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -846,23 +1029,25 @@ impl ImageSink for DockerArchiveSink {
                 manifest.layers.len()
             )));
         }
+        let diff_ids: Vec<Digest> = diff_ids
+            .iter()
+            .map(|d| d.parse().map_err(ImageError::Spec))
+            .collect::<Result<_, _>>()?;
+        // Written straight into a temp file beside the target (nothing else is staged): the
+        // config, each layer decompressed once, manifest.json; renamed into place at the end.
+        let (file, path) = crate::layout::create_temp(&self.staging.dir)?;
+        let mut tar = TarWriter {
+            out: BufWriter::with_capacity(COPY_CHUNK, file),
+            at: 0,
+            path,
+        };
         let config_name = format!("{}.json", manifest.config.digest.encoded());
-        let mut members = vec![(
-            config_name.clone(),
-            layout.blob_path(&manifest.config.digest),
-        )];
+        tar.append_bytes(&config_name, &config_bytes)?;
         let mut layer_names = Vec::new();
-        for (layer, declared) in manifest.layers.iter().zip(&diff_ids) {
-            let (file, diff_id) = self.uncompressed_layer(layer)?;
-            if declared != &diff_id.to_string() {
-                return Err(ImageError::DigestMismatch {
-                    expected: declared.parse().map_err(ImageError::Spec)?,
-                    actual: diff_id,
-                });
-            }
+        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
             let name = format!("{}.tar", diff_id.encoded());
             if !layer_names.contains(&name) {
-                members.push((name.clone(), file));
+                self.append_layer(&mut tar, &name, layer, diff_id)?;
             }
             layer_names.push(name);
         }
@@ -871,12 +1056,10 @@ impl ImageSink for DockerArchiveSink {
             repo_tags: Some(self.reference.iter().map(familiar).collect()),
             layers: layer_names,
         };
-        let manifest_path = self.staging.dir.join("manifest.json");
         let bytes = serde_json::to_vec(&vec![entry])
             .map_err(|e| ImageError::io("manifest.json", e.into()))?;
-        fs::write(&manifest_path, bytes).map_err(|e| ImageError::io("writing manifest.json", e))?;
-        members.push(("manifest.json".into(), manifest_path));
-        write_tar(&self.target, &self.staging.dir, &[], &members)?;
+        tar.append_bytes("manifest.json", &bytes)?;
+        tar.finish(&self.target)?;
         Ok(())
     }
 }
@@ -884,6 +1067,92 @@ impl ImageSink for DockerArchiveSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_members_get_their_size_patched_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tar.tmp");
+        let mut tar = TarWriter {
+            out: BufWriter::new(File::create(&path).unwrap()),
+            at: 0,
+            path: path.clone(),
+        };
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        tar.append_bytes("a.json", b"{}").unwrap();
+        tar.append_streamed("b.tar", &mut |out| {
+            for c in big.chunks(70_001) {
+                out.write_all(c)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        tar.append_streamed("empty.tar", &mut |_| Ok(())).unwrap();
+        tar.append_bytes("manifest.json", b"[]").unwrap();
+        let target = dir.path().join("t.tar");
+        tar.finish(&target).unwrap();
+        assert!(!path.exists());
+        // The tar crate checks every header checksum while reading.
+        let mut archive = tar::Archive::new(File::open(&target).unwrap());
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            assert_eq!(e.header().size().unwrap(), v.len() as u64);
+            seen.push((e.path().unwrap().display().to_string(), v));
+        }
+        let want: Vec<(String, Vec<u8>)> = vec![
+            ("a.json".into(), b"{}".to_vec()),
+            ("b.tar".into(), big),
+            ("empty.tar".into(), Vec::new()),
+            ("manifest.json".into(), b"[]".to_vec()),
+        ];
+        assert_eq!(seen, want);
+        let listed = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "GNU tar reads it");
+        assert_eq!(
+            String::from_utf8_lossy(&listed.stdout),
+            "a.json\nb.tar\nempty.tar\nmanifest.json\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn docker_archive_layer_not_matching_its_diff_id_fails_and_leaves_nothing() {
+        use flate2::write::GzEncoder;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("save.tar");
+        let sink = DockerArchiveSink::create(&target, None).unwrap();
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![7u8; 100_000]).unwrap();
+        let layer_bytes = gz.finish().unwrap();
+        let layer = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &layer_bytes);
+        let lie = format!("sha256:{}", "ab".repeat(32));
+        let config_bytes = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{lie}"]}}}}"#
+        )
+        .into_bytes();
+        let config = Descriptor::of_bytes(MediaType::OCI_CONFIG, &config_bytes);
+        for (d, b) in [(&layer, layer_bytes), (&config, config_bytes)] {
+            sink.put_blob(d, Box::pin(std::io::Cursor::new(b)))
+                .await
+                .unwrap();
+        }
+        let mut manifest = ImageManifest::new(MediaType::OCI_MANIFEST, config);
+        manifest.layers.push(layer);
+        let raw = RawManifest::new(manifest.to_bytes(), MediaType::new(MediaType::OCI_MANIFEST));
+        sink.put_manifest(&raw, None).await.unwrap();
+        match sink.finish().await.unwrap_err() {
+            ImageError::DigestMismatch { expected, .. } => assert_eq!(expected.to_string(), lie),
+            other => panic!("{other}"),
+        }
+        drop(sink);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "no archive, no staging: {left:?}");
+    }
 
     #[test]
     fn clean_names() {
