@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::{StreamExt, TryStreamExt};
@@ -132,23 +133,6 @@ pub fn select_platform<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Opti
         })
         .or(matching.first())
         .copied()
-}
-
-fn platform_list(entries: &[Descriptor]) -> String {
-    let v: Vec<String> = entries
-        .iter()
-        .map(|d| {
-            d.platform
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "(none)".into())
-        })
-        .collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
 }
 
 struct Planner<'a> {
@@ -346,7 +330,7 @@ pub async fn copy_image(
                     return Err(CopyError::PlatformNotFound {
                         source_name: source.describe(),
                         wanted: Box::new(p.clone()),
-                        available: platform_list(&i.manifests),
+                        available: Descriptor::platform_list(&i.manifests),
                     });
                 }
             }
@@ -410,6 +394,7 @@ pub async fn copy_image(
                         counted = Counted {
                             inner: source,
                             progress: p.clone(),
+                            reported: Arc::new(AtomicU64::new(0)),
                         };
                         &counted
                     }
@@ -473,7 +458,7 @@ async fn single(
     let chosen = select_platform(entries, wanted).ok_or_else(|| CopyError::PlatformNotFound {
         source_name: source.describe(),
         wanted: Box::new(wanted.clone()),
-        available: platform_list(entries),
+        available: Descriptor::platform_list(entries),
     })?;
     let raw = planner.fetch_child(chosen).await?;
     planner.visit(raw, 1, chosen.platform.clone(), None).await
@@ -500,10 +485,14 @@ async fn put_manifest(
     Ok(())
 }
 
-/// A source whose blob streams report their bytes as they pass.
+/// A source whose blob streams report their bytes as they pass. One per blob: a sink that
+/// opens the blob again (an upload resuming after a broken request) reads bytes that were
+/// already reported, so only bytes past the furthest point any stream reached count.
 struct Counted<'a> {
     inner: &'a dyn ImageSource,
     progress: Arc<dyn Progress>,
+    /// The furthest offset reported, across every stream of this blob.
+    reported: Arc<AtomicU64>,
 }
 
 #[async_trait::async_trait]
@@ -520,6 +509,8 @@ impl ImageSource for Counted<'_> {
             inner,
             digest: descriptor.digest.clone(),
             progress: self.progress.clone(),
+            position: 0,
+            reported: self.reported.clone(),
         }))
     }
     fn origin(&self) -> Option<strata_image::BlobOrigin> {
@@ -530,11 +521,14 @@ impl ImageSource for Counted<'_> {
     }
 }
 
-/// Reports bytes as they pass.
+/// Reports bytes as they pass, the first time they pass.
 struct Counting {
     inner: BlobReader,
     digest: Digest,
     progress: Arc<dyn Progress>,
+    /// Bytes this stream has read.
+    position: u64,
+    reported: Arc<AtomicU64>,
 }
 
 impl AsyncRead for Counting {
@@ -545,11 +539,12 @@ impl AsyncRead for Counting {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = self.inner.as_mut().poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
+        self.position += (buf.filled().len() - before) as u64;
+        let previous = self.reported.fetch_max(self.position, Ordering::Relaxed);
+        if self.position > previous {
             self.progress.event(ProgressEvent::BlobBytes {
                 digest: self.digest.clone(),
-                bytes: n as u64,
+                bytes: self.position - previous,
             });
         }
         r

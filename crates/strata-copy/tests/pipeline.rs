@@ -3,10 +3,10 @@
 //! transports are tested against the real things in their own crates and in the CLI tests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use strata_copy::{CopyOptions, ManifestFormat, Selection, copy_image};
+use strata_copy::{CopyOptions, ManifestFormat, Progress, ProgressEvent, Selection, copy_image};
 use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
 use strata_spec::{Descriptor, Digest, ImageIndex, ImageManifest, Manifest, MediaType, Platform};
 
@@ -18,6 +18,9 @@ struct Memory {
     top: Mutex<Option<Digest>>,
     log: Mutex<Vec<String>>,
     corrupt: Mutex<Option<Digest>>,
+    /// As a sink: read half of every blob from a first stream and drop it before reading it
+    /// again from a new one, as an upload resuming after a broken request does.
+    reread: Mutex<bool>,
 }
 
 impl Memory {
@@ -120,6 +123,23 @@ impl ImageSink for Memory {
         self.blobs.lock().unwrap().insert(d.digest.clone(), out);
         Ok(())
     }
+    async fn put_blob_from(
+        &self,
+        d: &Descriptor,
+        source: &dyn ImageSource,
+    ) -> Result<(), ImageError> {
+        if *self.reread.lock().unwrap() {
+            use tokio::io::AsyncReadExt;
+            let mut first = source.blob(d).await?;
+            let mut half = vec![0u8; (d.size_u64().unwrap() as usize / 2).max(1)];
+            first
+                .read_exact(&mut half)
+                .await
+                .map_err(|e| ImageError::from_io("first read", e))?;
+        }
+        let data = source.blob(d).await?;
+        self.put_blob(d, data).await
+    }
     async fn put_manifest(&self, m: &RawManifest, tag: Option<&str>) -> Result<(), ImageError> {
         self.log
             .lock()
@@ -188,6 +208,47 @@ async fn all_keeps_digest_and_writes_tag_last() {
     // copying again skips every blob
     let again = copy_image(&src, &dst, &opts).await.unwrap();
     assert_eq!((again.blobs_copied, again.blobs_skipped), (0, 4));
+}
+
+#[derive(Default)]
+struct Events(Mutex<Vec<ProgressEvent>>);
+
+impl Progress for Events {
+    fn event(&self, event: ProgressEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+#[tokio::test]
+async fn progress_counts_each_byte_once_when_a_blob_is_read_again() {
+    let src = Memory::default();
+    let layer: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let top = src.image("amd64", &layer, false);
+    set_top(&src, &top);
+    let dst = Memory::default();
+    *dst.reread.lock().unwrap() = true;
+    let events = Arc::new(Events::default());
+    let options = CopyOptions {
+        selection: Selection::All,
+        progress: Some(events.clone()),
+        ..Default::default()
+    };
+    copy_image(&src, &dst, &options).await.unwrap();
+    let mut counted: HashMap<Digest, u64> = HashMap::new();
+    for e in events.0.lock().unwrap().iter() {
+        if let ProgressEvent::BlobBytes { digest, bytes } = e {
+            *counted.entry(digest.clone()).or_default() += bytes;
+        }
+    }
+    let copied: HashMap<Digest, u64> = dst
+        .blobs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(d, b)| (d.clone(), b.len() as u64))
+        .collect();
+    assert_eq!(copied.len(), 2, "config and layer");
+    assert_eq!(counted, copied, "each blob's bytes reported exactly once");
 }
 
 #[tokio::test]
