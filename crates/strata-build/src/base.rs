@@ -29,23 +29,6 @@ pub(crate) struct BaseImage {
     pub layers: Vec<LayerRef>,
 }
 
-fn platform_list(entries: &[&Descriptor]) -> String {
-    let v: Vec<String> = entries
-        .iter()
-        .map(|d| {
-            d.platform
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "(no platform)".into())
-        })
-        .collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
 /// Choose the entry of `index` for `wanted`. Never guesses: no match is an error naming what
 /// is there; several Windows versions without an `os.version` in `wanted` is an error too.
 pub(crate) fn select_entry(
@@ -67,7 +50,7 @@ pub(crate) fn select_entry(
         return Err(BuildError::PlatformNotFound {
             image: image.to_string(),
             wanted: Box::new(wanted.clone()),
-            available: platform_list(&manifests),
+            available: Descriptor::platform_list(manifests.iter().copied()),
         });
     }
     if wanted.os == "windows" && wanted.os_version.is_none() {
@@ -78,13 +61,12 @@ pub(crate) fn select_entry(
         versions.sort();
         versions.dedup();
         if versions.len() > 1 {
-            let refs: Vec<&Descriptor> = candidates.iter().collect();
             let mut example = wanted.clone();
             example.os_version = versions.last().cloned();
             return Err(BuildError::AmbiguousPlatform {
                 image: image.to_string(),
                 wanted: Box::new(wanted.clone()),
-                candidates: platform_list(&refs),
+                candidates: Descriptor::platform_list(candidates.iter()),
                 example: example.to_string(),
             });
         }
@@ -94,7 +76,7 @@ pub(crate) fn select_entry(
         .ok_or_else(|| BuildError::PlatformNotFound {
             image: image.to_string(),
             wanted: Box::new(wanted.clone()),
-            available: platform_list(&manifests),
+            available: Descriptor::platform_list(manifests.iter().copied()),
         })
 }
 

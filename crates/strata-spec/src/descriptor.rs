@@ -24,6 +24,24 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// The platforms of index `entries`, for messages: `linux/amd64, windows/amd64:10.0.17763.1757`
+    /// (`(no platform)` for an entry without one, `none` for no entries).
+    pub fn platform_list<'a>(entries: impl IntoIterator<Item = &'a Descriptor>) -> String {
+        let v: Vec<String> = entries
+            .into_iter()
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "(no platform)".into())
+            })
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
     pub fn new(media_type: impl Into<MediaType>, digest: Digest, size: u64) -> Self {
         Descriptor {
             media_type: media_type.into(),
