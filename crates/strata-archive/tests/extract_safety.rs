@@ -1221,7 +1221,15 @@ fn overlay_convert_mounted_equals_applied() {
         eprintln!("skipped: overlay mount not available");
         return;
     }
+    // Unmounted even when listing panics (the temp dir could not be removed otherwise).
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let mounted = Unmount(&merged);
     let seen = listing(&merged, true);
-    let _ = std::process::Command::new("umount").arg(&merged).status();
+    drop(mounted);
     assert_eq!(seen, listing(&applied.root, true));
 }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use strata_archive::ArchiveError;
 use strata_image::ImageError;
-use strata_spec::{Digest, Platform};
+use strata_spec::{DiffId, Digest, Platform};
 use strata_store::StoreError;
 
 /// A place in a Containerfile: `Containerfile:12`.
@@ -102,6 +102,16 @@ pub enum BuildError {
         wanted: Box<Platform>,
         candidates: String,
         example: String,
+    },
+    /// A layer's content does not hash to the DiffId its image config declares (a corrupt
+    /// or lying image, found while extracting it for RUN).
+    #[error(
+        "layer {digest}: the image config declares DiffId {expected} but its content hashes to {actual}"
+    )]
+    DiffIdMismatch {
+        digest: Box<Digest>,
+        expected: Box<DiffId>,
+        actual: Box<DiffId>,
     },
     /// A base or `--from` image cannot be read.
     #[error("image {image}: {context}")]

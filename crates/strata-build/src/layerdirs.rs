@@ -323,10 +323,11 @@ fn extract_into(dir: &Path, layout: &OciLayout, layer: &LayerRef) -> Result<Diff
     let (_, computed, _) = hashing.finish();
     let computed = DiffId(computed);
     if computed != layer.diff_id {
-        return Err(BuildError::Internal(format!(
-            "layer {}: the image declares DiffId {} but its content hashes to {}",
-            layer.digest, layer.diff_id, computed
-        )));
+        return Err(BuildError::DiffIdMismatch {
+            digest: Box::new(layer.digest.clone()),
+            expected: Box::new(layer.diff_id.clone()),
+            actual: Box::new(computed),
+        });
     }
     Ok(computed)
 }

@@ -1016,6 +1016,10 @@ async fn a_base_layer_whose_content_is_not_its_declared_diff_id_is_refused() {
     let err = strata_build::build(&o, &r, None).await.unwrap_err();
     let text = error_chain(&err);
     assert!(
+        matches!(err, strata_build::BuildError::DiffIdMismatch { .. }),
+        "an input fault, not an internal error: {text}"
+    );
+    assert!(
         text.contains("declares DiffId") && text.contains(&"ab".repeat(32)),
         "{text}"
     );
