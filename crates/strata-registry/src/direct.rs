@@ -136,15 +136,19 @@ pub(crate) async fn get(
     let mut head = request_head(url, headers, &options.user_agent);
     timed(options.read_timeout, stream.write_all(&head)).await?;
 
-    // Read until the head is complete.
+    // Read until the head is complete; the whole head within one read timeout (a server
+    // dribbling it byte by byte does not get a timeout per byte).
     head.clear();
+    let head_deadline = tokio::time::Instant::now() + options.read_timeout;
     let (status, response_headers, body_start) = loop {
         if head.len() >= MAX_HEAD {
             return Ok(Outcome::NotHandled("response head too large"));
         }
         let at = head.len();
         head.resize(at + HEAD_READ, 0);
-        let n = timed(options.read_timeout, stream.read(&mut head[at..])).await?;
+        let n = tokio::time::timeout_at(head_deadline, stream.read(&mut head[at..]))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no complete response head"))??;
         head.truncate(at + n);
         if n == 0 {
             return Err(io::Error::new(

@@ -143,6 +143,39 @@ async fn blob_get_statuses_keep_their_meaning_on_the_direct_path() {
 }
 
 #[tokio::test]
+async fn a_chunked_blob_answer_is_left_to_reqwest() {
+    // The direct path reads only Content-Length bodies: a chunked 200 is declined and the
+    // same attempt is sent again through reqwest, which gets the real blob.
+    let (_r, proxy, image) = setup(34, &[1_000]).await;
+    let d = layer(&image);
+    proxy.add(
+        Rule::new(
+            "GET",
+            "/blobs/sha256:",
+            Fault::HugeBody {
+                status: 200,
+                content_type: "application/octet-stream".into(),
+                size: 1_000,
+                declare_length: false,
+            },
+        )
+        .nth(1),
+    );
+    let source = client()
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetch_verified(&source, &d).await.unwrap(),
+        layer_bytes(&image)
+    );
+    let gets = proxy.matching("GET", &format!("/blobs/{}", d.digest));
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert_eq!(gets[0].connection.as_deref(), Some("close"));
+    assert_eq!(gets[1].connection, None, "the second try is reqwest's");
+}
+
+#[tokio::test]
 async fn stalled_blob_body_times_out_and_resumes() {
     // The body stops for longer than the read timeout: the direct reader gives up on that
     // connection and asks again (without the timeout the first GET would take 20 s and
