@@ -586,7 +586,8 @@ impl OciArchiveSink {
     /// `finish` succeeds; an existing file there is replaced then.
     pub fn create(target: &Path) -> Result<OciArchiveSink, StoreError> {
         let staging = staging_for(target)?;
-        let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?;
+        // Scratch: read back in `finish` and removed; only the archive is fsynced.
+        let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?.into_scratch();
         let inner = LayoutSink::new(layout, format!("oci-archive:{}", target.display()))?;
         Ok(OciArchiveSink {
             target: target.to_path_buf(),
@@ -836,7 +837,8 @@ impl DockerArchiveSink {
         reference: Option<&Reference>,
     ) -> Result<DockerArchiveSink, StoreError> {
         let staging = staging_for(target)?;
-        let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?;
+        // Scratch: read back in `finish` and removed; only the archive is fsynced.
+        let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?.into_scratch();
         let inner = LayoutSink::new(layout, format!("docker-archive:{}", target.display()))?;
         Ok(DockerArchiveSink {
             target: target.to_path_buf(),

@@ -41,6 +41,9 @@ pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     root: PathBuf,
+    /// Scratch space (an archive writer's staging): blobs are neither fsynced nor written
+    /// with `O_DIRECT`, since they only live until the archive is written and fsynced.
+    scratch: bool,
 }
 
 /// What `gc` removed.
@@ -325,6 +328,8 @@ pub struct BlobWriter {
     written: u64,
     /// Set while the file is open with `O_DIRECT`.
     direct: Option<AlignedBuf>,
+    /// Commit without fsync (scratch layouts).
+    scratch: bool,
     _guard: Option<WriterGuard>,
 }
 
@@ -361,6 +366,7 @@ impl BlobWriter {
             hasher: Some(DigestHasher::new(descriptor.digest.algorithm())),
             written: 0,
             direct: None,
+            scratch: false,
             _guard: guard,
         };
         // On error the writer drops here and removes its temp file.
@@ -385,6 +391,17 @@ impl BlobWriter {
         staging.clear();
         if !still_direct {
             self.direct = None;
+        }
+        Ok(())
+    }
+
+    /// Buffered writes and no fsync at commit (before anything is written).
+    fn make_scratch(&mut self) -> Result<(), StoreError> {
+        self.scratch = true;
+        if self.direct.take().is_some()
+            && let Some(f) = self.file.as_ref()
+        {
+            set_direct(f, false).map_err(|e| StoreError::io(&self.temp, "cannot open blob", e))?;
         }
         Ok(())
     }
@@ -495,7 +512,7 @@ impl BlobWriter {
             self.write_buffered(&tail)?;
         }
         let file = self.file.take();
-        if let Some(f) = file {
+        if let Some(f) = file.filter(|_| !self.scratch) {
             f.sync_all()
                 .map_err(|e| StoreError::io(&self.temp, "cannot fsync blob", e))?;
         }
@@ -509,6 +526,9 @@ impl BlobWriter {
             .map_err(|e| StoreError::io(&self.dest, "cannot rename blob into place", e))?;
         // Renamed: nothing left for Drop to remove.
         self.temp = PathBuf::new();
+        if self.scratch {
+            return Ok(());
+        }
         fsync_dir(&dir)
     }
 }
@@ -706,7 +726,15 @@ impl OciLayout {
         }
         Ok(OciLayout {
             root: path.to_path_buf(),
+            scratch: false,
         })
+    }
+
+    /// This layout as scratch space: its blobs are written through the page cache and not
+    /// fsynced (for staging that is read back at once and removed; never for a store).
+    pub(crate) fn into_scratch(mut self) -> OciLayout {
+        self.scratch = true;
+        self
     }
 
     /// Open a layout, creating it (directory, `oci-layout`, empty `index.json`, each written
@@ -719,6 +747,7 @@ impl OciLayout {
             .map_err(|e| StoreError::io(path, "cannot create layout directory", e))?;
         let layout = OciLayout {
             root: path.to_path_buf(),
+            scratch: false,
         };
         let _lock = layout.lock(INDEX_LOCK, FlockOperation::LockExclusive)?;
         fs::create_dir_all(path.join("blobs/sha256"))
@@ -834,13 +863,17 @@ impl OciLayout {
     pub fn blob_writer(&self, descriptor: &Descriptor) -> Result<BlobWriter, StoreError> {
         let guard = self.writer_guard()?;
         let (file, temp) = create_temp(&self.temp_dir())?;
-        BlobWriter::new(
+        let mut writer = BlobWriter::new(
             file,
             temp,
             self.blob_path(&descriptor.digest),
             descriptor,
             Some(guard),
-        )
+        )?;
+        if self.scratch {
+            writer.make_scratch()?;
+        }
+        Ok(writer)
     }
 
     /// Start writing a SHA-256 blob whose digest is not known yet (see [`NewBlob`]).
@@ -1160,5 +1193,37 @@ mod tests {
         drop(file);
         assert_eq!(fs::read(&path).unwrap(), data);
         eprintln!("direct after an unaligned write: {still_direct}");
+    }
+
+    /// A scratch layout (archive staging) writes large blobs through the page cache and
+    /// commits without fsync; a normal one uses O_DIRECT where the filesystem has it. Both
+    /// commit the same verified blob.
+    #[test]
+    fn scratch_layouts_skip_direct_writes_and_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..DIRECT_MIN_BYTES + 5000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let desc = Descriptor::of_bytes(MediaType::OCI_LAYER_GZIP, &data);
+        let durable = OciLayout::create_or_open(&dir.path().join("a")).unwrap();
+        let scratch = OciLayout::create_or_open(&dir.path().join("b"))
+            .unwrap()
+            .into_scratch();
+        let w = scratch.blob_writer(&desc).unwrap();
+        assert!(w.scratch && w.direct.is_none());
+        drop(w);
+        let w = durable.blob_writer(&desc).unwrap();
+        assert!(!w.scratch);
+        let file = File::create(dir.path().join("probe")).unwrap();
+        if set_direct(&file, true).is_ok() {
+            assert!(w.direct.is_some(), "O_DIRECT for a durable layout");
+        }
+        drop(w);
+        for layout in [&durable, &scratch] {
+            let mut w = layout.blob_writer(&desc).unwrap();
+            w.write(&data).unwrap();
+            w.commit().unwrap();
+            assert_eq!(fs::read(layout.blob_path(&desc.digest)).unwrap(), data);
+        }
     }
 }
