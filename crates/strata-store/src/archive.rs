@@ -340,7 +340,9 @@ fn decompress<R: Read>(
 }
 
 /// Decompress `input` on a helper thread while this thread hands the bytes to `consume`, so
-/// inflating and hashing/writing overlap on two cores. Memory: three chunks in flight.
+/// inflating and hashing/writing overlap on two cores. Memory: [`OVERLAP_CHUNKS`] chunks,
+/// allocated here and circulated (a helper thread that allocated them would keep a malloc
+/// arena of its own per layer).
 fn decompress_overlapped<R: Read + Send>(
     input: R,
     compression: LayerCompression,
@@ -353,16 +355,14 @@ fn decompress_overlapped<R: Read + Send>(
         full: mpsc::SyncSender<Vec<u8>>,
         empty: mpsc::Receiver<Vec<u8>>,
     }
+    fn stopped() -> std::io::Error {
+        std::io::Error::other("the archive writer stopped")
+    }
     impl Chunks {
         fn send(&mut self) -> std::io::Result<()> {
-            let next = self
-                .empty
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(COPY_CHUNK));
+            let next = self.empty.recv().map_err(|_| stopped())?;
             let full = std::mem::replace(&mut self.buf, next);
-            self.full
-                .send(full)
-                .map_err(|_| std::io::Error::other("the archive writer stopped"))
+            self.full.send(full).map_err(|_| stopped())
         }
     }
     impl Write for Chunks {
@@ -380,16 +380,21 @@ fn decompress_overlapped<R: Read + Send>(
     }
     let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 1..OVERLAP_CHUNKS {
+        let _ = empty_tx.send(Vec::with_capacity(COPY_CHUNK));
+    }
+    let first = Vec::with_capacity(COPY_CHUNK);
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || -> std::io::Result<()> {
             let mut chunks = Chunks {
-                buf: Vec::with_capacity(COPY_CHUNK),
+                buf: first,
                 full: full_tx,
                 empty: empty_rx,
             };
             decompress(input, compression, &mut chunks)?;
             if !chunks.buf.is_empty() {
-                chunks.send()?;
+                let last = std::mem::take(&mut chunks.buf);
+                chunks.full.send(last).map_err(|_| stopped())?;
             }
             Ok(())
         });
@@ -402,14 +407,18 @@ fn decompress_overlapped<R: Read + Send>(
             chunk.clear();
             let _ = empty_tx.send(chunk);
         }
-        // A consumer that stopped early must not leave the producer blocked on a send.
+        // A consumer that stopped early must not leave the producer blocked on either channel.
         drop(full_rx);
+        drop(empty_tx);
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("decompression thread panicked")));
         consumed.and(produced)
     })
 }
+
+/// Chunks in circulation between the inflating thread and the archive writer.
+const OVERLAP_CHUNKS: usize = 3;
 
 fn decode_and_hash<R: BufRead>(
     reader: R,
