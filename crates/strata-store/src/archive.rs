@@ -1131,6 +1131,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn overlapped_decompression_delivers_everything_and_stops_cleanly() {
+        use flate2::write::GzEncoder;
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 249) as u8).collect();
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut got = Vec::new();
+        decompress_overlapped(&gz[..], LayerCompression::Gzip, &mut |c| {
+            got.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, data);
+        // The writer failing after one chunk ends the inflating thread too (no hang).
+        let mut calls = 0;
+        let err = decompress_overlapped(&gz[..], LayerCompression::Gzip, &mut |_| {
+            calls += 1;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!((calls, err.to_string().as_str()), (1, "disk full"));
+        // A corrupt stream is the inflating thread's error.
+        let mut bad = gz.clone();
+        bad[gz.len() / 2] ^= 0xff;
+        bad[gz.len() / 2 + 1] ^= 0xff;
+        assert!(decompress_overlapped(&bad[..], LayerCompression::Gzip, &mut |_| Ok(())).is_err());
+    }
+
     #[tokio::test]
     async fn docker_archive_layer_not_matching_its_diff_id_fails_and_leaves_nothing() {
         use flate2::write::GzEncoder;
