@@ -29,8 +29,6 @@ use crate::tree::kind;
 const MAX_ACCOUNT_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// runtime-spec version written (the one runc 1.1 implements).
 const RUNTIME_SPEC_VERSION: &str = "1.0.2";
-/// Highest uid/gid accepted from a user spec (moby/sys/user's maxID).
-const MAX_ID: u64 = (1 << 31) - 1;
 
 /// Default hostname of the container.
 pub const DEFAULT_HOSTNAME: &str = "strata";
@@ -115,143 +113,9 @@ pub fn spec_json(spec: &Spec) -> Result<Vec<u8>, ImageError> {
         .map_err(|e| ImageError::Unsupported(format!("runtime config: {e}")))
 }
 
-/// The user a container process runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub home: String,
-}
-
-struct PasswdEntry {
-    name: String,
-    uid: u64,
-    gid: u64,
-    home: String,
-}
-
-struct GroupEntry {
-    name: String,
-    gid: u64,
-    members: Vec<String>,
-}
-
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(PasswdEntry {
-                name: f.first()?.to_string(),
-                uid: f.get(2)?.trim().parse().ok()?,
-                gid: f.get(3)?.trim().parse().ok()?,
-                home: f.get(5).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
-}
-
-fn parse_group(text: &str) -> Vec<GroupEntry> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(GroupEntry {
-                name: f.first()?.to_string(),
-                gid: f.get(2)?.trim().parse().ok()?,
-                members: f
-                    .get(3)
-                    .map(|m| {
-                        m.split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
-fn id(v: u64, what: &str) -> Result<u32, String> {
-    if v > MAX_ID {
-        return Err(format!("{what} {v} is out of range"));
-    }
-    Ok(v as u32)
-}
-
-/// Resolve a `USER[:GROUP]` spec (names or numbers) like moby/sys/user's `GetExecUser`
-/// with root defaults. `passwd`/`group`: file contents, `None` when the file is missing.
-pub fn resolve_user(
-    spec: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<ExecUser, String> {
-    let (user_arg, group_arg) = match spec.split_once(':') {
-        Some((u, g)) => (u, g),
-        None => (spec, ""),
-    };
-    let uid_num: Option<u64> = user_arg.parse().ok();
-    let gid_num: Option<u64> = group_arg.parse().ok();
-    let mut out = ExecUser {
-        uid: 0,
-        gid: 0,
-        additional_gids: Vec::new(),
-        home: "/".to_string(),
-    };
-    let users = passwd.map(parse_passwd).unwrap_or_default();
-    let matched = users.iter().find(|u| {
-        if user_arg.is_empty() {
-            u.uid == 0
-        } else if let Some(n) = uid_num {
-            u.uid == n
-        } else {
-            u.name == user_arg
-        }
-    });
-    let mut matched_name = None;
-    if let Some(u) = matched {
-        matched_name = Some(u.name.clone());
-        out.uid = id(u.uid, "uid")?;
-        out.gid = id(u.gid, "gid")?;
-        out.home = u.home.clone();
-    } else if !user_arg.is_empty() {
-        let Some(n) = uid_num else {
-            return Err(format!(
-                "unable to find user {user_arg}: no matching entries in passwd file"
-            ));
-        };
-        out.uid = id(n, "uid")?;
-    }
-    if !group_arg.is_empty() || matched_name.is_some() {
-        let groups = group.map(parse_group).unwrap_or_default();
-        if !group_arg.is_empty() {
-            let found = groups.iter().find(|g| match gid_num {
-                Some(n) => g.gid == n,
-                None => g.name == group_arg,
-            });
-            match (found, gid_num) {
-                (Some(g), _) => out.gid = id(g.gid, "gid")?,
-                (None, Some(n)) => out.gid = id(n, "gid")?,
-                (None, None) => {
-                    return Err(format!(
-                        "unable to find group {group_arg}: no matching entries in group file"
-                    ));
-                }
-            }
-        } else if let Some(name) = &matched_name {
-            for g in groups
-                .iter()
-                .filter(|g| g.members.iter().any(|m| m == name))
-            {
-                out.additional_gids.push(id(g.gid, "gid")?);
-            }
-        }
-    }
-    Ok(out)
-}
+/// `USER` resolution is shared with `RUN` (strata-sandbox): one implementation of runc's
+/// `GetExecUser` rules, in strata-spec.
+pub use strata_spec::{ExecUser, resolve_user};
 
 /// Read `rel` (e.g. `etc/passwd`) inside `rootfs`: symlinks resolved with the rootfs as
 /// `/`, only a regular file, at most [`MAX_ACCOUNT_FILE_BYTES`]. `None` when missing.

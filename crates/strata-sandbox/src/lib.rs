@@ -97,7 +97,6 @@ mod setup;
 mod spec;
 mod stubs;
 mod sys;
-mod users;
 
 pub use child::init_if_requested;
 pub use error::SandboxError;

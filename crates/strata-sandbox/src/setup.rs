@@ -49,7 +49,6 @@ use crate::protocol::{IdMode, Report, write_message};
 use crate::spec::{Access, MountSpec, Network, Rootfs, RunSpec};
 use crate::stubs::{self, StubLayer};
 use crate::sys;
-use crate::users;
 
 type R<T> = Result<T, WireError>;
 
@@ -1094,13 +1093,12 @@ fn setup(
     // USER, read inside the root before leaving the host's view.
     let passwd = read_root_file(root.as_fd(), "etc/passwd", &spec.user)?;
     let group = read_root_file(root.as_fd(), "etc/group", &spec.user)?;
-    let user =
-        users::resolve(&spec.user, passwd.as_deref(), group.as_deref()).map_err(|reason| {
-            WireError::User {
-                user: spec.user.clone(),
-                reason,
-            }
-        })?;
+    let user = strata_spec::resolve_user(&spec.user, passwd.as_deref(), group.as_deref()).map_err(
+        |reason| WireError::User {
+            user: spec.user.clone(),
+            reason,
+        },
+    )?;
     let (uid_count, gid_count) = ids.mapped();
     let not_mapped = |kind: &str, id: u32, mapped: u32| WireError::UserNotMapped {
         user: spec.user.clone(),
@@ -1117,10 +1115,10 @@ fn setup(
     let groups: Vec<u32> = match ids {
         IdMode::Single { .. } => Vec::new(), // setgroups is denied with a single-id map
         _ => {
-            if let Some(g) = user.groups.iter().find(|g| **g >= gid_count) {
+            if let Some(g) = user.additional_gids.iter().find(|g| **g >= gid_count) {
                 return Err(not_mapped("supplementary gid", *g, gid_count));
             }
-            user.groups.clone()
+            user.additional_gids.clone()
         }
     };
 

@@ -28,6 +28,7 @@ mod manifest;
 mod media_type;
 mod platform;
 mod reference;
+mod user;
 
 pub use config::{HealthConfig, History, ImageConfig, RootFs, RuntimeConfig};
 pub use descriptor::Descriptor;
@@ -37,6 +38,7 @@ pub use manifest::{ImageIndex, ImageManifest, MAX_INDEX_ENTRIES, Manifest};
 pub use media_type::{LayerCompression, MediaType};
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB_REGISTRY, Reference};
+pub use user::{ExecUser, resolve_user};
 
 /// Largest manifest, index or config document read from outside, in bytes.
 ///

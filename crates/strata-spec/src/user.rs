@@ -7,18 +7,22 @@
 //! - otherwise, when the user was found in `/etc/passwd`, its primary gid comes from there and
 //!   the supplementary groups are the `/etc/group` entries listing the user's name.
 //!
-//! The files are read by the caller (inside the root, see `setup.rs`); this module is pure.
+//! The files are read by the caller (inside the root: strata-sandbox for `RUN`, strata-image
+//! for a bundle's `config.json`); this module is pure.
 
 /// Largest id accepted (runc's bound: ids are signed 32-bit in many tools).
 const MAX_ID: u64 = i32::MAX as u64;
 /// Most supplementary groups a process can have (NGROUPS_MAX).
 const MAX_GROUPS: usize = 65536;
 
+/// The ids a process runs with for a `USER` spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ResolvedUser {
+pub struct ExecUser {
     pub uid: u32,
     pub gid: u32,
-    pub groups: Vec<u32>,
+    /// Supplementary groups (the `/etc/group` entries naming the user), in file order.
+    pub additional_gids: Vec<u32>,
+    /// From `/etc/passwd`; `/` when the user is not there or has none.
     pub home: String,
 }
 
@@ -86,13 +90,13 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 }
 
 /// Resolve `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`). `passwd`/`group` are the
-/// files' contents, `None` when the image has none. The error is the reason, for
-/// [`crate::SandboxError::User`].
-pub(crate) fn resolve(
+/// files' contents, `None` when the image has none. The error is the reason, for the caller
+/// to put in its own error.
+pub fn resolve_user(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,
-) -> Result<ResolvedUser, String> {
+) -> Result<ExecUser, String> {
     let (user_arg, group_arg) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -106,10 +110,10 @@ pub(crate) fn resolve(
         return Err(format!("uid {user_arg} out of range (0-{MAX_ID})"));
     }
 
-    let mut resolved = ResolvedUser {
+    let mut resolved = ExecUser {
         uid: 0,
         gid: 0,
-        groups: Vec::new(),
+        additional_gids: Vec::new(),
         home: "/".to_string(),
     };
     let found = passwd.and_then(|text| {
@@ -164,9 +168,11 @@ pub(crate) fn resolve(
         None => {
             if let (Some(name), Some(text)) = (matched_name, group) {
                 for e in group_entries(text) {
-                    if e.members.contains(&name.as_str()) && !resolved.groups.contains(&e.gid) {
-                        resolved.groups.push(e.gid);
-                        if resolved.groups.len() >= MAX_GROUPS {
+                    if e.members.contains(&name.as_str())
+                        && !resolved.additional_gids.contains(&e.gid)
+                    {
+                        resolved.additional_gids.push(e.gid);
+                        if resolved.additional_gids.len() >= MAX_GROUPS {
                             break;
                         }
                     }
@@ -194,8 +200,8 @@ mod tests {
         staff:x:50:\n\
         nogroup:x:65534:\n";
 
-    fn r(spec: &str) -> Result<ResolvedUser, String> {
-        resolve(spec, Some(PASSWD), Some(GROUP))
+    fn r(spec: &str) -> Result<ExecUser, String> {
+        resolve_user(spec, Some(PASSWD), Some(GROUP))
     }
 
     #[test]
@@ -217,7 +223,12 @@ mod tests {
         for (spec, uid, gid, groups, home) in cases {
             let got = r(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert_eq!(
-                (got.uid, got.gid, got.groups.as_slice(), got.home.as_str()),
+                (
+                    got.uid,
+                    got.gid,
+                    got.additional_gids.as_slice(),
+                    got.home.as_str()
+                ),
                 (*uid, *gid, *groups, *home),
                 "{spec}"
             );
@@ -238,15 +249,15 @@ mod tests {
         );
         assert!(r("99999999999").unwrap_err().contains("out of range"));
         assert!(r("app:").unwrap_err().contains("empty group"));
-        let none = resolve("app", None, None).unwrap_err();
+        let none = resolve_user("app", None, None).unwrap_err();
         assert!(none.contains("no /etc/passwd"), "{none}");
     }
 
     #[test]
     fn numeric_users_work_without_files() {
-        let got = resolve("123:456", None, None).unwrap();
+        let got = resolve_user("123:456", None, None).unwrap();
         assert_eq!((got.uid, got.gid, got.home.as_str()), (123, 456, "/"));
-        let root = resolve("", None, None).unwrap();
+        let root = resolve_user("", None, None).unwrap();
         assert_eq!((root.uid, root.gid), (0, 0));
     }
 }
