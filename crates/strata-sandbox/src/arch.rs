@@ -110,7 +110,7 @@ pub(crate) fn normalize(arch: &str) -> String {
 }
 
 pub(crate) fn host_arch() -> String {
-    normalize(std::env::consts::ARCH)
+    strata_spec::Platform::host().architecture
 }
 
 /// Host/target pairs the CPU runs natively (no emulation needed).

@@ -65,6 +65,7 @@ impl Platform {
             "aarch64" => "arm64",
             "x86" => "386",
             "powerpc64" => "ppc64le",
+            "loongarch64" => "loong64",
             other => other,
         };
         Platform::new(std::env::consts::OS, arch)
