@@ -608,13 +608,15 @@ impl LayerJob {
 
 /// Names strata puts in a bundle: a directory holding only these plus `strata.partial` is
 /// the leftover of an interrupted unpack.
-const BUNDLE_NAMES: [&str; 6] = [
+const BUNDLE_NAMES: [&str; 7] = [
     ROOTFS_DIR,
     RUNTIME_CONFIG_FILE,
     STATE_FILE,
     META_FILE,
     PARTIAL_FILE,
+    // Written beside a complete bundle by `repack --refresh-bundle`, renamed into place.
     "strata.json.tmp",
+    "strata.state.tmp",
 ];
 
 /// Make `bundle` an empty directory (mode 0700) holding `strata.partial` and an empty

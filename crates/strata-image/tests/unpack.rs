@@ -505,6 +505,23 @@ async fn a24_target_policy() {
     unpack_layout(&layout, "v1", &left, &opts()).await.unwrap();
     assert!(!left.join("rootfs/half").exists());
     assert!(left.join("strata.json").exists());
+
+    // So is the leftover of an interrupted `repack --refresh-bundle` (strata.partial, the
+    // state and meta temp files beside a complete bundle).
+    let refreshed = f.path("refreshed");
+    unpack_layout(&layout, "v1", &refreshed, &opts())
+        .await
+        .unwrap();
+    for name in ["strata.partial", "strata.state.tmp", "strata.json.tmp"] {
+        std::fs::write(refreshed.join(name), "").unwrap();
+    }
+    unpack_layout(&layout, "v1", &refreshed, &opts())
+        .await
+        .unwrap();
+    for name in ["strata.partial", "strata.state.tmp", "strata.json.tmp"] {
+        assert!(!refreshed.join(name).exists(), "{name}");
+    }
+    assert!(refreshed.join("strata.json").exists());
 }
 
 #[tokio::test]
