@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,6 +67,10 @@ pub(crate) struct Host {
     secret: tokio::sync::OnceCell<Option<Secret>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     token_fetch: tokio::sync::Mutex<()>,
+    /// Set once a direct blob GET to this registry got an answer that path does not read
+    /// (chunked or unframed body, huge head): later blob GETs go through reqwest at once
+    /// instead of asking twice.
+    direct_declined: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -268,6 +273,7 @@ impl Inner {
                 secret: tokio::sync::OnceCell::new(),
                 tokens: Mutex::new(HashMap::new()),
                 token_fetch: tokio::sync::Mutex::new(()),
+                direct_declined: Default::default(),
             });
             let url = base
                 .join("v2/")
@@ -701,7 +707,11 @@ impl Inner {
             };
             let mut direct = None;
             let mut answered = None;
-            if req.direct && method == Method::GET && crate::direct::eligible(&url) {
+            if req.direct
+                && method == Method::GET
+                && !host.direct_declined.load(Ordering::Relaxed)
+                && crate::direct::eligible(&url)
+            {
                 let mut headers = req.headers.clone();
                 if let Some(v) = &authorization {
                     headers.insert(header::AUTHORIZATION, v.clone());
@@ -714,7 +724,8 @@ impl Inner {
                     }
                     Ok(crate::direct::Outcome::Complete(response)) => answered = Some(response),
                     Ok(crate::direct::Outcome::NotHandled(why)) => {
-                        tracing::debug!(what = req.what, why, "direct GET not used")
+                        tracing::debug!(what = req.what, why, "direct GET not used");
+                        host.direct_declined.store(true, Ordering::Relaxed);
                     }
                     // Nothing was answered: the same attempt goes through reqwest, whose
                     // errors are the ones the retry rules know.
@@ -1292,6 +1303,7 @@ mod tests {
             secret: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
             token_fetch: tokio::sync::Mutex::new(()),
+            direct_declined: Default::default(),
         }
     }
 

@@ -173,6 +173,16 @@ async fn a_chunked_blob_answer_is_left_to_reqwest() {
     assert_eq!(gets.len(), 2, "{gets:#?}");
     assert_eq!(gets[0].connection.as_deref(), Some("close"));
     assert_eq!(gets[1].connection, None, "the second try is reqwest's");
+    // Declined once, the registry's later blob GETs go through reqwest without asking twice.
+    let other = image
+        .blobs()
+        .map(|(b, _)| b.clone())
+        .find(|b| b.digest != d.digest)
+        .unwrap();
+    fetch_verified(&source, &other).await.unwrap();
+    let gets = proxy.matching("GET", &format!("/blobs/{}", other.digest));
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert_eq!(gets[0].connection, None);
 }
 
 #[tokio::test]
