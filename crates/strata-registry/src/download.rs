@@ -115,32 +115,21 @@ pub(crate) async fn open(
     if !answer.response.status().is_success() {
         return Err(error_from(answer, &host.host_port(), &what, 1).await);
     }
-    let announced = match &answer.direct {
-        Some(d) => Some(d.len()),
-        None => answer.response.content_length(),
-    };
-    if announced.is_some_and(|l| l > size) {
-        return Err(RegistryError::SizeMismatch {
-            digest: descriptor.digest.clone(),
-            expected: size,
-            actual: announced.unwrap_or(0),
-            more: " (Content-Length larger than the descriptor)",
-        });
-    }
-    let state = State {
+    let mut state = State {
         inner,
         host,
         repository,
         digest: descriptor.digest.clone(),
         size,
         url,
-        body: Some(Body::of(answer)),
+        body: None,
         delivered: 0,
         failures: 0,
         resumes: 0,
         last_cause: String::new(),
         finished: false,
     };
+    state.accept(answer)?;
     Ok(Box::pin(Download {
         state: Some(Box::new(state)),
         resuming: None,

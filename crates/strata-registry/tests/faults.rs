@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use strata_image::{ImageError, ImageSink, ImageSource, RawManifest};
-use strata_registry::{Client, RegistryError, UploadSpool};
+use strata_registry::{Client, RegistryError, RegistrySource, UploadSpool};
 use strata_spec::{Descriptor, MediaType};
 use strata_testkit::{Fault, FaultProxy, Rule, TestImage, TestRegistry, random_image};
 
@@ -18,6 +18,14 @@ async fn setup(seed: u64, sizes: &[usize]) -> (TestRegistry, FaultProxy, TestIma
     strata_testkit::push_image_raw(&registry.host(), "faults/app", "v1", &image, None).await;
     let proxy = FaultProxy::start(&registry.host()).await;
     (registry, proxy, image)
+}
+
+/// `faults/app:v1` read through `proxy` with `client`.
+async fn app_source(client: &Client, proxy: &FaultProxy) -> RegistrySource {
+    client
+        .source(&reference(&proxy.host(), "faults/app:v1"))
+        .await
+        .unwrap()
 }
 
 fn layer(image: &TestImage) -> Descriptor {
@@ -39,10 +47,7 @@ async fn f1_broken_blob_body_resumes_with_range() {
     let (_r, proxy, image) = setup(20, &[200_000]).await;
     let d = layer(&image);
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::ResetAfter(70_000)).nth(1));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let got = fetch_verified(&source, &d).await.unwrap();
     assert_eq!(got, layer_bytes(&image));
     let gets = proxy.matching("GET", &format!("/blobs/{}", d.digest));
@@ -59,31 +64,12 @@ async fn f1_broken_blob_body_resumes_with_range() {
         .unwrap();
     assert!(from > 0 && from <= 70_000, "{range}");
     assert_eq!(gets[1].status, Some(206));
-}
-
-#[tokio::test]
-async fn plain_http_blob_gets_are_read_from_the_socket_and_resume_the_same_way() {
-    // Over plain HTTP a blob GET bypasses reqwest (crate::direct): its own request, with
-    // `Connection: close`, and the body read straight into the caller's buffer. Its resume
-    // after a reset is direct too, and the blob arrives whole.
-    let (_r, proxy, image) = setup(30, &[300_000]).await;
-    let d = layer(&image);
-    proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::ResetAfter(100_000)).nth(1));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
-    assert_eq!(
-        fetch_verified(&source, &d).await.unwrap(),
-        layer_bytes(&image)
-    );
-    let gets = proxy.matching("GET", &format!("/blobs/{}", d.digest));
-    assert_eq!(gets.len(), 2, "{gets:#?}");
+    // Over plain HTTP both GETs took the direct path (crate::direct: its own request with
+    // `Connection: close`, the body read straight into the caller's buffer); manifests keep
+    // reqwest's pooled connections.
     for g in &gets {
         assert_eq!(g.connection.as_deref(), Some("close"), "{g:#?}");
     }
-    assert_eq!(gets[1].status, Some(206));
-    // Manifests keep going through reqwest's pooled connections.
     source.manifest(None).await.unwrap();
     let manifests = proxy.matching("GET", "/manifests/v1");
     assert!(
@@ -107,10 +93,7 @@ async fn blob_get_statuses_keep_their_meaning_on_the_direct_path() {
         .nth(1),
     );
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::status(503)).nth(2));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     assert_eq!(
         fetch_verified(&source, &d).await.unwrap(),
         layer_bytes(&image)
@@ -133,10 +116,7 @@ async fn blob_get_statuses_keep_their_meaning_on_the_direct_path() {
         )
         .always(),
     );
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let err = fetch_verified(&source, &d).await.unwrap_err().to_string();
     assert!(err.contains("no pulls from this address"), "{err}");
     assert!(err.contains(&d.digest.to_string()), "{err}");
@@ -161,10 +141,7 @@ async fn a_chunked_blob_answer_is_left_to_reqwest() {
         )
         .nth(1),
     );
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     assert_eq!(
         fetch_verified(&source, &d).await.unwrap(),
         layer_bytes(&image)
@@ -205,11 +182,7 @@ async fn stalled_blob_body_times_out_and_resumes() {
     );
     let mut options = options();
     options.read_timeout = Duration::from_millis(300);
-    let source = Client::new(options)
-        .unwrap()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&Client::new(options).unwrap(), &proxy).await;
     assert_eq!(
         fetch_verified(&source, &d).await.unwrap(),
         layer_bytes(&image)
@@ -228,10 +201,7 @@ async fn f2_resume_refuses_200_or_wrong_content_range() {
         let d = layer(&image);
         proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::ResetAfter(30_000)).nth(1));
         proxy.add(Rule::new("GET", "/blobs/sha256:", second).nth(2).always());
-        let source = client()
-            .source(&reference(&proxy.host(), "faults/app:v1"))
-            .await
-            .unwrap();
+        let source = app_source(&client(), &proxy).await;
         let err = fetch_verified(&source, &d).await.unwrap_err();
         let msg = format!(
             "{err} {:?}",
@@ -304,10 +274,7 @@ async fn f4_retry_after_seconds_and_date_are_honoured_and_capped() {
         .nth(2),
     );
     proxy.add(Rule::new("GET", "/manifests/v1", Fault::status(429)).nth(3));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     assert_eq!(source.manifest(None).await.unwrap().bytes, image.manifest);
     assert_eq!(proxy.matching("GET", "/manifests/v1").len(), 4);
 }
@@ -357,10 +324,7 @@ async fn f6_m4_wrong_bytes_fail_digest_check() {
     let (_r, proxy, image) = setup(25, &[10_000]).await;
     let d = layer(&image);
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::CorruptBody).always());
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let err = fetch_verified(&source, &d).await.unwrap_err();
     match err {
         ImageError::DigestMismatch { expected, actual } => {
@@ -376,10 +340,7 @@ async fn f7_truncated_body_is_resumed() {
     let (_r, proxy, image) = setup(26, &[50_000]).await;
     let d = layer(&image);
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::Truncate(10_000)));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     assert_eq!(
         fetch_verified(&source, &d).await.unwrap(),
         layer_bytes(&image)
@@ -393,10 +354,7 @@ async fn f8_longer_body_aborts_at_size_plus_one() {
     let (_r, proxy, image) = setup(27, &[5_000]).await;
     let d = layer(&image);
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::ExtendBody(100)));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let err = fetch_verified(&source, &d).await.unwrap_err();
     assert!(matches!(err, ImageError::SizeMismatch { .. }), "{err}");
 }
@@ -408,11 +366,7 @@ async fn f9_stalled_socket_times_out() {
     let mut options = options();
     options.read_timeout = Duration::from_millis(300);
     options.retry.max_attempts = 2;
-    let source = Client::new(options)
-        .unwrap()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&Client::new(options).unwrap(), &proxy).await;
     let err = source.fetch_manifest(None).await.unwrap_err();
     assert!(
         matches!(err, RegistryError::Connection { attempts: 2, .. }),
@@ -665,10 +619,7 @@ async fn f12_bodies_are_resent_only_when_replayable() {
 async fn f14_redirect_loop_stops() {
     let (_r, proxy, image) = setup(39, &[100]).await;
     proxy.add(Rule::new("GET", "/blobs/", Fault::redirect("http://{host}{path}")).always());
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let err = source.fetch_blob(&layer(&image)).await.err().unwrap();
     assert!(err.to_string().contains("more than 10 redirects"), "{err}");
     assert_eq!(proxy.matching("GET", "/blobs/").len(), 11);
@@ -705,10 +656,7 @@ async fn f22_missing_source_blob_fails_copy_and_leaves_destination_unchanged() {
         )
         .always(),
     );
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let dir = tempfile::tempdir().unwrap();
     let sink = strata_store::LayoutSink::create(dir.path()).unwrap();
     let err = strata_copy::copy_image(
@@ -742,10 +690,7 @@ async fn m2_content_type_disagreeing_with_media_type_is_refused() {
             body: image.manifest.clone(),
         },
     ));
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     let err = source.fetch_manifest(None).await.unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -889,10 +834,7 @@ async fn m10_foreign_layer_urls_are_never_fetched() {
     let (_r, proxy, image) = setup(47, &[1000]).await;
     let mut d = layer(&image);
     d.urls = vec![format!("http://{}/evil/blob", proxy.alt_host())];
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     assert_eq!(
         fetch_verified(&source, &d).await.unwrap(),
         layer_bytes(&image)
@@ -934,10 +876,7 @@ async fn m11_schema1_is_refused_clearly() {
         )
         .nth(2),
     );
-    let source = client()
-        .source(&reference(&proxy.host(), "faults/app:v1"))
-        .await
-        .unwrap();
+    let source = app_source(&client(), &proxy).await;
     for _ in 0..2 {
         let err = source.fetch_manifest(None).await.unwrap_err();
         assert!(matches!(err, RegistryError::Unsupported { .. }), "{err}");
