@@ -24,17 +24,19 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
+    /// This index entry's platform for people: `linux/arm64/v8`, or `(no platform)`.
+    pub fn platform_label(&self) -> String {
+        self.platform
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "(no platform)".into())
+    }
     /// The platforms of index `entries`, for messages: `linux/amd64, windows/amd64:10.0.17763.1757`
     /// (`(no platform)` for an entry without one, `none` for no entries).
     pub fn platform_list<'a>(entries: impl IntoIterator<Item = &'a Descriptor>) -> String {
         let v: Vec<String> = entries
             .into_iter()
-            .map(|d| {
-                d.platform
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "(no platform)".into())
-            })
+            .map(Descriptor::platform_label)
             .collect();
         if v.is_empty() {
             "none".into()

@@ -45,15 +45,7 @@ async fn platforms(
     };
     match raw.parse()? {
         Manifest::Index(i) => Ok((
-            i.manifests
-                .iter()
-                .map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "(no platform)".into())
-                })
-                .collect(),
+            i.manifests.iter().map(Descriptor::platform_label).collect(),
             i.manifests.iter().map(|d| d.size.max(0) as u64).sum(),
         )),
         Manifest::Image(m) => {
