@@ -547,40 +547,23 @@ fn tar_header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
     h
 }
 
-/// Write `members` (archive name, source file) into a tar at `target`: a temp file in
-/// `staging`, fsync, rename over `target`, fsync the directory.
+/// Write `dirs` and `members` (archive name, source file) into a tar at `target` (see
+/// [`TarWriter`]: a temp file in `staging`, fsynced and renamed into place).
 fn write_tar(
     target: &Path,
     staging: &Path,
     dirs: &[String],
     members: &[(String, PathBuf)],
 ) -> Result<(), StoreError> {
-    let (file, tmp) = crate::layout::create_temp(staging)?;
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(COPY_CHUNK, file));
-    let io = |e| StoreError::io(target, "cannot write archive", e);
+    let mut tar = TarWriter::create(staging, target)?;
     for d in dirs {
-        let mut h = tar_header(0, 0o755, tar::EntryType::Directory);
-        builder
-            .append_data(&mut h, d, std::io::empty())
-            .map_err(io)?;
+        tar.append_dir(d)?;
     }
     for (name, src) in members {
         let (f, size) = open_regular(src)?;
-        let mut h = tar_header(size, 0o644, tar::EntryType::Regular);
-        builder.append_data(&mut h, name, f).map_err(io)?;
+        tar.append_file(name, f, size)?;
     }
-    let writer = builder.into_inner().map_err(io)?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| StoreError::io(target, "cannot write archive", e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    fs::rename(&tmp, target)
-        .map_err(|e| StoreError::io(target, "cannot rename archive into place", e))?;
-    if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsync_dir(parent)?;
-    }
-    Ok(())
+    tar.finish()
 }
 
 /// Writes an `oci-archive:`: an OCI layout staged beside the target, archived in `finish`.
@@ -894,26 +877,31 @@ impl DockerArchiveSink {
     }
 }
 
-/// A tar written straight to a file: members whose size is only known once written get a
-/// header patched in place afterwards, so nothing is staged.
+/// A tar written straight to a temp file beside the target: GNU headers (long names in a
+/// `././@LongLink` entry), owners 0:0, mtime 0. A member whose size is only known once
+/// written gets a placeholder header patched in place afterwards, so nothing is staged.
+/// `finish` writes the end blocks, fsyncs and renames the file over the target.
 struct TarWriter {
     out: BufWriter<File>,
     /// Bytes written so far (the next header's offset).
     at: u64,
-    path: PathBuf,
+    temp: PathBuf,
+    target: PathBuf,
 }
 
 impl TarWriter {
-    fn io(&self, e: std::io::Error) -> StoreError {
-        StoreError::io(&self.path, "cannot write archive", e)
+    fn create(staging: &Path, target: &Path) -> Result<TarWriter, StoreError> {
+        let (file, temp) = crate::layout::create_temp(staging)?;
+        Ok(TarWriter {
+            out: BufWriter::with_capacity(COPY_CHUNK, file),
+            at: 0,
+            temp,
+            target: target.to_path_buf(),
+        })
     }
 
-    fn header(name: &str, size: u64) -> std::io::Result<tar::Header> {
-        let mut h = tar_header(size, 0o644, tar::EntryType::Regular);
-        // Member names here are digests plus a suffix: they fit the 100-byte field.
-        h.set_path(name)?;
-        h.set_cksum();
-        Ok(h)
+    fn io(&self, e: std::io::Error) -> StoreError {
+        StoreError::io(&self.target, "cannot write archive", e)
     }
 
     fn pad(&mut self, size: u64) -> std::io::Result<()> {
@@ -923,12 +911,63 @@ impl TarWriter {
         Ok(())
     }
 
-    fn append_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let h = Self::header(name, bytes.len() as u64).map_err(|e| self.io(e))?;
-        self.out.write_all(h.as_bytes()).map_err(|e| self.io(e))?;
+    /// Write the header of `name`; returns it and its offset (for patching the size).
+    fn header(
+        &mut self,
+        name: &str,
+        size: u64,
+        mode: u32,
+        kind: tar::EntryType,
+    ) -> std::io::Result<(tar::Header, u64)> {
+        let mut h = tar_header(size, mode, kind);
+        let field = &mut h.as_old_mut().name;
+        if name.len() > field.len() {
+            // GNU long name: an `L` entry holding the name (NUL-terminated), then the
+            // header with the name cut to the field.
+            let mut long = tar_header(name.len() as u64 + 1, 0o644, tar::EntryType::GNULongName);
+            long.set_path("././@LongLink")?;
+            long.set_cksum();
+            self.out.write_all(long.as_bytes())?;
+            self.at += 512;
+            self.out.write_all(name.as_bytes())?;
+            self.out.write_all(&[0])?;
+            self.pad(name.len() as u64 + 1)?;
+            let n = field.len();
+            field.copy_from_slice(&name.as_bytes()[..n]);
+        } else {
+            h.set_path(name)?;
+        }
+        h.set_cksum();
+        let at = self.at;
+        self.out.write_all(h.as_bytes())?;
         self.at += 512;
-        self.out.write_all(bytes).map_err(|e| self.io(e))?;
-        self.pad(bytes.len() as u64).map_err(|e| self.io(e))
+        Ok((h, at))
+    }
+
+    fn append_dir(&mut self, name: &str) -> Result<(), StoreError> {
+        self.header(name, 0, 0o755, tar::EntryType::Directory)
+            .map(|_| ())
+            .map_err(|e| self.io(e))
+    }
+
+    fn append_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.append_file(name, bytes, bytes.len() as u64)
+    }
+
+    /// A member of `size` bytes read from `data`, which must hold exactly that many.
+    fn append_file(&mut self, name: &str, data: impl Read, size: u64) -> Result<(), StoreError> {
+        let result = (|| {
+            self.header(name, size, 0o644, tar::EntryType::Regular)?;
+            let copied = std::io::copy(&mut data.take(size), &mut self.out)?;
+            if copied != size {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{name}: {copied} bytes where {size} were expected"),
+                ));
+            }
+            self.pad(size)
+        })();
+        result.map_err(|e| self.io(e))
     }
 
     /// A member whose bytes `write` produces: a placeholder header, the bytes, then the
@@ -939,9 +978,7 @@ impl TarWriter {
         write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let header_at = self.at;
-        self.out.write_all(Self::header(name, 0)?.as_bytes())?;
-        self.at += 512;
+        let (mut header, header_at) = self.header(name, 0, 0o644, tar::EntryType::Regular)?;
         let mut counted = Counted {
             inner: &mut self.out,
             count: 0,
@@ -950,24 +987,26 @@ impl TarWriter {
         let size = counted.count;
         self.pad(size)?;
         self.out.flush()?;
+        header.set_size(size);
+        header.set_cksum();
         self.out
             .get_ref()
-            .write_all_at(Self::header(name, size)?.as_bytes(), header_at)
+            .write_all_at(header.as_bytes(), header_at)
     }
 
-    /// The end-of-archive blocks, fsync, rename over `target`, fsync the directory.
-    fn finish(mut self, target: &Path) -> Result<(), StoreError> {
+    /// The end-of-archive blocks, fsync, rename over the target, fsync its directory.
+    fn finish(mut self) -> Result<(), StoreError> {
         self.out.write_all(&[0u8; 1024]).map_err(|e| self.io(e))?;
         let file = self
             .out
             .into_inner()
-            .map_err(|e| StoreError::io(&self.path, "cannot write archive", e.into_error()))?;
+            .map_err(|e| StoreError::io(&self.target, "cannot write archive", e.into_error()))?;
         file.sync_all()
-            .map_err(|e| StoreError::io(&self.path, "cannot write archive", e))?;
+            .map_err(|e| StoreError::io(&self.target, "cannot write archive", e))?;
         drop(file);
-        fs::rename(&self.path, target)
-            .map_err(|e| StoreError::io(target, "cannot rename archive into place", e))?;
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::rename(&self.temp, &self.target)
+            .map_err(|e| StoreError::io(&self.target, "cannot rename archive into place", e))?;
+        if let Some(parent) = self.target.parent().filter(|p| !p.as_os_str().is_empty()) {
             fsync_dir(parent)?;
         }
         Ok(())
@@ -1046,12 +1085,7 @@ impl ImageSink for DockerArchiveSink {
             .collect::<Result<_, _>>()?;
         // Written straight into a temp file beside the target (nothing else is staged): the
         // config, each layer decompressed once, manifest.json; renamed into place at the end.
-        let (file, path) = crate::layout::create_temp(&self.staging.dir)?;
-        let mut tar = TarWriter {
-            out: BufWriter::with_capacity(COPY_CHUNK, file),
-            at: 0,
-            path,
-        };
+        let mut tar = TarWriter::create(&self.staging.dir, &self.target)?;
         let config_name = format!("{}.json", manifest.config.digest.encoded());
         tar.append_bytes(&config_name, &config_bytes)?;
         let mut layer_names = Vec::new();
@@ -1070,7 +1104,7 @@ impl ImageSink for DockerArchiveSink {
         let bytes = serde_json::to_vec(&vec![entry])
             .map_err(|e| ImageError::io("manifest.json", e.into()))?;
         tar.append_bytes("manifest.json", &bytes)?;
-        tar.finish(&self.target)?;
+        tar.finish()?;
         Ok(())
     }
 }
@@ -1080,28 +1114,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streamed_members_get_their_size_patched_in() {
+    fn streamed_members_get_their_size_patched_in_and_long_names_survive() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.tar.tmp");
-        let mut tar = TarWriter {
-            out: BufWriter::new(File::create(&path).unwrap()),
-            at: 0,
-            path: path.clone(),
-        };
+        let target = dir.path().join("t.tar");
+        // A source shorter than announced is an error naming the member (the temp file is
+        // then the staging directory's to remove).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut bad = TarWriter::create(elsewhere.path(), &target).unwrap();
+        let err = bad.append_file("short", &b"abc"[..], 4).unwrap_err();
+        let cause = std::error::Error::source(&err).map(|c| c.to_string());
+        assert_eq!(
+            cause.as_deref(),
+            Some("short: 3 bytes where 4 were expected"),
+            "{err}"
+        );
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        // sha512 names do not fit the 100-byte field.
+        let long = format!("{}.tar", "ab".repeat(64));
+        let long_dir = format!("blobs/{}/", "c".repeat(120));
+        let mut tar = TarWriter::create(dir.path(), &target).unwrap();
+        tar.append_dir("blobs/").unwrap();
+        tar.append_dir(&long_dir).unwrap();
         tar.append_bytes("a.json", b"{}").unwrap();
-        tar.append_streamed("b.tar", &mut |out| {
-            for c in big.chunks(70_001) {
-                out.write_all(c)?;
-            }
-            Ok(())
-        })
-        .unwrap();
+        tar.append_streamed("b.tar", &mut |out| out.write_all(&big))
+            .unwrap();
+        tar.append_streamed(&long, &mut |out| out.write_all(b"long"))
+            .unwrap();
         tar.append_streamed("empty.tar", &mut |_| Ok(())).unwrap();
         tar.append_bytes("manifest.json", b"[]").unwrap();
-        let target = dir.path().join("t.tar");
-        tar.finish(&target).unwrap();
-        assert!(!path.exists());
+        tar.finish().unwrap();
         // The tar crate checks every header checksum while reading.
         let mut archive = tar::Archive::new(File::open(&target).unwrap());
         let mut seen = Vec::new();
@@ -1113,8 +1154,11 @@ mod tests {
             seen.push((e.path().unwrap().display().to_string(), v));
         }
         let want: Vec<(String, Vec<u8>)> = vec![
+            ("blobs/".into(), Vec::new()),
+            (long_dir.clone(), Vec::new()),
             ("a.json".into(), b"{}".to_vec()),
             ("b.tar".into(), big),
+            (long.clone(), b"long".to_vec()),
             ("empty.tar".into(), Vec::new()),
             ("manifest.json".into(), b"[]".to_vec()),
         ];
@@ -1127,8 +1171,10 @@ mod tests {
         assert!(listed.status.success(), "GNU tar reads it");
         assert_eq!(
             String::from_utf8_lossy(&listed.stdout),
-            "a.json\nb.tar\nempty.tar\nmanifest.json\n"
+            format!("blobs/\n{long_dir}\na.json\nb.tar\n{long}\nempty.tar\nmanifest.json\n")
         );
+        // The temp file was renamed into place: the archive is all that is left.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
