@@ -236,77 +236,33 @@ const DIRECT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 const DIRECT_ALIGN: usize = 4096;
 
 /// Size of the buffers blobs are read into and written from with `O_DIRECT`: one huge page.
-pub(crate) const DIRECT_CHUNK: usize = 2 * 1024 * 1024;
+const DIRECT_CHUNK: usize = 2 * 1024 * 1024;
 
-/// A buffer of [`DIRECT_CHUNK`] bytes aligned for `O_DIRECT`. It is its own anonymous
-/// mapping, advised to be backed by one transparent huge page: one page fault instead of 512,
-/// and an `O_DIRECT` write pins one folio instead of 512 pages. Where the mapping cannot be
-/// made, an over-allocated `Vec` gives the alignment (no unsafe code either way). The copy
-/// pipeline reads straight into it and [`BlobWriter::write`] writes it without another copy.
+/// A buffer of [`DIRECT_CHUNK`] bytes aligned for `O_DIRECT`: its own anonymous mapping
+/// (page-aligned; `memmap2`, no unsafe code). [`AlignedBuf::new`] advises it to be backed by
+/// one transparent huge page: one page fault instead of 512, and an `O_DIRECT` write pins one
+/// folio instead of 512 pages. The copy pipeline reads straight into it and
+/// [`BlobWriter::write`] writes it without another copy.
 pub(crate) struct AlignedBuf {
-    mem: Memory,
-    start: usize,
+    map: memmap2::MmapMut,
     len: usize,
-}
-
-enum Memory {
-    Mapped(memmap2::MmapMut),
-    Heap(Vec<u8>),
 }
 
 impl AlignedBuf {
     /// A buffer backed by a huge page where the kernel has them (for buffers that are filled
     /// whole, again and again).
-    pub(crate) fn new() -> AlignedBuf {
-        AlignedBuf::make(true)
+    pub(crate) fn new() -> std::io::Result<AlignedBuf> {
+        let buf = AlignedBuf::staging()?;
+        // Advice only: without THP the buffer is simply made of small pages.
+        let _ = buf.map.advise(memmap2::Advice::HugePage);
+        Ok(buf)
     }
 
     /// A buffer of small pages: only what is written to takes memory (a writer's staging
     /// buffer mostly holds a last block or nothing).
-    fn staging() -> AlignedBuf {
-        AlignedBuf::make(false)
-    }
-
-    fn make(huge: bool) -> AlignedBuf {
-        let mapped = memmap2::MmapOptions::new()
-            .len(DIRECT_CHUNK)
-            .map_anon()
-            .ok()
-            .filter(|m| m.as_ptr().align_offset(DIRECT_ALIGN) == 0);
-        match mapped {
-            Some(map) => {
-                if huge {
-                    // Advice only: without THP the buffer is simply made of small pages.
-                    let _ = map.advise(memmap2::Advice::HugePage);
-                }
-                AlignedBuf {
-                    mem: Memory::Mapped(map),
-                    start: 0,
-                    len: 0,
-                }
-            }
-            None => {
-                let buf = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
-                let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
-                AlignedBuf {
-                    mem: Memory::Heap(buf),
-                    start,
-                    len: 0,
-                }
-            }
-        }
-    }
-    fn bytes(&self) -> &[u8] {
-        match &self.mem {
-            Memory::Mapped(m) => m,
-            Memory::Heap(v) => v,
-        }
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        match &mut self.mem {
-            Memory::Mapped(m) => m,
-            Memory::Heap(v) => v,
-        }
+    fn staging() -> std::io::Result<AlignedBuf> {
+        let map = memmap2::MmapOptions::new().len(DIRECT_CHUNK).map_anon()?;
+        Ok(AlignedBuf { map, len: 0 })
     }
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -316,8 +272,8 @@ impl AlignedBuf {
     }
     /// The unfilled rest of the buffer.
     pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
-        let (at, end) = (self.start + self.len, self.start + DIRECT_CHUNK);
-        &mut self.bytes_mut()[at..end]
+        let at = self.len;
+        &mut self.map[at..]
     }
     pub(crate) fn advance(&mut self, n: usize) {
         self.len = (self.len + n).min(DIRECT_CHUNK);
@@ -327,7 +283,7 @@ impl AlignedBuf {
         self.len += bytes.len();
     }
     pub(crate) fn filled(&self) -> &[u8] {
-        &self.bytes()[self.start..self.start + self.len]
+        &self.map[..self.len]
     }
 }
 
@@ -431,10 +387,12 @@ impl BlobWriter {
         writer.expected_size = expected_size?;
         if writer.expected_size >= DIRECT_MIN_BYTES
             && let Some(f) = writer.file.as_ref()
+            // Without a staging buffer (no memory for a mapping) the blob is written buffered.
+            && let Ok(staging) = AlignedBuf::staging()
             // tmpfs and some FUSE filesystems refuse O_DIRECT: they keep buffered writes.
             && set_direct(f, true).is_ok()
         {
-            writer.direct = Some(AlignedBuf::staging());
+            writer.direct = Some(staging);
         }
         Ok(writer)
     }
@@ -464,13 +422,16 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Take the hashing out of the writer: the caller hashes every byte it passes to
-    /// [`BlobWriter::write`] from now on and gives the hasher back with
-    /// [`BlobWriter::attach_hasher`] before [`BlobWriter::commit`] (which then checks the
-    /// digest as usual). The copy pipeline hashes where it reads, while the bytes are still
-    /// in that core's cache, and leaves the writer thread only the disk writes.
-    pub(crate) fn detach_hasher(&mut self) -> Option<DigestHasher> {
-        self.hasher.take()
+    /// Take the hashing out of the writer (before the first write): the caller hashes every
+    /// byte it passes to [`BlobWriter::write`] and gives the hasher back with
+    /// [`BlobWriter::attach_hasher`] before [`BlobWriter::commit`], which then checks the
+    /// digest as usual (a hasher that missed bytes fails that check). The copy pipeline
+    /// hashes where it reads, while the bytes are still in that core's cache, and leaves the
+    /// writer thread only the disk writes.
+    pub(crate) fn detach_hasher(&mut self) -> DigestHasher {
+        self.hasher
+            .take()
+            .unwrap_or_else(|| DigestHasher::new(self.expected.algorithm()))
     }
 
     /// Give back the hasher taken by [`BlobWriter::detach_hasher`].
@@ -1254,12 +1215,10 @@ mod tests {
             return;
         }
         let data: Vec<u8> = (0..3 * DIRECT_ALIGN + 1).map(|i| (i % 251) as u8).collect();
-        let aligned = AlignedBuf::new();
-        assert!(direct_ready(
-            &aligned.bytes()[aligned.start..aligned.start + DIRECT_ALIGN]
-        ));
+        let aligned = AlignedBuf::new().unwrap();
+        assert!(direct_ready(&aligned.map[..DIRECT_ALIGN]));
         // Offset by one byte from an aligned address: never aligned.
-        let mut holder = AlignedBuf::new();
+        let mut holder = AlignedBuf::new().unwrap();
         holder.push(&[0u8]);
         holder.push(&data[..2 * DIRECT_ALIGN]);
         let unaligned = &holder.filled()[1..];

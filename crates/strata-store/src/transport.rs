@@ -25,7 +25,7 @@ const PIPE_DEPTH: usize = 1;
 enum Chunk {
     Data(AlignedBuf),
     /// The end of the stream, with the hasher that hashed every chunk.
-    End(Option<DigestHasher>),
+    End(Box<DigestHasher>),
 }
 
 /// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes
@@ -51,9 +51,7 @@ pub(crate) async fn pump_blob(
                     let _ = back_tx.try_send(buf);
                 }
                 Chunk::End(hasher) => {
-                    if let Some(h) = hasher {
-                        writer.attach_hasher(h);
-                    }
+                    writer.attach_hasher(*hasher);
                     return writer.commit();
                 }
             }
@@ -75,6 +73,7 @@ pub(crate) async fn pump_blob(
                 Err(_) if allocated < PIPE_DEPTH + 1 => {
                     allocated += 1;
                     AlignedBuf::new()
+                        .map_err(|e| ImageError::from_io("allocating a blob buffer", e))?
                 }
                 Err(_) => match back_rx.recv().await {
                     Some(b) => b,
@@ -94,9 +93,7 @@ pub(crate) async fn pump_blob(
                     eof = true;
                     break;
                 }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf.spare_mut()[..n]);
-                }
+                hasher.update(&buf.spare_mut()[..n]);
                 buf.advance(n);
             }
             if buf.len() > 0 && tx.send(Chunk::Data(buf)).await.is_err() {
@@ -104,7 +101,7 @@ pub(crate) async fn pump_blob(
                 return Ok(());
             }
             if eof {
-                let _ = tx.send(Chunk::End(hasher.take())).await;
+                let _ = tx.send(Chunk::End(Box::new(hasher))).await;
                 return Ok(());
             }
         }
