@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod help;
 mod open;
 mod output;
 mod progress;
@@ -57,6 +58,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repack(a) => cmd::repack::run(a).await,
         Command::Mount(a) => cmd::mount::mount(a).await,
         Command::Umount(a) => cmd::mount::umount(a).await,
+        Command::Completion(a) => cmd::completion::completion(a),
+        Command::Man(a) => cmd::completion::man(a),
     }
 }
 
