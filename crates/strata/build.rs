@@ -27,7 +27,8 @@ fn main() {
 
 /// `abc1234[-dirty] YYYY-MM-DD` of the checkout holding `dir`, or None when `dir` is not part
 /// of one (or git is missing). Registers the files whose change means another commit.
-fn git_commit(dir: &Path) -> Option<String> {
+/// (Public for tests/build_version.rs, which includes this file.)
+pub fn git_commit(dir: &Path) -> Option<String> {
     // A tarball unpacked inside some unrelated repository must not report that repository's
     // commit: this crate's own manifest has to be tracked by it.
     git(dir, &["ls-files", "--error-unmatch", "Cargo.toml"])?;

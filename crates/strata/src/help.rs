@@ -44,7 +44,7 @@ Examples:
   strata unpack oci:alpine:3.20 bundle
   runc run -b bundle ctr1
   # The arm64 image of an index, unprivileged (as umoci --rootless)
-  strata unpack --rootless --platform linux/arm64 docker://docker.io/library/alpine:3.20 rootfs-arm64";
+  strata unpack --rootless --platform linux/arm64 docker://docker.io/library/alpine:3.20 alpine-arm64";
 
 #[cfg(test)]
 mod tests {
