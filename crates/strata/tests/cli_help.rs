@@ -216,6 +216,15 @@ fn man_writes_a_page_per_command_that_man_renders() {
         }
         None => eprintln!("man is not installed: the roff source alone was checked"),
     }
+    // The transport table of strata.1 keeps one transport per line.
+    if let Some(text) = render_man(&dir.join("strata.1")) {
+        assert!(
+            text.contains(
+                "dir:PATH                                a directory of manifest and blobs\n"
+            ),
+            "transport table refilled:\n{text}"
+        );
+    }
 }
 
 #[test]

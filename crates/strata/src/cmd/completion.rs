@@ -53,9 +53,10 @@ pub fn man(a: ManArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The roff source of one command's page: clap_mangen's sections, except that the
-/// `Examples:` of `--help` become an EXAMPLES section printed as written (clap_mangen would
-/// title it EXTRA and refill the command lines).
+/// The roff source of one command's page: clap_mangen's sections, except that DESCRIPTION
+/// keeps indented lines (the transport table) as written and the `Examples:` of `--help`
+/// become an EXAMPLES section, also as written (clap_mangen would refill both, and title the
+/// examples EXTRA).
 fn render(command: &clap::Command) -> anyhow::Result<Vec<u8>> {
     let man = man_page(command);
     let mut page = Vec::new();
@@ -63,13 +64,17 @@ fn render(command: &clap::Command) -> anyhow::Result<Vec<u8>> {
         man.render_title(&mut page)?;
         man.render_name_section(&mut page)?;
         man.render_synopsis_section(&mut page)?;
-        man.render_description_section(&mut page)?;
+        if let Some(about) = command.get_long_about().or_else(|| command.get_about()) {
+            text_section("DESCRIPTION", &about.to_string()).to_writer(&mut page)?;
+        }
         man.render_options_section(&mut page)?;
         if command.get_subcommands().any(|s| !s.is_hide_set()) {
             man.render_subcommands_section(&mut page)?;
         }
         if let Some(after) = command.get_after_help() {
-            examples_section(&after.to_string()).to_writer(&mut page)?;
+            let after = after.to_string();
+            let examples = after.strip_prefix("Examples:\n").unwrap_or(&after);
+            text_section("EXAMPLES", examples).to_writer(&mut page)?;
         }
         if command.get_version().is_some() {
             man.render_version_section(&mut page)?;
@@ -80,17 +85,26 @@ fn render(command: &clap::Command) -> anyhow::Result<Vec<u8>> {
     Ok(page)
 }
 
-/// `Examples:\n  line…` as `.SH EXAMPLES` with the lines unfilled.
-fn examples_section(after_help: &str) -> roff::Roff {
+/// A section of `text`: paragraphs filled, lines indented by two spaces left as they are.
+fn text_section(title: &str, text: &str) -> roff::Roff {
     let mut section = roff::Roff::new();
-    section.control("SH", ["EXAMPLES"]).control("nf", []);
-    for line in after_help
-        .lines()
-        .skip_while(|l| l.trim_end().ends_with(':'))
-    {
-        section.text([roff::roman(line)]);
+    section.control("SH", [title]);
+    let mut unfilled = false;
+    for line in text.lines() {
+        let indented = line.starts_with("  ");
+        if indented != unfilled {
+            section.control(if indented { "nf" } else { "fi" }, []);
+            unfilled = indented;
+        }
+        if line.trim().is_empty() {
+            section.control("PP", []);
+        } else {
+            section.text([roff::roman(line)]);
+        }
     }
-    section.control("fi", []);
+    if unfilled {
+        section.control("fi", []);
+    }
     section
 }
 
