@@ -18,9 +18,10 @@ pub fn print_error(e: &anyhow::Error) {
         .chain()
         .find_map(|c| c.downcast_ref::<crate::resolve::NotFound>())
         .and_then(crate::resolve::NotFound::hint);
-    if let Some(h) = lookup_hint {
-        eprintln!("hint: {h}");
-    } else if let Some(h) = hint(&msg) {
+    for h in lookup_hint
+        .into_iter()
+        .chain(hint(&msg).map(str::to_string))
+    {
         eprintln!("hint: {h}");
     }
 }

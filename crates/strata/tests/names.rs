@@ -123,7 +123,7 @@ fn bare_names_of_registry_images_work_everywhere_and_a_list_does_not_shadow_them
     );
     assert_eq!(
         layout_tags(&store(&env).join("manifest-lists")),
-        [name.clone()]
+        std::slice::from_ref(&name)
     );
     check_image_commands("after");
 
@@ -388,7 +388,7 @@ fn an_old_style_list_in_the_store_is_moved_aside() {
     assert!(!layout_tags(&store(&env)).contains(&name));
     assert_eq!(
         layout_tags(&store(&env).join("manifest-lists")),
-        [name.clone()]
+        std::slice::from_ref(&name)
     );
     assert_eq!(
         list_platforms(&env, &name),

@@ -639,12 +639,4 @@ mod tests {
             assert!(secrets(&[bad.into()]).is_err(), "{bad}");
         }
     }
-
-    #[test]
-    fn transports_are_recognised() {
-        assert!(has_transport("oci:/x:y"));
-        assert!(has_transport("docker://busybox"));
-        assert!(!has_transport("busybox"));
-        assert!(!has_transport("localhost:5000/x"));
-    }
 }
