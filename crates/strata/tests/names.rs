@@ -6,26 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{Env, fixture_layout, layout_digest, layout_tags};
+use common::{Env, fixture_layout, layout_digest, layout_tags, push_image, windows_image};
 use serde_json::Value;
 use strata_spec::Platform;
-use strata_testkit::{
-    TestImage, TestRegistry, busybox_image, busybox_index, random_image_for_platform,
-};
-
-/// Push `image` to `dest` through an OCI layout.
-fn push(env: &Env, image: &TestImage, dest: &str) {
-    let dir = env.path(&format!("layout-{}", image.digest().encoded()));
-    image.write_oci_layout(&dir, "t").expect("layout");
-    env.ok(&[
-        "copy",
-        "-q",
-        "--all",
-        "--tls-verify=false",
-        &format!("oci:{}:t", dir.display()),
-        dest,
-    ]);
-}
+use strata_testkit::{TestRegistry, busybox_image, busybox_index};
 
 fn store(env: &Env) -> std::path::PathBuf {
     env.path("data/strata")
@@ -58,7 +42,7 @@ fn bare_names_of_registry_images_work_everywhere_and_a_list_does_not_shadow_them
     let registry = TestRegistry::start();
     let host = registry.host();
     let name = format!("{host}/app:v1");
-    push(&env, &busybox_index(), &format!("docker://{name}"));
+    push_image(&env, &busybox_index(), &format!("docker://{name}"));
     let index = busybox_index().digest().to_string();
 
     let check_image_commands = |round: &str| {
@@ -145,12 +129,12 @@ fn the_store_wins_when_it_has_the_tag() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let name = format!("{}/app:v1", registry.host());
-    push(&env, &busybox_image("amd64"), &format!("docker://{name}"));
+    push_image(&env, &busybox_image("amd64"), &format!("docker://{name}"));
     // A bare destination is the store; a bare source found only at the registry is pulled.
     env.ok(&["copy", "-q", "--tls-verify=false", &name, &name]);
     assert!(layout_tags(&store(&env)).contains(&name));
     // The registry moves on; the store's copy is what the bare name means now.
-    push(&env, &busybox_image("arm64"), &format!("docker://{name}"));
+    push_image(&env, &busybox_image("arm64"), &format!("docker://{name}"));
     let info = inspect_json(&env, &name);
     assert_eq!(info["name"], name);
     assert_eq!(info["digest"], busybox_image("amd64").digest().to_string());
@@ -163,12 +147,12 @@ fn a_failed_lookup_names_every_place_and_suggests_what_exists() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let host = registry.host();
-    push(
+    push_image(
         &env,
         &busybox_image("amd64"),
         &format!("docker://{host}/app:v1"),
     );
-    push(
+    push_image(
         &env,
         &busybox_image("amd64"),
         &format!("docker://{host}/app:v2"),
@@ -245,30 +229,24 @@ fn a_failed_lookup_names_every_place_and_suggests_what_exists() {
     assert!(!err.contains("not at docker://"), "never is never: {err}");
 }
 
-fn windows(os_version: &str, seed: u64) -> TestImage {
-    let mut p = Platform::new("windows", "amd64");
-    p.os_version = Some(os_version.into());
-    random_image_for_platform(seed, &[1000], &p)
-}
-
 #[test]
 fn manifest_remove_takes_the_platforms_strata_prints() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let host = registry.host();
-    push(
+    push_image(
         &env,
         &busybox_index(),
         &format!("docker://{host}/app:linux"),
     );
-    push(
+    push_image(
         &env,
-        &windows("10.0.17763.1757", 1),
+        &windows_image("10.0.17763.1757", 1),
         &format!("docker://{host}/app:ltsc2019"),
     );
-    push(
+    push_image(
         &env,
-        &windows("10.0.20348.2113", 2),
+        &windows_image("10.0.20348.2113", 2),
         &format!("docker://{host}/app:ltsc2022"),
     );
     let list = "localhost/app:multi";
@@ -356,7 +334,7 @@ fn an_old_style_list_in_the_store_is_moved_aside() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let name = format!("{}/app:v1", registry.host());
-    push(&env, &busybox_index(), &format!("docker://{name}"));
+    push_image(&env, &busybox_index(), &format!("docker://{name}"));
     // What an older `strata manifest create` left: the index among the store's images, its
     // entries elsewhere.
     let src = fixture_layout(&env);
