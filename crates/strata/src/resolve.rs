@@ -238,6 +238,12 @@ pub async fn resolve(
         return open_named(name, side).await;
     };
     let (store_refs, registry_refs) = candidates(text, given, short_names)?;
+    // `--pull always` cannot apply to a name no registry serves (localhost/…).
+    let lookup = if registry_refs.is_empty() && lookup == Lookup::RegistryOnly {
+        Lookup::StoreThenRegistry
+    } else {
+        lookup
+    };
     let mut tried = Vec::new();
     let mut suggestions = Vec::new();
     let store_path = open::store_path()?;

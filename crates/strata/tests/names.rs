@@ -387,3 +387,41 @@ fn ls_and_gc_take_oci_layout_names() {
     let err = env.fails(&["ls", "docker://127.0.0.1:1/app"]);
     assert!(err.contains("strata tags"), "{err}");
 }
+
+#[test]
+fn pull_always_still_takes_localhost_names_from_the_store() {
+    let env = Env::new();
+    let src = fixture_layout(&env);
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        &format!("oci:{}:multi", src.display()),
+        "localhost/base:1",
+    ]);
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("Containerfile"), "FROM localhost/base:1\n").expect("write");
+    let out = env.path("out");
+    env.ok(&[
+        "build",
+        "-q",
+        "--pull",
+        "always",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        &format!("oci:{}:b", out.display()),
+        s(&ctx),
+    ]);
+    let info = env.json(&[
+        "inspect",
+        "--format",
+        "json",
+        &format!("oci:{}:b", out.display()),
+    ]);
+    assert_eq!(
+        info["layers"].as_array().expect("layers").len(),
+        busybox_image("arm64").layers().len()
+    );
+}
