@@ -279,7 +279,24 @@ impl Planner<'_> {
 }
 
 /// Copy the image or index `source` points at into `sink`.
+///
+/// On failure the other blob transfers are stopped and the sink is abandoned
+/// ([`ImageSink::abandon`]) before the error is returned: no temp file or staging directory of
+/// this copy is left, and no manifest was written after the failure. A caller that drops the
+/// returned future instead (Ctrl-C) should call `sink.abandon()` itself.
 pub async fn copy_image(
+    source: &dyn ImageSource,
+    sink: &dyn ImageSink,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let result = copy_image_inner(source, sink, options).await;
+    if result.is_err() {
+        sink.abandon().await;
+    }
+    result
+}
+
+async fn copy_image_inner(
     source: &dyn ImageSource,
     sink: &dyn ImageSink,
     options: &CopyOptions,

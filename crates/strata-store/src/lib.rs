@@ -67,11 +67,13 @@ mod archive;
 mod dir;
 mod error;
 mod layout;
+mod staging;
 mod transport;
 
 pub use archive::{DockerArchiveSink, DockerArchiveSource, OciArchiveSink, OciArchiveSource};
 pub use dir::{DirSink, DirSource};
 pub use error::StoreError;
+pub use staging::STALE_UNLOCKED_AGE;
 pub use layout::{
     BlobWriter, GcReport, MAX_INDEX_BYTES, NewBlob, OciLayout, WriterGuard, ref_name_conforms,
     valid_tag,

@@ -48,7 +48,11 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(LogoutArgs),
-    /// Remove blobs no tag refers to from an OCI layout (default: the local store).
+    /// Remove images: local store or OCI layout tags, registry manifests (alias delete, rmi).
+    #[command(visible_aliases = ["delete", "rmi"], long_about = crate::cmd::rm::LONG_ABOUT)]
+    Rm(crate::cmd::rm::RmArgs),
+    /// Remove blobs no tag refers to, and leftovers of killed writers, from an OCI layout
+    /// (default: the local store).
     Gc(GcArgs),
     /// Remove build cache entries (default: the local store's cache).
     Prune(PruneArgs),
@@ -180,6 +184,9 @@ pub struct TagsArgs {
 pub struct LsArgs {
     /// OCI layout directory, DIR or oci:DIR (default: the local store).
     pub layout: Option<PathBuf>,
+    /// Print the local store's path and nothing else (for other tools' oci:PATH:NAME).
+    #[arg(long, conflicts_with = "layout")]
+    pub store_path: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,

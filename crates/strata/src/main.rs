@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifest(c) => cmd::manifest::run(c).await,
         Command::Login(a) => cmd::login::login(a).await,
         Command::Logout(a) => cmd::login::logout(a).await,
+        Command::Rm(a) => cmd::rm::run(a).await,
         Command::Gc(a) => cmd::ls::gc(a).await,
         Command::Prune(a) => cmd::build::prune(a).await,
         Command::Unpack(a) => cmd::unpack::run(a).await,

@@ -210,9 +210,17 @@ pub async fn sink(name: &ImageName, side: &Side) -> anyhow::Result<Box<dyn Image
                 .with_context(|| format!("opening {name}"))?,
         ),
         ImageName::OciLayout { path, .. } => Box::new(LayoutSink::create(path)?),
-        ImageName::OciArchive { path, .. } => Box::new(OciArchiveSink::create(path)?),
+        // Staging is noted in the store, so `strata gc` finds it should this process be
+        // killed (best effort: without a usable store only the next copy there removes it).
+        ImageName::OciArchive { path, .. } => Box::new(match strata_store::default_store() {
+            Ok(store) => OciArchiveSink::create_noted_in(path, &store)?,
+            Err(_) => OciArchiveSink::create(path)?,
+        }),
         ImageName::DockerArchive { path, reference } => {
-            Box::new(DockerArchiveSink::create(path, reference.as_ref())?)
+            Box::new(match strata_store::default_store() {
+                Ok(store) => DockerArchiveSink::create_noted_in(path, reference.as_ref(), &store)?,
+                Err(_) => DockerArchiveSink::create(path, reference.as_ref())?,
+            })
         }
         ImageName::Dir { path } => Box::new(DirSink::create(path)?),
         ImageName::Store(_) => Box::new(LayoutSink::to_store()?),

@@ -55,7 +55,7 @@ fn hint(msg: &str) -> Option<&'static str> {
         Some("if the document is legitimate, raise the limit with --max-manifest-size BYTES")
     } else if m.contains("digest mismatch") {
         Some(
-            "the content does not match its digest: the source is corrupt or was changed; nothing was written",
+            "the content does not match its digest: the source is corrupt or was changed",
         )
     } else {
         None

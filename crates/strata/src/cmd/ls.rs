@@ -84,6 +84,10 @@ async fn platforms(
 }
 
 pub async fn run(a: LsArgs) -> anyhow::Result<()> {
+    if a.store_path {
+        println!("{}", open::store_path()?.display());
+        return Ok(());
+    }
     let path = layout_path(a.layout)?;
     let layout = OciLayout::open(&path)
         .with_context(|| format!("{} is not an OCI image layout", path.display()))?;
@@ -139,10 +143,11 @@ pub async fn gc(a: GcArgs) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
             println!(
-                "removed {} blobs ({}), {} temp files",
+                "removed {} blobs ({}), {} temp files, {} staging directories",
                 report.blobs_removed,
                 human_size(report.bytes_removed),
-                report.temp_files_removed
+                report.temp_files_removed,
+                report.staging_dirs_removed
             );
             Ok(())
         }

@@ -7,6 +7,7 @@ pub mod ls;
 pub mod manifest;
 pub mod mount;
 pub mod repack;
+pub mod rm;
 pub mod tags;
 pub mod unpack;
 
