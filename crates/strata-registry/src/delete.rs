@@ -40,7 +40,10 @@ impl Client {
         let scopes = vec![format!("repository:{repository}:*")];
         let answer = self
             .inner
-            .send(&host, Request::new(Method::DELETE, url, scopes, what.clone()))
+            .send(
+                &host,
+                Request::new(Method::DELETE, url, scopes, what.clone()),
+            )
             .await?;
         let status = answer.response.status();
         if status.is_success() {

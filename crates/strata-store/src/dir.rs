@@ -153,7 +153,9 @@ impl ImageSink for DirSink {
         if self.reuse_blob(d, None).await? {
             return Ok(());
         }
-        let token = self.in_flight.start(&format!("writing blob {}", d.digest))?;
+        let token = self
+            .in_flight
+            .start(&format!("writing blob {}", d.digest))?;
         let (file, temp) = create_temp_named(&self.path, TEMP_PREFIX)?;
         let writer = BlobWriter::new(file, temp, self.path.join(blob_name(&d.digest)), d, None)?;
         pump_blob(Tracked::new(writer, token), data).await

@@ -73,11 +73,11 @@ mod transport;
 pub use archive::{DockerArchiveSink, DockerArchiveSource, OciArchiveSink, OciArchiveSource};
 pub use dir::{DirSink, DirSource};
 pub use error::StoreError;
-pub use staging::STALE_UNLOCKED_AGE;
 pub use layout::{
     BlobWriter, GcReport, MAX_INDEX_BYTES, NewBlob, OciLayout, WriterGuard, ref_name_conforms,
     valid_tag,
 };
+pub use staging::STALE_UNLOCKED_AGE;
 pub use transport::{LayoutSink, LayoutSource};
 
 use std::path::PathBuf;

@@ -127,7 +127,11 @@ pub(crate) fn staging_for(target: &Path, records: Option<&Path>) -> Result<Stagi
         Ok(l) => l,
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
-            return Err(StoreError::io(&lock_path, "cannot lock staging directory", e));
+            return Err(StoreError::io(
+                &lock_path,
+                "cannot lock staging directory",
+                e,
+            ));
         }
     };
     let record = records.and_then(|r| note(r, &dir));
@@ -257,12 +261,18 @@ mod tests {
     fn staging_names() {
         assert!(is_staging_name(".app.tar.strata-123-0a1b2c3d"));
         assert!(is_staging_name("..strata-1-ffffffff"));
-        assert!(!is_staging_name("app.tar.strata-123-0a1b2c3d"), "not hidden");
+        assert!(
+            !is_staging_name("app.tar.strata-123-0a1b2c3d"),
+            "not hidden"
+        );
         assert!(!is_staging_name(".app.tar.strata-12x-0a1b2c3d"));
         assert!(!is_staging_name(".app.tar.strata-123-0a1b2c3"));
         assert!(!is_staging_name(".app.tar.strata-123-0a1b2c3dz"));
         assert!(!is_staging_name(".app.tar"));
-        assert!(!is_staging_name(".strata-1-ffffffff"), "no target name part");
+        assert!(
+            !is_staging_name(".strata-1-ffffffff"),
+            "no target name part"
+        );
     }
 
     /// A live writer's directory is kept, a dead one's (lock free) removed, a fresh one
@@ -288,7 +298,10 @@ mod tests {
         assert!(live.dir.join("blob").exists(), "live writer's staging kept");
         assert!(!dead.exists(), "dead writer's staging removed");
         assert!(fresh.exists(), "young unlocked staging kept");
-        assert!(outside.path().join(STAGING_LOCK).exists(), "symlink not followed");
+        assert!(
+            outside.path().join(STAGING_LOCK).exists(),
+            "symlink not followed"
+        );
         let live_dir = live.dir.clone();
         drop(live);
         assert!(!live_dir.exists(), "drop removes the staging");

@@ -140,17 +140,17 @@ impl Tracked {
 /// size+1) and, with the reader's hasher, the digest, and commits. On any failure,
 /// including the stream failing, the temp file is gone before this returns. Bytes are read
 /// straight into aligned buffers the writer can hand to `O_DIRECT` writes as they are.
-pub(crate) async fn pump_blob(
-    tracked: Tracked,
-    mut data: BlobReader,
-) -> Result<(), ImageError> {
+pub(crate) async fn pump_blob(tracked: Tracked, mut data: BlobReader) -> Result<(), ImageError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(PIPE_DEPTH);
     let (back_tx, mut back_rx) = mpsc::channel::<AlignedBuf>(PIPE_DEPTH + 1);
     let mut tracked = tracked;
     let mut hasher = tracked.writer.detach_hasher();
     let worker = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-        // `tracked` is owned here and drops writer first, token second: the write counts as
-        // running until its temp file is gone, on every path out of this closure.
+        // Moved in whole (a closure would otherwise capture only the fields it names, and
+        // the token would stay behind in the dropped future): `tracked` drops writer first,
+        // token second, so the write counts as running until its temp file is gone, on every
+        // path out of this closure.
+        let mut tracked = tracked;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Chunk::Data(buf) => {
@@ -389,11 +389,10 @@ async fn put_layout_blob(
     let d = descriptor.clone();
     // Creating the temp file and taking the lock may block briefly (gc running). Should this
     // future be dropped meanwhile, the writer and its token are dropped with the task's output.
-    let tracked = tokio::task::spawn_blocking(move || {
-        l.blob_writer(&d).map(|w| Tracked::new(w, token))
-    })
-    .await
-    .map_err(|e| ImageError::io("blob writer", std::io::Error::other(e)))??;
+    let tracked =
+        tokio::task::spawn_blocking(move || l.blob_writer(&d).map(|w| Tracked::new(w, token)))
+            .await
+            .map_err(|e| ImageError::io("blob writer", std::io::Error::other(e)))??;
     pump_blob(tracked, data).await
 }
 

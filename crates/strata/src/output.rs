@@ -54,9 +54,7 @@ fn hint(msg: &str) -> Option<&'static str> {
     } else if m.contains("larger than the limit") && m.contains("manifest") {
         Some("if the document is legitimate, raise the limit with --max-manifest-size BYTES")
     } else if m.contains("digest mismatch") {
-        Some(
-            "the content does not match its digest: the source is corrupt or was changed",
-        )
+        Some("the content does not match its digest: the source is corrupt or was changed")
     } else {
         None
     }
