@@ -132,6 +132,22 @@ fn slow_blobs(proxy: &FaultProxy) {
     );
 }
 
+/// `strata copy -q --tls-verify=false FROM TO` in the background, stderr captured.
+fn spawn_copy(env: &Env, from: &str, to: &str) -> Child {
+    env.strata()
+        .args(["copy", "-q", "--tls-verify=false", from, to])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn strata")
+}
+
+/// Is a copy to `archive` writing blobs into its staging directory?
+fn staging_busy(archive: &Path) -> bool {
+    staging_dirs(archive)
+        .iter()
+        .any(|d| !temp_files(&d.join("layout")).is_empty())
+}
+
 #[test]
 fn rm_then_gc_frees_exactly_the_unreferenced_blobs_of_store_and_layout() {
     let env = Env::new();
@@ -186,6 +202,17 @@ fn rm_then_gc_frees_exactly_the_unreferenced_blobs_of_store_and_layout() {
         "{err}"
     );
     env.ok(&["rm", "--ignore", "localhost/multi:1"]);
+    // NAME@DIGEST: every tag of that repository on the digest, nothing else.
+    env.ok(&["copy", "-q", "localhost/other:1", "localhost/other:2"]);
+    env.ok(&["copy", "-q", "localhost/other:1", "localhost/keep:1"]);
+    let out = env.ok(&["rm", &format!("localhost/other@{}", other.digest())]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["untagged localhost/other:1", "untagged localhost/other:2"]
+    );
+    assert_eq!(layout_tags(&store), vec!["localhost/keep:1"]);
 
     // An OCI layout with two tags sharing everything, and a third image.
     let layout = env.path("layout");
@@ -357,18 +384,7 @@ fn interrupted_copy_removes_its_temp_files_and_staging() {
 
     // Into a layout: SIGINT while blobs are being written.
     let layout = env.path("dest");
-    let mut child = env
-        .strata()
-        .args([
-            "copy",
-            "-q",
-            "--tls-verify=false",
-            &from,
-            &format!("oci:{}:v1", layout.display()),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn strata");
+    let mut child = spawn_copy(&env, &from, &format!("oci:{}:v1", layout.display()));
     wait_until(&mut child, "blob temp files exist", || {
         temp_files(&layout).len() >= 2
     });
@@ -385,23 +401,8 @@ fn interrupted_copy_removes_its_temp_files_and_staging() {
 
     // Into an oci-archive: SIGTERM; neither archive nor staging remains.
     let archive = env.path("out/app.tar");
-    let mut child = env
-        .strata()
-        .args([
-            "copy",
-            "-q",
-            "--tls-verify=false",
-            &from,
-            &format!("oci-archive:{}", archive.display()),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn strata");
-    wait_until(&mut child, "staged blob writes", || {
-        staging_dirs(&archive)
-            .iter()
-            .any(|d| !temp_files(&d.join("layout")).is_empty())
-    });
+    let mut child = spawn_copy(&env, &from, &format!("oci-archive:{}", archive.display()));
+    wait_until(&mut child, "staged blob writes", || staging_busy(&archive));
     signal(&child, "TERM");
     let (code, err) = finish(child);
     assert_eq!(code, Some(130), "{err}");
@@ -470,17 +471,8 @@ fn killed_archive_copy_leaves_staging_that_gc_or_the_next_copy_removes() {
     let archive = env.path("out/app.tar");
     let to = format!("oci-archive:{}", archive.display());
     let kill_mid_copy = || {
-        let mut child = env
-            .strata()
-            .args(["copy", "-q", "--tls-verify=false", &from, &to])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn strata");
-        wait_until(&mut child, "staged blob writes", || {
-            staging_dirs(&archive)
-                .iter()
-                .any(|d| !temp_files(&d.join("layout")).is_empty())
-        });
+        let mut child = spawn_copy(&env, &from, &to);
+        wait_until(&mut child, "staged blob writes", || staging_busy(&archive));
         signal(&child, "KILL");
         finish(child);
         let left = staging_dirs(&archive);
