@@ -261,7 +261,13 @@ impl Inner {
         let own = if tls == shared {
             None
         } else {
-            tracing::debug!(host, insecure = tls.insecure, ca_files = tls.ca_certs.len(), client_cert = tls.client_cert.is_some(), "TLS settings of the host's own");
+            tracing::debug!(
+                host,
+                insecure = tls.insecure,
+                ca_files = tls.ca_certs.len(),
+                client_cert = tls.client_cert.is_some(),
+                "TLS settings of the host's own"
+            );
             Some(crate::tls::http_client(&self.options, &tls)?)
         };
         if let Ok(mut cache) = self.per_host.lock() {

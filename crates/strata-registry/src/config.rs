@@ -192,7 +192,10 @@ impl ConfPaths {
             return ConfPaths {
                 main: Some(user),
                 main_required: false,
-                dropin_dirs: home.iter().map(|h| h.join(USER_REGISTRIES_CONF_DIR)).collect(),
+                dropin_dirs: home
+                    .iter()
+                    .map(|h| h.join(USER_REGISTRIES_CONF_DIR))
+                    .collect(),
                 alias_cache,
             };
         }
@@ -294,7 +297,9 @@ fn clean_location(path: &Path, what: &str, location: &str) -> Result<String, Reg
     if l.starts_with("http://") || l.starts_with("https://") {
         return Err(bad(
             path,
-            format!("{what} {location:?}: a location must not contain a scheme (http:// or https://)"),
+            format!(
+                "{what} {location:?}: a location must not contain a scheme (http:// or https://)"
+            ),
         ));
     }
     Ok(l.to_string())
@@ -307,7 +312,10 @@ fn host_of(location: &str) -> &str {
 /// A host name without its port (`[::1]:5000` → `[::1]`).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map(|(h, _)| &host[..=h.len()]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..=h.len()])
+            .unwrap_or(host);
     }
     host.split(':').next().unwrap_or(host)
 }
@@ -317,7 +325,8 @@ fn looks_like_domain(component: &str) -> bool {
 }
 
 fn parse_partial(text: &str, path: &Path) -> Result<Partial, RegistryError> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| bad(path, e.to_string().trim_end().to_string()))?;
+    let raw: RawFile =
+        toml::from_str(text).map_err(|e| bad(path, e.to_string().trim_end().to_string()))?;
     warn_unknown(path, "registries.conf", &raw.other);
     let mut out = Partial {
         search: raw.unqualified_search_registries,
@@ -387,7 +396,9 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, RegistryError> {
             if rest.is_empty() || rest.contains(['*', '/', '@']) || rest.contains(':') {
                 return Err(bad(
                     path,
-                    format!("prefix {prefix:?}: a wildcard prefix is *.HOST with nothing after the host"),
+                    format!(
+                        "prefix {prefix:?}: a wildcard prefix is *.HOST with nothing after the host"
+                    ),
                 ));
             }
             if !location.is_empty() {
@@ -408,7 +419,10 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, RegistryError> {
             location
         };
         if out.registries.iter().any(|e| e.prefix == prefix) {
-            return Err(bad(path, format!("prefix {prefix:?} is defined more than once")));
+            return Err(bad(
+                path,
+                format!("prefix {prefix:?} is defined more than once"),
+            ));
         }
         let mut mirrors = Vec::new();
         for m in r.mirror {
@@ -420,14 +434,19 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, RegistryError> {
                 Some(other) => {
                     return Err(bad(
                         path,
-                        format!("mirror {:?}: pull-from-mirror {other:?}: expected all, digest-only or tag-only", m.location),
+                        format!(
+                            "mirror {:?}: pull-from-mirror {other:?}: expected all, digest-only or tag-only",
+                            m.location
+                        ),
                     ));
                 }
             };
             if r.mirror_by_digest_only.is_some() && pull_from_mirror != PullFromMirror::All {
                 return Err(bad(
                     path,
-                    format!("prefix {prefix:?}: pull-from-mirror cannot be combined with mirror-by-digest-only"),
+                    format!(
+                        "prefix {prefix:?}: pull-from-mirror cannot be combined with mirror-by-digest-only"
+                    ),
                 ));
             }
             mirrors.push(Mirror {
@@ -457,10 +476,15 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, RegistryError> {
 /// neither has a tag or digest.
 fn check_alias(path: &Path, name: &str, value: &str) -> Result<(), RegistryError> {
     let first = name.split('/').next().unwrap_or_default();
-    if name.is_empty() || name.contains(['@', ':']) || (name.contains('/') && looks_like_domain(first)) {
+    if name.is_empty()
+        || name.contains(['@', ':'])
+        || (name.contains('/') && looks_like_domain(first))
+    {
         return Err(bad(
             path,
-            format!("alias {name:?}: the name must be a short name without registry, tag or digest"),
+            format!(
+                "alias {name:?}: the name must be a short name without registry, tag or digest"
+            ),
         ));
     }
     if value.is_empty() {
@@ -470,7 +494,9 @@ fn check_alias(path: &Path, name: &str, value: &str) -> Result<(), RegistryError
     if !looks_like_domain(domain) || rest.is_empty() || value.contains('@') || rest.contains(':') {
         return Err(bad(
             path,
-            format!("alias {name:?} = {value:?}: the value must be a fully qualified name (REGISTRY/REPO) without tag or digest"),
+            format!(
+                "alias {name:?} = {value:?}: the value must be a fully qualified name (REGISTRY/REPO) without tag or digest"
+            ),
         ));
     }
     Ok(())
@@ -540,7 +566,10 @@ impl RegistriesConf {
             match read_capped(main)? {
                 Some(text) => conf.merge(parse_partial(&text, main)?, main),
                 None if paths.main_required => {
-                    return Err(bad(main, format!("does not exist (named by ${REGISTRIES_CONF_ENV})")));
+                    return Err(bad(
+                        main,
+                        format!("does not exist (named by ${REGISTRIES_CONF_ENV})"),
+                    ));
                 }
                 None => {}
             }
@@ -695,7 +724,8 @@ impl RegistriesConf {
     /// allowed)? `Some` names why (the file and entry); `None` when nothing says so.
     pub fn insecure_host(&self, host: &str) -> Option<String> {
         if let Some(v) = self.tls_verify.get(host) {
-            return (!v.value).then(|| format!("tls-verify = false for {host} in {}", v.origin.display()));
+            return (!v.value)
+                .then(|| format!("tls-verify = false for {host} in {}", v.origin.display()));
         }
         for e in &self.registries {
             let wildcard = e.prefix.starts_with("*.") && match_prefix(host, &e.prefix).is_some();
@@ -799,8 +829,9 @@ impl CertDirs {
         let Some(dir) = self.dir_for(host) else {
             return Ok(HostCerts::default());
         };
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| RegistryError::io(format!("listing certificates in {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            RegistryError::io(format!("listing certificates in {}", dir.display()), e)
+        })?;
         let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
         let mut out = HostCerts {
@@ -814,16 +845,25 @@ impl CertDirs {
                 "cert" => {
                     let key = f.with_extension("key");
                     if !key.is_file() {
-                        return Err(bad(f, format!("client certificate without its key {}", key.display())));
+                        return Err(bad(
+                            f,
+                            format!("client certificate without its key {}", key.display()),
+                        ));
                     }
                     if out.client_cert.is_none() {
-                        out.client_cert = Some(ClientCert { cert: f.clone(), key });
+                        out.client_cert = Some(ClientCert {
+                            cert: f.clone(),
+                            key,
+                        });
                     }
                 }
                 "key" => {
                     let cert = f.with_extension("cert");
                     if !cert.is_file() {
-                        return Err(bad(f, format!("client key without its certificate {}", cert.display())));
+                        return Err(bad(
+                            f,
+                            format!("client key without its certificate {}", cert.display()),
+                        ));
                     }
                 }
                 _ => {}
@@ -878,14 +918,25 @@ insecure = true
         assert_eq!(find("example.com/foo/x:1"), Some("example.com/foo"));
         assert_eq!(find("example.com/foo:1"), Some("example.com/foo"));
         assert_eq!(find("example.com/foobar:1"), Some("example.com"));
-        assert_eq!(find("example.com:5000/foo:1"), None, "a port is another host");
+        assert_eq!(
+            find("example.com:5000/foo:1"),
+            None,
+            "a port is another host"
+        );
         assert_eq!(find("example.comx/foo:1"), None);
         assert_eq!(find("a.wild.io/x:1"), Some("*.wild.io"));
         assert_eq!(find("b.a.wild.io:443/x:1"), Some("*.wild.io"));
         assert_eq!(find("wild.io/x:1"), None, "the wildcard needs a subdomain");
-        assert_eq!(sources(&c, "example.com/foo/img:v1"), ["b.local/bar/img:v1"]);
+        assert_eq!(
+            sources(&c, "example.com/foo/img:v1"),
+            ["b.local/bar/img:v1"]
+        );
         assert_eq!(sources(&c, "example.com/other:v1"), ["a.local/other:v1"]);
-        assert_eq!(sources(&c, "x.wild.io/img:v1"), ["x.wild.io/img:v1"], "no rewrite");
+        assert_eq!(
+            sources(&c, "x.wild.io/img:v1"),
+            ["x.wild.io/img:v1"],
+            "no rewrite"
+        );
         assert!(c.insecure_host("x.wild.io").is_some());
         assert!(c.insecure_host("wild.io").is_none());
     }
@@ -928,8 +979,15 @@ location = "q.local"
         assert!(got[1].starts_with("m2.local/library/busybox@"));
         assert!(got[2].starts_with("registry.local:5000/"));
         assert_eq!(sources(&c, "quay.io/a/b:1"), ["quay.io/a/b:1"]);
-        assert_eq!(sources(&c, &format!("quay.io/a/b@sha256:{}", "b".repeat(64))).len(), 2);
-        assert!(c.insecure_host("m2.local").unwrap().contains("/etc/test.conf"));
+        assert_eq!(
+            sources(&c, &format!("quay.io/a/b@sha256:{}", "b".repeat(64))).len(),
+            2
+        );
+        assert!(
+            c.insecure_host("m2.local")
+                .unwrap()
+                .contains("/etc/test.conf")
+        );
         assert!(c.insecure_host("m1.local").is_none());
         assert!(c.insecure_host("registry.local:5000").is_none());
     }
@@ -939,7 +997,10 @@ location = "q.local"
         let c = conf("[[registry]]\nprefix = \"evil.io\"\nblocked = true\n");
         let e = c.pull_sources(&"evil.io/x:1".parse().unwrap()).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("evil.io/x:1") && text.contains("/etc/test.conf"), "{text}");
+        assert!(
+            text.contains("evil.io/x:1") && text.contains("/etc/test.conf"),
+            "{text}"
+        );
         assert!(c.pull_sources(&"good.io/x:1".parse().unwrap()).is_ok());
     }
 
@@ -955,7 +1016,8 @@ location = "q.local"
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = RegistriesConf::parse("a = 1\n[[registry]\n", Path::new("/x/bad.conf")).unwrap_err();
+        let e =
+            RegistriesConf::parse("a = 1\n[[registry]\n", Path::new("/x/bad.conf")).unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("/x/bad.conf: "), "{text}");
         assert!(text.contains("line 2"), "{text}");
@@ -973,7 +1035,10 @@ location = "q.local"
             "unqualified-search-registries = ['a.io']\n[registries.search]\nregistries = ['b.io']\n",
         ] {
             let e = RegistriesConf::parse(bad_text, Path::new("/x/bad.conf")).unwrap_err();
-            assert!(e.to_string().starts_with("/x/bad.conf: "), "{bad_text}: {e}");
+            assert!(
+                e.to_string().starts_with("/x/bad.conf: "),
+                "{bad_text}: {e}"
+            );
         }
     }
 
@@ -988,7 +1053,11 @@ location = "q.local"
             "unqualified-search-registries = ['a.io']\n[aliases]\nold = 'a.io/old'\ngone = 'a.io/gone'\n[[registry]]\nlocation = 'x.io'\ninsecure = true\n",
         )
         .unwrap();
-        std::fs::write(d.join("20-b.conf"), "unqualified-search-registries = ['c.io']\n").unwrap();
+        std::fs::write(
+            d.join("20-b.conf"),
+            "unqualified-search-registries = ['c.io']\n",
+        )
+        .unwrap();
         std::fs::write(
             d.join("10-a.conf"),
             "unqualified-search-registries = ['b.io']\nshort-name-mode = 'enforcing'\n[aliases]\ngone = ''\nnew = 'b.io/new'\n[[registry]]\nlocation = 'x.io'\n",
@@ -1004,15 +1073,32 @@ location = "q.local"
             alias_cache: Some(cache.clone()),
         })
         .unwrap();
-        assert_eq!(c.files, [main.clone(), d.join("10-a.conf"), d.join("20-b.conf"), cache.clone()]);
+        assert_eq!(
+            c.files,
+            [
+                main.clone(),
+                d.join("10-a.conf"),
+                d.join("20-b.conf"),
+                cache.clone()
+            ]
+        );
         let s = c.short_names();
         assert_eq!(s.search_registries, ["c.io"]);
-        assert_eq!(c.unqualified_search_registries.as_ref().unwrap().origin, d.join("20-b.conf"));
+        assert_eq!(
+            c.unqualified_search_registries.as_ref().unwrap().origin,
+            d.join("20-b.conf")
+        );
         assert_eq!(s.mode, Some(ShortNameMode::Enforcing));
         assert_eq!(s.aliases.get("old").map(String::as_str), Some("a.io/old"));
-        assert_eq!(s.aliases.get("new").map(String::as_str), Some("cache.io/new"));
+        assert_eq!(
+            s.aliases.get("new").map(String::as_str),
+            Some("cache.io/new")
+        );
         assert!(!s.aliases.contains_key("gone"));
-        assert!(c.insecure_host("x.io").is_none(), "the drop-in's x.io replaced the main one");
+        assert!(
+            c.insecure_host("x.io").is_none(),
+            "the drop-in's x.io replaced the main one"
+        );
         let missing = RegistriesConf::load_from(&ConfPaths {
             main: Some(dir.path().join("nope.conf")),
             main_required: true,
@@ -1051,6 +1137,9 @@ location = "q.local"
         let e = dirs.host_certs("reg.io:5000").unwrap_err();
         assert!(e.to_string().contains("lone.key"), "{e}");
         let flat = CertDirs::Flat(dir.path().join("a"));
-        assert_eq!(flat.host_certs("anything").unwrap().dir, Some(dir.path().join("a")));
+        assert_eq!(
+            flat.host_certs("anything").unwrap().dir,
+            Some(dir.path().join("a"))
+        );
     }
 }

@@ -21,6 +21,7 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 enum Auth<'a> {
@@ -32,20 +33,26 @@ enum Auth<'a> {
 impl TestRegistry {
     /// A registry without auth.
     pub fn start() -> TestRegistry {
-        Self::start_with(Auth::None)
+        Self::start_with(Auth::None, None)
+    }
+
+    /// A registry without auth serving HTTPS with this PEM certificate and key (its
+    /// [`TestRegistry::url`] is then `https://`).
+    pub fn start_with_tls(certificate: &Path, key: &Path) -> TestRegistry {
+        Self::start_with(Auth::None, Some((certificate, key)))
     }
 
     /// A registry with htpasswd Basic auth for one user.
     pub fn start_with_basic_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::Basic(user, password))
+        Self::start_with(Auth::Basic(user, password), None)
     }
 
     /// A registry with Bearer token auth delegated to `tokens` (real JWT verification).
     pub fn start_with_token_auth(tokens: &TokenServer) -> TestRegistry {
-        Self::start_with(Auth::Token(tokens))
+        Self::start_with(Auth::Token(tokens), None)
     }
 
-    fn start_with(auth: Auth<'_>) -> TestRegistry {
+    fn start_with(auth: Auth<'_>, tls: Option<(&Path, &Path)>) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry (scripts/install-deps.sh)"
@@ -86,8 +93,16 @@ impl TestRegistry {
                 _ => String::new(),
             };
             let port = free_port();
+            let tls_yaml = match tls {
+                Some((cert, key)) => format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+                None => String::new(),
+            };
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{tls_yaml}{auth_yaml}",
                 root = dir.path().join("data").display(),
             );
             let config_path = dir.path().join("config.yml");
@@ -101,7 +116,12 @@ impl TestRegistry {
                 .stderr(log)
                 .spawn()
                 .expect("start docker-registry");
-            let mut reg = TestRegistry { child, port, dir };
+            let mut reg = TestRegistry {
+                child,
+                port,
+                dir,
+                tls: tls.is_some(),
+            };
             match reg.wait_ready() {
                 Ok(()) => return reg,
                 Err(e) => {
@@ -148,9 +168,10 @@ impl TestRegistry {
     pub fn port(&self) -> u16 {
         self.port
     }
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_with_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
     /// The registry's storage root (`docker/registry/v2/...` below it).
     pub fn storage(&self) -> PathBuf {

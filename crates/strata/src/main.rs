@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod config;
 mod open;
 mod output;
 mod progress;
@@ -42,6 +43,7 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    config::init()?;
     match cli.command {
         Command::Build(a) => cmd::build::run(a).await,
         Command::Copy(a) => cmd::copy::run(a).await,
@@ -57,6 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repack(a) => cmd::repack::run(a).await,
         Command::Mount(a) => cmd::mount::mount(a).await,
         Command::Umount(a) => cmd::mount::umount(a).await,
+        Command::Config(a) => cmd::config::run(a).await,
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod build;
+pub mod config;
 pub mod copy;
 pub mod inspect;
 pub mod login;
