@@ -37,9 +37,14 @@ impl TestRegistry {
     }
 
     /// A registry without auth serving HTTPS with this PEM certificate and key (its
-    /// [`TestRegistry::url`] is then `https://`).
-    pub fn start_with_tls(certificate: &Path, key: &Path) -> TestRegistry {
-        Self::start_with(Auth::None, Some((certificate, key)))
+    /// [`TestRegistry::url`] is then `https://`); with `client_ca`, clients must present a
+    /// certificate signed by it.
+    pub fn start_with_tls(
+        certificate: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> TestRegistry {
+        Self::start_with(Auth::None, Some((certificate, key, client_ca)))
     }
 
     /// A registry with htpasswd Basic auth for one user.
@@ -52,7 +57,7 @@ impl TestRegistry {
         Self::start_with(Auth::Token(tokens), None)
     }
 
-    fn start_with(auth: Auth<'_>, tls: Option<(&Path, &Path)>) -> TestRegistry {
+    fn start_with(auth: Auth<'_>, tls: Option<(&Path, &Path, Option<&Path>)>) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry (scripts/install-deps.sh)"
@@ -94,10 +99,13 @@ impl TestRegistry {
             };
             let port = free_port();
             let tls_yaml = match tls {
-                Some((cert, key)) => format!(
-                    "  tls:\n    certificate: {}\n    key: {}\n",
+                Some((cert, key, client_ca)) => format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n{}",
                     cert.display(),
-                    key.display()
+                    key.display(),
+                    client_ca
+                        .map(|ca| format!("    clientcas:\n      - {}\n", ca.display()))
+                        .unwrap_or_default()
                 ),
                 None => String::new(),
             };

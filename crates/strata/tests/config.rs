@@ -44,7 +44,9 @@ fn fails_with(env: &Env, conf: &Path, args: &[&str]) -> String {
 
 /// A registries.conf of its own (each call a new file).
 fn write_conf(env: &Env, text: &str) -> PathBuf {
-    let dir = tempfile::tempdir_in(env.dir.path()).expect("tempdir").keep();
+    let dir = tempfile::tempdir_in(env.dir.path())
+        .expect("tempdir")
+        .keep();
     let path = dir.join("registries.conf");
     std::fs::write(&path, text).expect("write registries.conf");
     path
@@ -336,11 +338,97 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// A client certificate signed by the CA of [`make_certs`] in `dir`.
+fn make_client_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().expect("utf-8").to_string();
+    run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=strata client",
+            "-keyout",
+            &p("client.key"),
+            "-out",
+            &p("client.csr"),
+        ],
+    );
+    std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n").expect("write");
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("client.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("client-ext.cnf"),
+            "-out",
+            &p("client.cert"),
+        ],
+    );
+    (dir.join("client.cert"), dir.join("client.key"))
+}
+
+#[test]
+fn certs_d_client_certificate_is_presented() {
+    let env = Env::new();
+    let pki = env.path("pki");
+    let (ca, cert, key) = make_certs(&pki);
+    let (client_cert, client_key) = make_client_cert(&pki);
+    let registry = TestRegistry::start_with_tls(&cert, &key, Some(&ca));
+    let conf = write_conf(&env, "");
+    let src = format!("oci:{}:multi", fixture_layout(&env).display());
+    let dest = format!("docker://{}/app:v1", registry.host());
+    let certs_d = env.path(&format!(
+        "home/.config/containers/certs.d/{}",
+        registry.host()
+    ));
+    std::fs::create_dir_all(&certs_d).expect("mkdir");
+    std::fs::copy(&ca, certs_d.join("ca.crt")).expect("copy ca");
+    // The CA alone is not enough: the registry wants a client certificate.
+    let err = fails_with(&env, &conf, &["copy", "-q", "--all", &src, &dest]);
+    assert!(err.contains(&registry.host()), "{err}");
+    std::fs::copy(&client_cert, certs_d.join("me.cert")).expect("copy cert");
+    std::fs::copy(&client_key, certs_d.join("me.key")).expect("copy key");
+    ok_with(&env, &conf, &["copy", "-q", "--all", &src, &dest]);
+    let back = env.path("back");
+    ok_with(
+        &env,
+        &conf,
+        &[
+            "copy",
+            "-q",
+            "--all",
+            &dest,
+            &format!("oci:{}:v1", back.display()),
+        ],
+    );
+    assert_eq!(
+        layout_digest(&back, "v1"),
+        busybox_index().digest().to_string()
+    );
+    // A key without its certificate is an error naming the file.
+    std::fs::remove_file(certs_d.join("me.cert")).expect("rm");
+    let err = fails_with(&env, &conf, &["inspect", &dest]);
+    assert!(err.contains("me.key"), "{err}");
+}
+
 #[test]
 fn certs_d_ca_is_trusted_without_tls_verify_false() {
     let env = Env::new();
     let (ca, cert, key) = make_certs(&env.path("pki"));
-    let registry = TestRegistry::start_with_tls(&cert, &key);
+    let registry = TestRegistry::start_with_tls(&cert, &key, None);
     let conf = write_conf(&env, "");
     let src = format!("oci:{}:multi", fixture_layout(&env).display());
     let dest = format!("docker://{}/app:v1", registry.host());

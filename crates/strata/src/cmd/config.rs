@@ -231,10 +231,19 @@ fn print_text(r: &Value) {
     println!("settings:");
     for key in ["retry_times", "jobs", "compression", "platforms", "store"] {
         let s = &r["settings"][key];
+        let value = match &s["value"] {
+            Value::Array(a) if a.is_empty() => "-".to_string(),
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::String(v) => v.clone(),
+            v => v.to_string(),
+        };
         println!(
-            "  {:<12} {:<24} {}",
+            "  {:<12} {value:<24} {}",
             key.replace('_', "-"),
-            s["value"].to_string().trim_matches('"'),
             origin_of(s)
         );
     }
@@ -245,9 +254,14 @@ fn print_text(r: &Value) {
     }
     let rc = &r["registries_conf"];
     let search = &rc["unqualified_search_registries"];
+    let registries = list(&search["value"]);
     println!(
         "unqualified-search-registries: {}   {}",
-        list(&search["value"]).join(", "),
+        if registries.is_empty() {
+            "none".to_string()
+        } else {
+            registries.join(", ")
+        },
         origin_of(search)
     );
     let mode = &rc["short_name_mode"];
