@@ -52,6 +52,28 @@ fn write_conf(env: &Env, text: &str) -> PathBuf {
     path
 }
 
+/// Copy the busybox index at `dest` into a layout; its digest must be the fixture's.
+fn pull_back_and_check(env: &Env, conf: &Path, dest: &str) {
+    let back = tempfile::tempdir_in(env.dir.path())
+        .expect("tempdir")
+        .keep();
+    ok_with(
+        env,
+        conf,
+        &[
+            "copy",
+            "-q",
+            "--all",
+            dest,
+            &format!("oci:{}:v1", back.display()),
+        ],
+    );
+    assert_eq!(
+        layout_digest(&back, "v1"),
+        busybox_index().digest().to_string()
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,22 +100,7 @@ fn registries_conf_insecure_registry_needs_no_tls_flag_and_the_flag_still_wins()
     );
     ok_with(&env, &conf, &["copy", "-q", "--all", &src, &dest]);
     assert_eq!(skopeo_raw(&dest), busybox_index().manifest);
-    let back = env.path("back");
-    ok_with(
-        &env,
-        &conf,
-        &[
-            "copy",
-            "-q",
-            "--all",
-            &dest,
-            &format!("oci:{}:v1", back.display()),
-        ],
-    );
-    assert_eq!(
-        layout_digest(&back, "v1"),
-        busybox_index().digest().to_string()
-    );
+    pull_back_and_check(&env, &conf, &dest);
     // --tls-verify=true beats the configuration.
     let err = fails_with(&env, &conf, &["inspect", "--tls-verify=true", &dest]);
     assert!(err.contains(&registry.host()), "{err}");
@@ -402,22 +409,7 @@ fn certs_d_client_certificate_is_presented() {
     std::fs::copy(&client_cert, certs_d.join("me.cert")).expect("copy cert");
     std::fs::copy(&client_key, certs_d.join("me.key")).expect("copy key");
     ok_with(&env, &conf, &["copy", "-q", "--all", &src, &dest]);
-    let back = env.path("back");
-    ok_with(
-        &env,
-        &conf,
-        &[
-            "copy",
-            "-q",
-            "--all",
-            &dest,
-            &format!("oci:{}:v1", back.display()),
-        ],
-    );
-    assert_eq!(
-        layout_digest(&back, "v1"),
-        busybox_index().digest().to_string()
-    );
+    pull_back_and_check(&env, &conf, &dest);
     // A key without its certificate is an error naming the file.
     std::fs::remove_file(certs_d.join("me.cert")).expect("rm");
     let err = fails_with(&env, &conf, &["inspect", &dest]);
@@ -443,22 +435,7 @@ fn certs_d_ca_is_trusted_without_tls_verify_false() {
     std::fs::create_dir_all(&certs_d).expect("mkdir");
     std::fs::copy(&ca, certs_d.join("ca.crt")).expect("copy ca");
     ok_with(&env, &conf, &["copy", "-q", "--all", &src, &dest]);
-    let back = env.path("back");
-    ok_with(
-        &env,
-        &conf,
-        &[
-            "copy",
-            "-q",
-            "--all",
-            &dest,
-            &format!("oci:{}:v1", back.display()),
-        ],
-    );
-    assert_eq!(
-        layout_digest(&back, "v1"),
-        busybox_index().digest().to_string()
-    );
+    pull_back_and_check(&env, &conf, &dest);
     let report: Value = serde_json::from_str(&ok_with(
         &env,
         &conf,

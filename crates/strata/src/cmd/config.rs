@@ -210,23 +210,18 @@ fn print_text(r: &Value) {
             })
             .unwrap_or_default()
     };
-    let files = list(&r["files"]["strata"]);
-    println!(
-        "strata config files: {}",
-        if files.is_empty() {
-            "none".into()
+    let joined = |v: &Value| {
+        let items = list(v);
+        if items.is_empty() {
+            "none".to_string()
         } else {
-            files.join(", ")
+            items.join(", ")
         }
-    );
-    let files = list(&r["files"]["registries_conf"]);
+    };
+    println!("strata config files: {}", joined(&r["files"]["strata"]));
     println!(
         "registries.conf files: {}",
-        if files.is_empty() {
-            "none".into()
-        } else {
-            files.join(", ")
-        }
+        joined(&r["files"]["registries_conf"])
     );
     println!("settings:");
     for key in ["retry_times", "jobs", "compression", "platforms", "store"] {
@@ -254,14 +249,9 @@ fn print_text(r: &Value) {
     }
     let rc = &r["registries_conf"];
     let search = &rc["unqualified_search_registries"];
-    let registries = list(&search["value"]);
     println!(
         "unqualified-search-registries: {}   {}",
-        if registries.is_empty() {
-            "none".to_string()
-        } else {
-            registries.join(", ")
-        },
+        joined(&search["value"]),
         origin_of(search)
     );
     let mode = &rc["short_name_mode"];
