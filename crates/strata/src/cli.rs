@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
-    version,
+    version = env!("STRATA_VERSION"),
     about = "Build, copy, inspect and unpack OCI container images without a daemon",
     long_about = "Build, copy, inspect and unpack OCI container images without a daemon.\n\n\
 Images are named with a transport prefix, as skopeo names them:\n  \
@@ -29,17 +29,20 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build images from a Containerfile, for one or many platforms.
+    #[command(after_help = crate::help::BUILD)]
     Build(BuildArgs),
     /// Copy an image or index between registries, layouts, archives and directories.
+    #[command(after_help = crate::help::COPY)]
     Copy(CopyArgs),
     /// Show an image's digest, platforms, layers and config.
+    #[command(after_help = crate::help::INSPECT)]
     Inspect(InspectArgs),
     /// List the tags of a registry repository.
     Tags(TagsArgs),
     /// List the tags and platforms in an OCI image layout.
     Ls(LsArgs),
     /// Create, edit and push manifest lists (OCI indexes / Docker manifest lists).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::help::MANIFEST)]
     Manifest(ManifestCommand),
     /// Store credentials for a registry in the auth file.
     Login(LoginArgs),
@@ -50,7 +53,7 @@ pub enum Command {
     /// Remove build cache entries (default: the local store's cache).
     Prune(PruneArgs),
     /// Unpack an image into an OCI runtime bundle (rootfs + config.json), like `umoci unpack`.
-    #[command(long_about = crate::cmd::unpack::LONG_ABOUT)]
+    #[command(long_about = crate::cmd::unpack::LONG_ABOUT, after_help = crate::help::UNPACK)]
     Unpack(crate::cmd::unpack::UnpackArgs),
     /// Turn the changes made in an unpacked bundle's rootfs into a new layer and image.
     #[command(long_about = crate::cmd::repack::LONG_ABOUT)]
@@ -60,6 +63,11 @@ pub enum Command {
     Mount(crate::cmd::mount::MountArgs),
     /// Unmount what `strata mount` mounted.
     Umount(crate::cmd::mount::UmountArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = crate::cmd::completion::COMPLETION_AFTER_HELP)]
+    Completion(crate::cmd::completion::CompletionArgs),
+    /// Write the man pages (strata.1 and one per subcommand).
+    Man(crate::cmd::completion::ManArgs),
     /// Show the effective configuration and the file each setting comes from.
     #[command(long_about = crate::cmd::config::LONG_ABOUT)]
     Config(ConfigArgs),
@@ -163,6 +171,7 @@ pub struct InspectArgs {
     /// For an index: inspect the image for this platform instead of the index.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -173,6 +182,7 @@ pub struct InspectArgs {
 pub struct TagsArgs {
     /// Repository: docker://REGISTRY/REPO or REGISTRY/REPO.
     pub repository: String,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -183,6 +193,7 @@ pub struct TagsArgs {
 pub struct LsArgs {
     /// OCI layout directory (default: the local store).
     pub layout: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -191,6 +202,7 @@ pub struct LsArgs {
 pub struct GcArgs {
     /// OCI layout directory (default: the local store).
     pub layout: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -199,6 +211,7 @@ pub struct GcArgs {
 pub struct LoginArgs {
     /// Registry host (e.g. 127.0.0.1:5000, quay.io).
     pub registry: String,
+    /// User name (asked for on a terminal when missing).
     #[arg(short, long)]
     pub username: Option<String>,
     /// Password (prefer --password-stdin).
@@ -210,6 +223,7 @@ pub struct LoginArgs {
     /// Auth file to write (default ~/.docker/config.json, or $REGISTRY_AUTH_FILE).
     #[arg(long, value_name = "PATH")]
     pub authfile: Option<PathBuf>,
+    /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
 }
@@ -218,6 +232,7 @@ pub struct LoginArgs {
 pub struct LogoutArgs {
     /// Registry host.
     pub registry: String,
+    /// Auth file to remove the credentials from (default: as for login).
     #[arg(long, value_name = "PATH")]
     pub authfile: Option<PathBuf>,
 }
@@ -265,7 +280,9 @@ pub struct ManifestCreateArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestAddArgs {
+    /// Name of the list in the local store.
     pub list: String,
+    /// Images to add (transport:reference; an index adds all of its entries).
     pub images: Vec<String>,
     /// Set the entry's platform fields (overrides what the image config says).
     #[command(flatten)]
@@ -276,12 +293,16 @@ pub struct ManifestAddArgs {
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct PlatformFields {
+    /// Operating system of the entry (linux, windows, …).
     #[arg(long)]
     pub os: Option<String>,
+    /// CPU architecture of the entry (amd64, arm64, …).
     #[arg(long)]
     pub arch: Option<String>,
+    /// CPU variant of the entry (v7, v8, …).
     #[arg(long)]
     pub variant: Option<String>,
+    /// OS version of the entry (Windows: 10.0.17763.1757).
     #[arg(long)]
     pub os_version: Option<String>,
     /// OS features (comma separated).
@@ -294,6 +315,7 @@ pub struct PlatformFields {
 
 #[derive(Args, Debug)]
 pub struct ManifestAnnotateArgs {
+    /// Name of the list in the local store.
     pub list: String,
     /// The entry: its digest, or an image reference whose digest is in the list.
     pub entry: String,
@@ -305,6 +327,7 @@ pub struct ManifestAnnotateArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestRemoveArgs {
+    /// Name of the list in the local store.
     pub list: String,
     /// The entry's digest or platform (os/arch[/variant][:os.version]).
     pub entry: String,
@@ -320,9 +343,11 @@ pub struct ManifestInspectArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestPushArgs {
+    /// Name of the list in the local store.
     pub list: String,
     /// Destination (docker://…, oci:…); default: the list's own name on its registry.
     pub destination: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// Remove the list from the local store after a successful push.
@@ -330,6 +355,7 @@ pub struct ManifestPushArgs {
     pub purge: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -463,6 +489,7 @@ pub struct PruneArgs {
     /// Keep entries used within this long (e.g. 24h, 7d); default: remove all.
     #[arg(long, value_name = "DURATION")]
     pub keep_used_within: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -471,6 +498,7 @@ pub struct PruneArgs {
 pub struct ConfigArgs {
     /// Also show how this image or registry host is reached (mirrors, TLS, certificates).
     pub image: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// Certificate directory to report instead of the certs.d lookup.

@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod config;
+mod help;
 mod open;
 mod output;
 mod progress;
@@ -60,6 +61,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mount(a) => cmd::mount::mount(a).await,
         Command::Umount(a) => cmd::mount::umount(a).await,
         Command::Config(a) => cmd::config::run(a).await,
+        Command::Completion(a) => cmd::completion::completion(a),
+        Command::Man(a) => cmd::completion::man(a),
     }
 }
 

@@ -57,6 +57,7 @@ pub struct UnpackArgs {
     /// Flush the filesystem (syncfs) before marking the bundle complete.
     #[arg(long)]
     pub sync: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// No summary line.
