@@ -278,16 +278,23 @@ impl Inner {
 
     /// The pinged host for `registry`, pinging it the first time.
     pub(crate) async fn host(&self, registry: &str) -> Result<Arc<Host>, RegistryError> {
+        self.host_pinged(registry, self.options.retry.max_attempts)
+            .await
+    }
+
+    /// [`Inner::host`], with at most `attempts` tries of the ping (a mirror that does not
+    /// answer is skipped at once rather than retried; a failed ping is not remembered).
+    async fn host_pinged(&self, registry: &str, attempts: u32) -> Result<Arc<Host>, RegistryError> {
         let cell = {
             let mut hosts = self.hosts.lock().await;
             hosts.entry(registry.to_string()).or_default().clone()
         };
-        cell.get_or_try_init(|| self.ping(registry))
+        cell.get_or_try_init(|| self.ping(registry, attempts))
             .await
             .map(Arc::clone)
     }
 
-    async fn ping(&self, registry: &str) -> Result<Arc<Host>, RegistryError> {
+    async fn ping(&self, registry: &str, max_attempts: u32) -> Result<Arc<Host>, RegistryError> {
         let api_host = if registry == DOCKER_HUB_REGISTRY {
             "registry-1.docker.io"
         } else {
@@ -319,7 +326,7 @@ impl Inner {
             let attempts = if i + 1 < schemes.len() {
                 1
             } else {
-                self.options.retry.max_attempts
+                max_attempts
             };
             let mut req = Request::new(Method::GET, url, Vec::new(), "ping /v2/".into());
             req.follow = Follow::No;
@@ -1245,12 +1252,15 @@ impl Client {
         let sources = self.inner.options.registries.pull_sources(reference)?;
         let last = sources.len().saturating_sub(1);
         for (i, pull) in sources.iter().enumerate() {
-            let opened = self.open_source(&pull.reference).await;
             if i == last {
-                return opened;
+                return self.open_source(&pull.reference).await;
             }
-            let found = match opened {
-                Ok(source) => source.head_manifest(None).await.map(|m| (source, m)),
+            let found = match self.inner.host_pinged(pull.reference.registry(), 1).await {
+                Ok(host) => {
+                    let source =
+                        RegistrySource::new(self.inner.clone(), host, pull.reference.clone());
+                    source.head_manifest(None).await.map(|m| (source, m))
+                }
                 Err(e) => Err(e),
             };
             match found {

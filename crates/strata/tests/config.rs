@@ -74,6 +74,18 @@ fn pull_back_and_check(env: &Env, conf: &Path, dest: &str) {
     );
 }
 
+/// A loopback port nothing listens on (a mirror that is down).
+fn dead_host() -> String {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    let port = *PORT.get_or_init(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind")
+    });
+    format!("127.0.0.1:{port}")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,12 +162,14 @@ fn mirror_serves_pulls_falls_back_to_the_primary_and_never_gets_pushes() {
     let conf = write_conf(
         &env,
         &format!(
-            "[[registry]]\nlocation = \"{p}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{m}/cache\"\ninsecure = true\n",
+            "[[registry]]\nlocation = \"{p}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{m}/cache\"\ninsecure = true\n",
             p = primary.host(),
-            m = mirror.host()
+            m = mirror.host(),
+            dead = dead_host()
         ),
     );
-    // Pulled from the mirror: the primary does not have app:v1 at all.
+    // The dead mirror is skipped; pulled from the second mirror: the primary does not have
+    // app:v1 at all.
     let out = env.path("from-mirror");
     ok_with(
         &env,
@@ -236,15 +250,17 @@ fn mirror_serves_pulls_falls_back_to_the_primary_and_never_gets_pushes() {
     ))
     .expect("json");
     let sources = report["image"]["pull_sources"].as_array().expect("sources");
-    assert_eq!(
-        sources[0]["reference"],
-        format!("{}/cache/app:v1", mirror.host())
-    );
-    assert_eq!(sources[0]["mirror"], true);
+    assert_eq!(sources[0]["reference"], format!("{}/app:v1", dead_host()));
     assert_eq!(
         sources[1]["reference"],
+        format!("{}/cache/app:v1", mirror.host())
+    );
+    assert_eq!(sources[1]["mirror"], true);
+    assert_eq!(
+        sources[2]["reference"],
         format!("{}/app:v1", primary.host())
     );
+    assert_eq!(sources[2]["mirror"], false);
 }
 
 #[test]
