@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use strata_image::{BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
-use strata_spec::{Descriptor, Digest, Manifest, MediaType, Platform};
+use strata_image::{BlobReader, ImageError, ImageSink, ImageSource, RawManifest, read_blob_bytes};
+use strata_spec::{
+    Descriptor, Digest, ImageConfig, ImageManifest, MAX_CONFIG_BYTES, Manifest, MediaType, Platform,
+};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{CopyError, ManifestFormat, convert_manifest};
@@ -338,6 +340,12 @@ pub async fn copy_image(
                 .visit(top.clone(), 0, None, Some(ps.as_slice()))
                 .await?
         }
+        (Manifest::Image(m), Selection::Platforms(ps)) => {
+            for p in ps {
+                check_single_platform(source, m, p).await?;
+            }
+            planner.visit(top.clone(), 0, None, None).await?
+        }
         (Manifest::Image(_), _) => planner.visit(top.clone(), 0, None, None).await?,
     };
     if !sink.supports_index() && final_top.descriptor().media_type.is_index() {
@@ -446,6 +454,45 @@ pub async fn copy_image(
         blobs_copied,
         blobs_skipped: results.len() - blobs_copied,
         bytes_copied: results.iter().map(|r| r.1).sum(),
+    })
+}
+
+/// Refuse a single image asked for as `wanted` when its config says another platform (an
+/// artifact, whose config is not an image config, has no platform to check).
+pub async fn check_single_platform(
+    source: &dyn ImageSource,
+    manifest: &ImageManifest,
+    wanted: &Platform,
+) -> Result<(), CopyError> {
+    if !manifest.config.media_type.is_image_config() {
+        return Ok(());
+    }
+    let bytes = read_blob_bytes(source, &manifest.config, MAX_CONFIG_BYTES)
+        .await
+        .map_err(|e| {
+            CopyError::image(
+                format!(
+                    "{}: reading config {}",
+                    source.describe(),
+                    manifest.config.digest
+                ),
+                e,
+            )
+        })?;
+    let config = ImageConfig::parse(&bytes).map_err(|e| {
+        CopyError::image(
+            format!("{}: config {}", source.describe(), manifest.config.digest),
+            ImageError::Spec(e),
+        )
+    })?;
+    let actual = config.platform();
+    if wanted.matches(&actual) {
+        return Ok(());
+    }
+    Err(CopyError::PlatformMismatch {
+        source_name: source.describe(),
+        wanted: Box::new(wanted.clone()),
+        actual: Box::new(actual),
     })
 }
 

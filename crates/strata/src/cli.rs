@@ -16,7 +16,7 @@ oci:PATH[:TAG]                          an OCI image layout directory\n  \
 oci-archive:PATH[:TAG]                  a tar of an OCI image layout\n  \
 docker-archive:PATH[:REF]               a `docker save` tar\n  \
 dir:PATH                                a directory of manifest and blobs\n  \
-NAME[:TAG]                              strata's local store ($XDG_DATA_HOME/strata)"
+NAME[:TAG]                              strata's local store ($XDG_DATA_HOME/strata) if it\n                                        has the tag, else docker://NAME; as a destination,\n                                        always the local store"
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -117,7 +117,8 @@ pub struct CopyArgs {
     #[arg(short, long, conflicts_with = "platform")]
     pub all: bool,
     /// Copy the images for these platforms (os/arch[/variant][:os.version], comma separated);
-    /// one platform copies that image alone, several copy an index of just those.
+    /// one platform copies that image alone, several copy an index of just those; a single
+    /// image must have the platform.
     #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
     pub platform: Vec<String>,
     /// Manifest format to write (oci, v2s2) and/or output format (text, json); repeatable
@@ -191,7 +192,7 @@ pub struct TagsArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// OCI layout directory (default: the local store).
+    /// OCI layout directory, DIR or oci:DIR (default: the local store).
     pub layout: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -200,7 +201,7 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
-    /// OCI layout directory (default: the local store).
+    /// OCI layout directory, DIR or oci:DIR (default: the local store).
     pub layout: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -245,7 +246,7 @@ pub enum ManifestCommand {
     Add(ManifestAddArgs),
     /// Change the platform or annotations of one entry.
     Annotate(ManifestAnnotateArgs),
-    /// Remove an entry (by digest or platform).
+    /// Remove an entry (by digest or platform, matched as --platform matches).
     Remove(ManifestRemoveArgs),
     /// Print a list (or any manifest).
     Inspect(ManifestInspectArgs),
@@ -264,7 +265,7 @@ pub enum ListFormat {
 
 #[derive(Args, Debug)]
 pub struct ManifestCreateArgs {
-    /// Name of the list in the local store (e.g. localhost/app:v1).
+    /// Name of the list (kept in the store's manifest-lists layout, apart from images).
     pub list: String,
     /// Images to put in it (transport:reference; an index adds all of its entries).
     pub images: Vec<String>,
@@ -317,7 +318,7 @@ pub struct PlatformFields {
 pub struct ManifestAnnotateArgs {
     /// Name of the list in the local store.
     pub list: String,
-    /// The entry: its digest, or an image reference whose digest is in the list.
+    /// The entry: its digest, its platform, or an image whose digest is in the list.
     pub entry: String,
     #[command(flatten)]
     pub platform: PlatformFields,
@@ -329,13 +330,13 @@ pub struct ManifestAnnotateArgs {
 pub struct ManifestRemoveArgs {
     /// Name of the list in the local store.
     pub list: String,
-    /// The entry's digest or platform (os/arch[/variant][:os.version]).
+    /// The entry's digest or platform (os/arch[/variant][:os.version], as --platform).
     pub entry: String,
 }
 
 #[derive(Args, Debug)]
 pub struct ManifestInspectArgs {
-    /// A list in the local store, or any image name (transport:reference).
+    /// A list made by `manifest create`, else any image name (transport:reference).
     pub list: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -350,7 +351,7 @@ pub struct ManifestPushArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
-    /// Remove the list from the local store after a successful push.
+    /// Remove the list after a successful push.
     #[arg(long)]
     pub purge: bool,
     #[command(flatten)]

@@ -8,6 +8,7 @@ mod help;
 mod open;
 mod output;
 mod progress;
+mod resolve;
 
 use clap::Parser;
 

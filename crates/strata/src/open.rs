@@ -185,35 +185,8 @@ pub fn store_path() -> anyhow::Result<PathBuf> {
     Ok(strata_store::default_store_path()?)
 }
 
-/// Remove `reference`'s tag from the local store (its blobs go at the next `strata gc`).
-pub fn remove_store_tag(reference: &Reference) -> anyhow::Result<()> {
-    let layout = strata_store::default_store()?;
-    layout.remove_tag(&store_tag(reference))?;
-    Ok(())
-}
-
-/// Open `name` for reading.
-/// Open `name` for reading and fetch its top manifest, checking it against the digest the
-/// name gives (if any).
-pub async fn source_and_top(
-    name: &ImageName,
-    side: &Side,
-) -> anyhow::Result<(Box<dyn ImageSource>, RawManifest)> {
-    let source = source(name, side).await?;
-    let top = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    if let Some(d) = name_digest(name) {
-        anyhow::ensure!(
-            top.digest == d,
-            "{name}: content has digest {}, not the one named",
-            top.digest
-        );
-    }
-    Ok((source, top))
-}
-
+/// Open `name` for reading (a bare name: the store only; `crate::resolve` applies the
+/// whole rule).
 pub async fn source(name: &ImageName, side: &Side) -> anyhow::Result<Box<dyn ImageSource>> {
     let source: Box<dyn ImageSource> = match name {
         ImageName::Registry(r) => Box::new(

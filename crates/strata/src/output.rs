@@ -14,7 +14,14 @@ pub fn print_error(e: &anyhow::Error) {
         }
     }
     eprintln!("{msg}");
-    if let Some(h) = hint(&msg) {
+    let lookup_hint = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::resolve::NotFound>())
+        .and_then(crate::resolve::NotFound::hint);
+    for h in lookup_hint
+        .into_iter()
+        .chain(hint(&msg).map(str::to_string))
+    {
         eprintln!("hint: {h}");
     }
 }
@@ -46,6 +53,8 @@ fn hint(msg: &str) -> Option<&'static str> {
         Some(
             "build only the platforms the base image has (--platform), or use a multi-platform base",
         )
+    } else if m.contains("is a single-platform image") {
+        Some("the image has one platform only: drop --platform to copy or inspect it as it is")
     } else if m.contains("no image for platform") {
         Some("pick one of the available platforms with --platform, or copy everything with --all")
     } else if m.contains("larger than the limit") && m.contains("manifest") {

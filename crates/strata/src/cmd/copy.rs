@@ -8,6 +8,7 @@ use crate::cli::{CopyArgs, OutputFormat};
 use crate::open::{self, Side};
 use crate::output;
 use crate::progress::Bars;
+use crate::resolve::{self, Lookup, resolve};
 
 /// Split `--format` values into a manifest format and an output format.
 pub fn split_formats(values: &[String]) -> anyhow::Result<(Option<ManifestFormat>, OutputFormat)> {
@@ -40,7 +41,6 @@ pub fn parse_platforms(values: &[String]) -> anyhow::Result<Vec<Platform>> {
 
 pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
     let (format, out) = split_formats(&a.format)?;
-    let source: ImageName = a.source.parse()?;
     let destination: ImageName = a.destination.parse()?;
     let selection = if a.all {
         Selection::All
@@ -70,7 +70,15 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
         a.dest_tls_verify,
     )
     .with_cert_dir(a.dest_cert_dir.as_deref());
-    let src = open::source(&source, &src_side).await?;
+    let resolved = resolve(
+        &a.source,
+        &src_side,
+        &resolve::short_names(),
+        Lookup::default(),
+    )
+    .await?;
+    let source = resolved.name.clone();
+    let src = resolved.into_source();
     let dst = open::sink(&destination, &dst_side).await?;
     let options = CopyOptions {
         selection,
