@@ -52,7 +52,11 @@ impl std::fmt::Debug for Client {
 }
 
 pub(crate) struct Inner {
+    /// For hosts without TLS settings of their own.
     pub(crate) http: reqwest::Client,
+    /// Clients of hosts with their own TLS settings (insecure, certs.d), by `host[:port]`;
+    /// `None`: the host uses `http`.
+    per_host: Mutex<HashMap<String, Option<reqwest::Client>>>,
     pub(crate) options: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Host>>>>>,
 }
@@ -235,28 +239,68 @@ fn host_ip(url: &Url) -> Option<IpAddr> {
 }
 
 impl Inner {
-    fn tls_insecure(&self) -> bool {
-        self.options.tls == TlsMode::Insecure
+    /// Is `host` (`host[:port]`) reached without TLS verification?
+    fn insecure(&self, host: &str) -> bool {
+        crate::tls::host_insecure(&self.options, host)
+    }
+
+    /// The HTTP client for `url`'s host: the shared one, or one with that host's TLS
+    /// settings (built once).
+    fn http_for(&self, url: &Url) -> Result<reqwest::Client, RegistryError> {
+        let host = authority(url);
+        if let Ok(cache) = self.per_host.lock()
+            && let Some(c) = cache.get(&host)
+        {
+            return Ok(c.clone().unwrap_or_else(|| self.http.clone()));
+        }
+        let tls = crate::tls::host_tls(&self.options, &host)?;
+        let shared = crate::tls::HostTls {
+            insecure: self.options.tls == TlsMode::Insecure,
+            ..Default::default()
+        };
+        let own = if tls == shared {
+            None
+        } else {
+            tracing::debug!(
+                host,
+                insecure = tls.insecure,
+                ca_files = tls.ca_certs.len(),
+                client_cert = tls.client_cert.is_some(),
+                "TLS settings of the host's own"
+            );
+            Some(crate::tls::http_client(&self.options, &tls)?)
+        };
+        if let Ok(mut cache) = self.per_host.lock() {
+            cache.insert(host, own.clone());
+        }
+        Ok(own.unwrap_or_else(|| self.http.clone()))
     }
 
     /// The pinged host for `registry`, pinging it the first time.
     pub(crate) async fn host(&self, registry: &str) -> Result<Arc<Host>, RegistryError> {
+        self.host_pinged(registry, self.options.retry.max_attempts)
+            .await
+    }
+
+    /// [`Inner::host`], with at most `attempts` tries of the ping (a mirror that does not
+    /// answer is skipped at once rather than retried; a failed ping is not remembered).
+    async fn host_pinged(&self, registry: &str, attempts: u32) -> Result<Arc<Host>, RegistryError> {
         let cell = {
             let mut hosts = self.hosts.lock().await;
             hosts.entry(registry.to_string()).or_default().clone()
         };
-        cell.get_or_try_init(|| self.ping(registry))
+        cell.get_or_try_init(|| self.ping(registry, attempts))
             .await
             .map(Arc::clone)
     }
 
-    async fn ping(&self, registry: &str) -> Result<Arc<Host>, RegistryError> {
+    async fn ping(&self, registry: &str, max_attempts: u32) -> Result<Arc<Host>, RegistryError> {
         let api_host = if registry == DOCKER_HUB_REGISTRY {
             "registry-1.docker.io"
         } else {
             registry
         };
-        let schemes: &[&str] = if self.tls_insecure() {
+        let schemes: &[&str] = if self.insecure(registry) {
             &["https", "http"]
         } else {
             &["https"]
@@ -282,7 +326,7 @@ impl Inner {
             let attempts = if i + 1 < schemes.len() {
                 1
             } else {
-                self.options.retry.max_attempts
+                max_attempts
             };
             let mut req = Request::new(Method::GET, url, Vec::new(), "ping /v2/".into());
             req.follow = Follow::No;
@@ -421,7 +465,7 @@ impl Inner {
         let url = Url::parse(realm).map_err(|_| bad("not a URL"))?;
         match url.scheme() {
             "https" => {}
-            "http" if self.tls_insecure() => {}
+            "http" if self.insecure(&host.registry) => {}
             "http" => return Err(bad("plain HTTP (only allowed with TLS verification off)")),
             _ => return Err(bad("not http(s)")),
         }
@@ -735,7 +779,10 @@ impl Inner {
             let response = match answered {
                 Some(r) => r,
                 None => {
-                    let mut rb = self.http.request(method.clone(), url.clone());
+                    let mut rb = self
+                        .http_for(&url)
+                        .map_err(SendError::Fatal)?
+                        .request(method.clone(), url.clone());
                     for (k, v) in &req.headers {
                         rb = rb.header(k, v);
                     }
@@ -1178,23 +1225,15 @@ pub(crate) async fn error_from(
 impl Client {
     /// A client with its own connection pool; nothing is contacted until first use.
     pub fn new(options: RegistryOptions) -> Result<Client, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(options.user_agent.clone())
-            .read_timeout(options.read_timeout)
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_adaptive_window(true)
-            .tcp_nodelay(true);
-        if options.tls == TlsMode::Insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| {
-            RegistryError::config(None, format!("cannot build the HTTP client: {e}"))
-        })?;
+        let shared = crate::tls::HostTls {
+            insecure: options.tls == TlsMode::Insecure,
+            ..Default::default()
+        };
+        let http = crate::tls::http_client(&options, &shared)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                per_host: Mutex::new(HashMap::new()),
                 options,
                 hosts: tokio::sync::Mutex::new(HashMap::new()),
             }),
@@ -1205,8 +1244,43 @@ impl Client {
         &self.inner.options
     }
 
-    /// Open `reference` for reading (pings the registry the first time).
+    /// Open `reference` for reading (pings the registry the first time), where
+    /// [`RegistryOptions::registries`] says: a blocked name is refused, a `location` rewrites
+    /// it, and mirrors are asked first — the first one that has the manifest serves the whole
+    /// image; when none has it (or none answers), the primary location does.
     pub async fn source(&self, reference: &Reference) -> Result<RegistrySource, RegistryError> {
+        let sources = self.inner.options.registries.pull_sources(reference)?;
+        let last = sources.len().saturating_sub(1);
+        for (i, pull) in sources.iter().enumerate() {
+            if i == last {
+                return self.open_source(&pull.reference).await;
+            }
+            let found = match self.inner.host_pinged(pull.reference.registry(), 1).await {
+                Ok(host) => {
+                    let source =
+                        RegistrySource::new(self.inner.clone(), host, pull.reference.clone());
+                    source.head_manifest(None).await.map(|m| (source, m))
+                }
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok((source, Some(_))) => {
+                    tracing::info!(%reference, mirror = %pull.reference, "pulling from a mirror");
+                    return Ok(source);
+                }
+                Ok((_, None)) => {
+                    tracing::info!(%reference, mirror = %pull.reference, "the mirror does not have the image");
+                }
+                Err(e) => {
+                    tracing::warn!(%reference, mirror = %pull.reference, error = %e, "mirror failed, trying the next source");
+                }
+            }
+        }
+        // pull_sources always ends with the primary location.
+        self.open_source(reference).await
+    }
+
+    async fn open_source(&self, reference: &Reference) -> Result<RegistrySource, RegistryError> {
         let host = self.inner.host(reference.registry()).await?;
         Ok(RegistrySource::new(
             self.inner.clone(),

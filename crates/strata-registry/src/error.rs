@@ -80,6 +80,13 @@ pub enum RegistryError {
         path: Option<PathBuf>,
         message: String,
     },
+    /// The registries configuration forbids pulling this image (`blocked = true`).
+    #[error("{reference} is blocked: [[registry]] prefix {prefix:?} has blocked = true in {}", path.display())]
+    Blocked {
+        reference: String,
+        prefix: String,
+        path: PathBuf,
+    },
     /// A credential helper is missing, crashed or answered nonsense (RELIABILITY N7).
     #[error("credential helper docker-credential-{helper} for {registry}: {message}")]
     CredentialHelper {

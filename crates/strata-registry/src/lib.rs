@@ -56,12 +56,14 @@
 pub mod auth;
 mod challenge;
 mod client;
+pub mod config;
 mod delete;
 mod direct;
 mod download;
 mod error;
 mod sink;
 mod source;
+pub mod tls;
 mod upload;
 
 use std::fmt;
@@ -85,9 +87,13 @@ pub const MAX_TAGS_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 /// How to treat TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TlsMode {
-    /// HTTPS with certificate verification; never plain HTTP.
+    /// HTTPS with certificate verification, except for hosts [`RegistryOptions::registries`]
+    /// marks insecure (which are then treated as [`TlsMode::Insecure`]).
     #[default]
     Verify,
+    /// `--tls-verify=true`: HTTPS with certificate verification for every host, whatever the
+    /// configuration says; never plain HTTP.
+    VerifyAlways,
     /// skopeo's `--tls-verify=false`: HTTPS without certificate checks is tried first, plain
     /// HTTP when HTTPS does not answer. Token realms may then be plain HTTP too.
     Insecure,
@@ -178,6 +184,12 @@ pub struct RegistryOptions {
     pub upload_spool: UploadSpool,
     /// Where `docker-credential-*` helpers are looked for; empty: `PATH`.
     pub credential_helper_dirs: Vec<PathBuf>,
+    /// registries.conf: insecure hosts, blocked names, `location` rewrites and mirrors for
+    /// pulls (default: empty, nothing configured; the binary loads
+    /// [`config::RegistriesConf::load`]).
+    pub registries: std::sync::Arc<config::RegistriesConf>,
+    /// Where each host's CA certificates and client certificate are looked for.
+    pub cert_dirs: config::CertDirs,
 }
 
 impl Default for RegistryOptions {
@@ -194,6 +206,8 @@ impl Default for RegistryOptions {
             tags_page_size: None,
             upload_spool: UploadSpool::TempDir,
             credential_helper_dirs: Vec::new(),
+            registries: Default::default(),
+            cert_dirs: config::CertDirs::default(),
         }
     }
 }

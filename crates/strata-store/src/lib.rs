@@ -89,8 +89,20 @@ use std::path::PathBuf;
 
 use strata_spec::Reference;
 
-/// Where bare image names live: `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
+static STORE_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Make `path` the default store of this process (the binary's `store` setting); the first
+/// call wins.
+pub fn set_default_store_path(path: PathBuf) {
+    let _ = STORE_PATH.set(path);
+}
+
+/// Where bare image names live: the path given to [`set_default_store_path`], else
+/// `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
 pub fn default_store_path() -> Result<PathBuf, StoreError> {
+    if let Some(p) = STORE_PATH.get() {
+        return Ok(p.clone());
+    }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("strata"));
     }

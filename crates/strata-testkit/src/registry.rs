@@ -21,6 +21,7 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 /// `storage.delete.enabled` in the registry's config.
@@ -39,26 +40,45 @@ enum Auth<'a> {
 impl TestRegistry {
     /// A registry without auth.
     pub fn start() -> TestRegistry {
-        Self::start_with(Auth::None, Deletion::Enabled)
+        Self::start_with(Auth::None, Deletion::Enabled, None)
     }
 
     /// A registry without auth whose manifest DELETE answers 405 `UNSUPPORTED`, the
     /// distribution registry's default (`storage.delete.enabled: false`).
     pub fn start_with_delete_disabled() -> TestRegistry {
-        Self::start_with(Auth::None, Deletion::Disabled)
+        Self::start_with(Auth::None, Deletion::Disabled, None)
+    }
+
+    /// A registry without auth serving HTTPS with this PEM certificate and key (its
+    /// [`TestRegistry::url`] is then `https://`); with `client_ca`, clients must present a
+    /// certificate signed by it.
+    pub fn start_with_tls(
+        certificate: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> TestRegistry {
+        Self::start_with(
+            Auth::None,
+            Deletion::Enabled,
+            Some((certificate, key, client_ca)),
+        )
     }
 
     /// A registry with htpasswd Basic auth for one user.
     pub fn start_with_basic_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::Basic(user, password), Deletion::Enabled)
+        Self::start_with(Auth::Basic(user, password), Deletion::Enabled, None)
     }
 
     /// A registry with Bearer token auth delegated to `tokens` (real JWT verification).
     pub fn start_with_token_auth(tokens: &TokenServer) -> TestRegistry {
-        Self::start_with(Auth::Token(tokens), Deletion::Enabled)
+        Self::start_with(Auth::Token(tokens), Deletion::Enabled, None)
     }
 
-    fn start_with(auth: Auth<'_>, deletion: Deletion) -> TestRegistry {
+    fn start_with(
+        auth: Auth<'_>,
+        deletion: Deletion,
+        tls: Option<(&Path, &Path, Option<&Path>)>,
+    ) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry (scripts/install-deps.sh)"
@@ -99,8 +119,19 @@ impl TestRegistry {
                 _ => String::new(),
             };
             let port = free_port();
+            let tls_yaml = match tls {
+                Some((cert, key, client_ca)) => format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n{}",
+                    cert.display(),
+                    key.display(),
+                    client_ca
+                        .map(|ca| format!("    clientcas:\n      - {}\n", ca.display()))
+                        .unwrap_or_default()
+                ),
+                None => String::new(),
+            };
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{tls_yaml}{auth_yaml}",
                 root = dir.path().join("data").display(),
                 delete = deletion == Deletion::Enabled,
             );
@@ -115,7 +146,12 @@ impl TestRegistry {
                 .stderr(log)
                 .spawn()
                 .expect("start docker-registry");
-            let mut reg = TestRegistry { child, port, dir };
+            let mut reg = TestRegistry {
+                child,
+                port,
+                dir,
+                tls: tls.is_some(),
+            };
             match reg.wait_ready() {
                 Ok(()) => return reg,
                 Err(e) => {
@@ -162,9 +198,10 @@ impl TestRegistry {
     pub fn port(&self) -> u16 {
         self.port
     }
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_with_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
     /// The registry's storage root (`docker/registry/v2/...` below it).
     pub fn storage(&self) -> PathBuf {

@@ -72,6 +72,9 @@ pub enum Command {
     Completion(crate::cmd::completion::CompletionArgs),
     /// Write the man pages (strata.1 and one per subcommand).
     Man(crate::cmd::completion::ManArgs),
+    /// Show the effective configuration and the file each setting comes from.
+    #[command(long_about = crate::cmd::config::LONG_ABOUT)]
+    Config(ConfigArgs),
 }
 
 /// Output format of a command.
@@ -94,9 +97,14 @@ pub struct RegistryArgs {
     /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
-    /// Attempts for a failing request (408, 429, 5xx, resets) before giving up.
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub retry_times: u32,
+    /// Attempts for a failing request (408, 429, 5xx, resets) before giving up (default:
+    /// retry-times of the config file, else 5).
+    #[arg(long, value_name = "N")]
+    pub retry_times: Option<u32>,
+    /// Directory of CA certificates (*.crt) and client certificate (*.cert + *.key) for the
+    /// registry (default: certs.d/HOST[:PORT] of ~/.config/containers, /etc/containers, /etc/docker).
+    #[arg(long, value_name = "PATH")]
+    pub cert_dir: Option<PathBuf>,
     /// Largest manifest or index accepted from a registry, in bytes (registries should accept
     /// at least 4 MB; raise it for very large indexes).
     #[arg(long, default_value_t = strata_spec::MAX_MANIFEST_BYTES, value_name = "BYTES")]
@@ -141,9 +149,15 @@ pub struct CopyArgs {
     /// TLS verification for the destination registry only.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub dest_tls_verify: Option<bool>,
-    /// Blobs transferred at once.
-    #[arg(short, long, default_value_t = strata_copy::DEFAULT_CONCURRENCY, value_name = "N")]
-    pub jobs: usize,
+    /// Certificate directory for the source registry only.
+    #[arg(long, value_name = "PATH")]
+    pub src_cert_dir: Option<PathBuf>,
+    /// Certificate directory for the destination registry only.
+    #[arg(long, value_name = "PATH")]
+    pub dest_cert_dir: Option<PathBuf>,
+    /// Blobs transferred at once (default: jobs of the config file, else 6).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
@@ -376,7 +390,8 @@ pub enum RunNetwork {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CompressionKind {
     #[default]
     Gzip,
@@ -397,7 +412,7 @@ pub struct BuildArgs {
     #[arg(short, long, value_name = "NAME")]
     pub tag: Vec<String>,
     /// Target platforms, os/arch[/variant][:os.version], comma separated or repeated
-    /// (default: the host's). Several platforms make one index.
+    /// (default: platforms of the config file, else the host's). Several make one index.
     #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
     pub platform: Vec<String>,
     /// Build this stage (name or index) instead of the last.
@@ -430,9 +445,9 @@ pub struct BuildArgs {
     /// Manifest format (oci, v2s2) and/or output format (text, json); comma separated.
     #[arg(long, value_delimiter = ',', value_name = "FORMAT")]
     pub format: Vec<String>,
-    /// Layer compression.
-    #[arg(long, value_enum, default_value_t)]
-    pub compression: CompressionKind,
+    /// Layer compression (default: compression of the config file, else gzip).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionKind>,
     /// Compression level (gzip 0–9, default 1; zstd 1–22, default 3).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
@@ -465,9 +480,9 @@ pub struct BuildArgs {
     /// When to fetch base images from their registry.
     #[arg(long, value_enum, default_value_t)]
     pub pull: PullPolicy,
-    /// Layers produced at once (0: one per CPU).
-    #[arg(short, long, default_value_t = 0, value_name = "N")]
-    pub jobs: usize,
+    /// Layers produced at once (0: one per CPU; default: jobs of the config file, else 0).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Print only the result digest.
     #[arg(short, long)]
     pub quiet: bool,
@@ -485,4 +500,16 @@ pub struct PruneArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Also show how this image or registry host is reached (mirrors, TLS, certificates).
+    pub image: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+    /// Certificate directory to report instead of the certs.d lookup.
+    #[arg(long, value_name = "PATH")]
+    pub cert_dir: Option<PathBuf>,
 }

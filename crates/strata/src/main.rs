@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod config;
 mod help;
 mod open;
 mod output;
@@ -44,6 +45,7 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    config::init()?;
     match cli.command {
         Command::Build(a) => cmd::build::run(a).await,
         Command::Copy(a) => cmd::copy::run(a).await,
@@ -60,6 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repack(a) => cmd::repack::run(a).await,
         Command::Mount(a) => cmd::mount::mount(a).await,
         Command::Umount(a) => cmd::mount::umount(a).await,
+        Command::Config(a) => cmd::config::run(a).await,
         Command::Completion(a) => cmd::completion::completion(a),
         Command::Man(a) => cmd::completion::man(a),
     }

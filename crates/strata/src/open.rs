@@ -7,6 +7,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use strata_copy::ImageName;
 use strata_image::{BlobOrigin, BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
+use strata_registry::config::CertDirs;
 use strata_registry::{Client, CredentialSource, Credentials, RegistryOptions, TlsMode};
 use strata_spec::{Descriptor, Digest, Reference};
 use strata_store::{
@@ -21,10 +22,13 @@ use crate::cli::RegistryArgs;
 pub struct Side {
     pub creds: Option<String>,
     pub authfile: Option<PathBuf>,
-    /// `Some(false)`: plain HTTP and unverified TLS allowed.
+    /// `Some(false)`: plain HTTP and unverified TLS allowed; `Some(true)`: verified TLS even
+    /// for hosts the configuration marks insecure; `None`: as configured.
     pub tls_verify: Option<bool>,
     pub retry_times: u32,
     pub max_manifest_size: u64,
+    /// `--cert-dir`: certificates for every registry of this side, instead of certs.d.
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl Side {
@@ -41,13 +45,25 @@ impl Side {
                 .map(Path::to_path_buf)
                 .or_else(|| shared.authfile.clone()),
             tls_verify: tls_verify.or(shared.tls_verify),
-            retry_times: if shared.retry_times == 0 {
-                5
-            } else {
-                shared.retry_times
-            },
+            retry_times: shared
+                .retry_times
+                .filter(|n| *n > 0)
+                .or(crate::config::settings()
+                    .retry_times
+                    .as_ref()
+                    .map(|s| s.value))
+                .unwrap_or(crate::config::DEFAULT_RETRY_TIMES),
             max_manifest_size: shared.max_manifest_size,
+            cert_dir: shared.cert_dir.clone(),
         }
+    }
+
+    /// This side's own `--src-cert-dir` / `--dest-cert-dir`, when given, beats `--cert-dir`.
+    pub fn with_cert_dir(mut self, cert_dir: Option<&Path>) -> Side {
+        if let Some(d) = cert_dir {
+            self.cert_dir = Some(d.to_path_buf());
+        }
+        self
     }
 }
 
@@ -134,9 +150,17 @@ pub fn parse_creds(value: &str) -> anyhow::Result<Credentials> {
 impl Side {
     /// Registry client options for this side.
     pub fn registry_options(&self) -> anyhow::Result<RegistryOptions> {
-        let mut options = RegistryOptions::default();
-        if self.tls_verify == Some(false) {
-            options.tls = TlsMode::Insecure;
+        let mut options = RegistryOptions {
+            tls: match self.tls_verify {
+                Some(false) => TlsMode::Insecure,
+                Some(true) => TlsMode::VerifyAlways,
+                None => TlsMode::Verify,
+            },
+            registries: crate::config::registries()?,
+            ..RegistryOptions::default()
+        };
+        if let Some(dir) = &self.cert_dir {
+            options.cert_dirs = CertDirs::Flat(dir.clone());
         }
         options.credentials = match (&self.creds, &self.authfile) {
             (Some(c), _) => CredentialSource::Explicit(parse_creds(c)?),

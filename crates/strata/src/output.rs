@@ -35,12 +35,18 @@ fn hint(msg: &str) -> Option<&'static str> {
         || m.contains("record overflow")
         || m.contains("corrupt message")
     {
-        Some("for a plain-HTTP registry pass --tls-verify=false")
+        Some(
+            "for a plain-HTTP registry pass --tls-verify=false or mark it insecure in registries.conf; for a private CA put it in certs.d/HOST:PORT/ca.crt or pass --cert-dir (see `strata config HOST`)",
+        )
     } else if m.contains("unauthorized")
         || m.contains("authentication required")
         || m.contains("401")
     {
         Some("log in with `strata login REGISTRY` or pass --creds USER:PASS / --authfile PATH")
+    } else if m.contains("is blocked: [[registry]]") {
+        Some(
+            "the registries configuration forbids pulling it; `strata config IMAGE` shows the entry",
+        )
     } else if m.contains("connection refused") {
         Some("is the registry running, and is the host:port right?")
     } else if m.contains("base image") && m.contains("no image for platform") {

@@ -52,9 +52,22 @@ impl Default for ShortNames {
     }
 }
 
-/// The short-name settings commands use (registries.conf is not read yet: Docker's rule).
+/// The short-name settings commands use: the effective registries.conf's `[aliases]` and
+/// `unqualified-search-registries` (Docker Hub when it names none). A registries.conf that
+/// cannot be read is reported by the first registry request, which loads it too.
 pub fn short_names() -> ShortNames {
-    ShortNames::default()
+    let Ok(conf) = crate::config::registries() else {
+        return ShortNames::default();
+    };
+    let settings = conf.short_names();
+    let mut names = ShortNames {
+        aliases: settings.aliases,
+        ..ShortNames::default()
+    };
+    if !settings.search_registries.is_empty() {
+        names.search_registries = settings.search_registries;
+    }
+    names
 }
 
 /// Where a bare name may be looked up (`strata build --pull` chooses; other commands use

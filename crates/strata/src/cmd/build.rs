@@ -173,7 +173,14 @@ fn watch_signals(cancel: CancelFlag) -> tokio::task::JoinHandle<()> {
 }
 
 fn compression(a: &BuildArgs) -> anyhow::Result<Compression> {
-    layer_compression(a.compression, a.compression_level)
+    let kind = a
+        .compression
+        .or(crate::config::settings()
+            .compression
+            .as_ref()
+            .map(|s| s.value))
+        .unwrap_or_default();
+    layer_compression(kind, a.compression_level)
 }
 
 /// A layer compression from its kind and optional level (gzip 0–9, default 1; zstd -7–22,
@@ -205,8 +212,12 @@ pub fn layer_compression(kind: CompressionKind, level: Option<i32>) -> anyhow::R
 
 pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
     let (manifest_format, out_format) = split_formats(&a.format)?;
-    let platforms = a
-        .platform
+    let configured = crate::config::settings().platforms.as_ref();
+    let platforms = match (a.platform.is_empty(), configured) {
+        (true, Some(c)) => &c.value,
+        _ => &a.platform,
+    };
+    let platforms = platforms
         .iter()
         .map(|p| {
             p.parse::<Platform>()
@@ -253,7 +264,10 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         } else {
             Squash::None
         },
-        jobs: a.jobs,
+        jobs: a
+            .jobs
+            .or(crate::config::settings().jobs.as_ref().map(|s| s.value))
+            .unwrap_or(0),
         iidfile: a.iidfile.clone(),
         ignore_file: a.ignorefile.clone(),
         ..Default::default()

@@ -53,7 +53,11 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
     } else {
         Selection::Host
     };
-    if a.jobs == 0 {
+    let jobs = a
+        .jobs
+        .or(crate::config::settings().jobs.as_ref().map(|s| s.value))
+        .unwrap_or(strata_copy::DEFAULT_CONCURRENCY);
+    if jobs == 0 {
         bail!("--jobs must be at least 1");
     }
     let src_side = Side::new(
@@ -61,13 +65,15 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
         a.src_creds.as_deref(),
         a.src_authfile.as_deref(),
         a.src_tls_verify,
-    );
+    )
+    .with_cert_dir(a.src_cert_dir.as_deref());
     let dst_side = Side::new(
         &a.registry,
         a.dest_creds.as_deref(),
         a.dest_authfile.as_deref(),
         a.dest_tls_verify,
-    );
+    )
+    .with_cert_dir(a.dest_cert_dir.as_deref());
     let open_both = async {
         let resolved = resolve(
             &a.source,
@@ -89,7 +95,7 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
     let options = CopyOptions {
         selection,
         format,
-        concurrency: a.jobs,
+        concurrency: jobs,
         tag: open::destination_tag(&destination),
         expected_digest: open::name_digest(&source),
         progress: Bars::new_if_terminal(a.quiet || out == OutputFormat::Json),

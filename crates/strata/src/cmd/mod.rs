@@ -1,5 +1,6 @@
 pub mod build;
 pub mod completion;
+pub mod config;
 pub mod copy;
 pub mod inspect;
 pub mod login;
