@@ -896,11 +896,11 @@ fn groups_of(options: &BuildOptions) -> Result<Vec<crate::PlatformGroup>, BuildE
     Ok(options.groups.clone())
 }
 
-/// A group's name for messages: its own, else its Containerfile's.
-fn group_label(group: &crate::PlatformGroup) -> String {
+/// A group's name for messages: its own, else its position and Containerfile.
+fn group_label(index: usize, group: &crate::PlatformGroup) -> String {
     match &group.name {
         Some(n) => n.clone(),
-        None => group.containerfile_name(),
+        None => format!("group {} ({})", index + 1, group.containerfile_name()),
     }
 }
 
@@ -1021,7 +1021,7 @@ pub async fn build(
     let groups = groups_of(options)?;
     let mut seen: Vec<(Platform, String)> = Vec::new();
     let mut group_platforms = Vec::new();
-    for g in &groups {
+    for (i, g) in groups.iter().enumerate() {
         let mut mine: Vec<Platform> = Vec::new();
         let listed = if g.platforms.is_empty() {
             vec![Platform::host()]
@@ -1036,10 +1036,10 @@ pub async fn build(
                 return Err(BuildError::PlatformInTwoGroups {
                     platform: Box::new(p),
                     first: other.clone(),
-                    second: group_label(g),
+                    second: group_label(i, g),
                 });
             }
-            seen.push((p.clone(), group_label(g)));
+            seen.push((p.clone(), group_label(i, g)));
             mine.push(p);
         }
         group_platforms.push(mine);

@@ -70,8 +70,13 @@ fn containerfiles(values: &[String]) -> anyhow::Result<Vec<Scoped<ContainerfileS
         );
         if let Some(other) = out.iter().find(|o| o.scope == scope) {
             bail!(
-                "{} and -f {v} name files for the same platforms; give one, or scope it (-f windows=PATH)",
-                other.given
+                "{} and -f {v} name files for the same platforms; give one{}",
+                other.given,
+                if scope.is_none() {
+                    ", or scope one to some platforms (-f windows=PATH)"
+                } else {
+                    ""
+                }
             );
         }
         let source = if path == "-" {
