@@ -904,13 +904,16 @@ fn group_label(index: usize, group: &crate::PlatformGroup) -> String {
     }
 }
 
+/// A context directory opened once per build: its canonical path, root and hash cache.
+type OpenContext = (PathBuf, Arc<SourceRoot>, Arc<Mutex<HashCache>>);
+
 /// Read and parse a group's Containerfile, open its context (shared with other groups of the
 /// same directory) and ignore file, and settle its build args and target stage.
 fn recipe(
     options: &BuildOptions,
     group: &crate::PlatformGroup,
     platforms: Vec<Platform>,
-    contexts: &mut Vec<(PathBuf, Arc<SourceRoot>, Arc<Mutex<HashCache>>)>,
+    contexts: &mut Vec<OpenContext>,
     layout: &OciLayout,
     cache: &BuildCache,
 ) -> Result<Recipe, BuildError> {

@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Build images from a Containerfile, for one or many platforms.
     #[command(after_help = crate::help::BUILD)]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Copy an image or index between registries, layouts, archives and directories.
     #[command(after_help = crate::help::COPY)]
     Copy(CopyArgs),

@@ -311,107 +311,104 @@ fn blog_flow_one_build_seven_entries_pushed() {
 fn scoping_mistakes_are_clear_errors() {
     let env = Env::new();
     let (ctx, _) = setup(&env);
-    let ctx_arg = ctx.display().to_string();
-    let windows_file = format!("windows={}", ctx.join("Dockerfile.windows").display());
-    // A base without the platform: the existing error, naming the base and what it has.
-    let err = env.fails(&[
-        "build",
-        "--pull",
-        "never",
-        "--platform",
-        "windows/amd64:10.0.20348",
-        "-f",
-        &windows_file,
-        "--build-arg",
-        "windows=WINBASE=1809",
-        &ctx_arg,
-    ]);
-    assert!(
-        err.contains("mcr.microsoft.com/windows/nanoserver:1809")
-            && err.contains("windows/amd64:10.0.20348")
-            && err.contains("10.0.17763.1757"),
-        "{err}"
-    );
-    // A scope that matches no platform built (a typo or a platform left out).
-    let err = env.fails(&[
-        "build",
-        "--pull",
-        "never",
-        "--platform",
-        "windows/amd64:10.0.17763",
-        "-f",
-        &windows_file,
-        "--build-arg",
-        "windows/amd64:10.0.18362=WINBASE=1903",
-        &ctx_arg,
-    ]);
-    assert!(
-        err.contains("--build-arg windows/amd64:10.0.18362=WINBASE=1903")
-            && err.contains("matches none")
-            && err.contains("windows/amd64:10.0.17763"),
-        "{err}"
-    );
-    // Two scopes, neither more specific, disagreeing for one platform.
-    let err = env.fails(&[
-        "build",
-        "--pull",
-        "never",
-        "--platform",
-        "windows/amd64:10.0.17763",
-        "-f",
-        &windows_file,
-        "--build-arg",
-        "windows/amd64=WINBASE=1809",
-        "--build-arg",
-        "windows:10.0.17763=WINBASE=1903",
-        &ctx_arg,
-    ]);
-    assert!(
-        err.contains("windows/amd64=WINBASE=1809")
-            && err.contains("windows:10.0.17763=WINBASE=1903")
-            && err.contains("none is more specific"),
-        "{err}"
-    );
-    // A platform no -f covers, in a context without a default Containerfile.
+    let ctx = ctx.display().to_string();
+    let windows_file = format!("windows={ctx}/Dockerfile.windows");
     let bare = env.path("bare");
     std::fs::create_dir_all(&bare).expect("mkdir");
-    let err = env.fails(&[
-        "build",
-        "--pull",
-        "never",
-        "--platform",
-        "linux/amd64,windows/amd64:10.0.17763",
-        "-f",
-        &windows_file,
-        bare.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        err.contains("no Containerfile for platform linux/amd64") && err.contains(&windows_file),
-        "{err}"
-    );
-    // --platform picking a platform the build file does not build.
-    let file = env.path("b.yaml");
+    let bare = bare.display().to_string();
+    let build_file = env.path("b.yaml");
     std::fs::write(
-        &file,
-        format!(
-            "targets:\n  linux:\n    platforms: [linux/amd64]\n    context: {}\n",
-            ctx.display()
-        ),
+        &build_file,
+        format!("targets:\n  linux:\n    platforms: [linux/amd64]\n    context: {ctx}\n"),
     )
     .expect("write");
-    let err = env.fails(&[
-        "build",
-        "--pull",
-        "never",
-        "--build-file",
-        file.to_str().expect("utf-8"),
-        "--platform",
-        "linux/arm64",
-    ]);
-    assert!(
-        err.contains("--platform linux/arm64")
-            && err.contains("b.yaml")
-            && err.contains("linux/amd64"),
-        "{err}"
-    );
+    let build_file = build_file.display().to_string();
+    let win1809 = "windows/amd64:10.0.17763";
+    let cases: [(&str, Vec<&str>, Vec<&str>); 5] = [
+        (
+            "a base without the platform: the existing error, naming the base and what it has",
+            vec![
+                "--platform",
+                "windows/amd64:10.0.20348",
+                "-f",
+                &windows_file,
+            ],
+            vec![
+                "mcr.microsoft.com/windows/nanoserver:1809",
+                "windows/amd64:10.0.20348",
+                "10.0.17763.1757",
+            ],
+        ),
+        (
+            "a scope matching no platform built (a typo or a platform left out)",
+            vec![
+                "--platform",
+                win1809,
+                "-f",
+                &windows_file,
+                "--build-arg",
+                "windows/amd64:10.0.18362=WINBASE=1903",
+            ],
+            vec![
+                "--build-arg windows/amd64:10.0.18362=WINBASE=1903",
+                "matches none",
+                win1809,
+            ],
+        ),
+        (
+            "two scopes, neither more specific, disagreeing for one platform",
+            vec![
+                "--platform",
+                win1809,
+                "-f",
+                &windows_file,
+                "--build-arg",
+                "windows/amd64=WINBASE=1903",
+                "--build-arg",
+                "windows:10.0.17763=WINBASE=1909",
+            ],
+            vec![
+                "windows/amd64=WINBASE=1903",
+                "windows:10.0.17763=WINBASE=1909",
+                "none is more specific",
+            ],
+        ),
+        (
+            "a platform no -f covers, in a context without a default Containerfile",
+            vec![
+                "--platform",
+                "linux/amd64,windows/amd64:10.0.17763",
+                "-f",
+                &windows_file,
+                &bare,
+            ],
+            vec!["no Containerfile for platform linux/amd64", &windows_file],
+        ),
+        (
+            "--platform picking a platform the build file does not build",
+            vec!["--build-file", &build_file, "--platform", "linux/arm64"],
+            vec![
+                "--platform linux/arm64",
+                "b.yaml",
+                "(it builds linux/amd64)",
+            ],
+        ),
+    ];
+    for (what, args, wanted) in cases {
+        let mut all = vec![
+            "build",
+            "--pull",
+            "never",
+            "--build-arg",
+            "windows=WINBASE=1809",
+        ];
+        all.extend(&args);
+        if !args.contains(&"--build-file") && !args.contains(&bare.as_str()) {
+            all.push(&ctx);
+        }
+        let err = env.fails(&all);
+        for w in wanted {
+            assert!(err.contains(w), "{what}: {w:?} not in\n{err}");
+        }
+    }
 }
