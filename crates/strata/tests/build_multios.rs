@@ -9,10 +9,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Env, run, sha256_hex, skopeo_raw};
+use common::{Env, push_image, run, sha256_hex, skopeo_raw, windows_image};
 use serde_json::Value;
 use strata_spec::Platform;
-use strata_testkit::{TestImage, TestRegistry, busybox_index, random_image_for_platform};
+use strata_testkit::{TestRegistry, busybox_index};
 
 /// The blog's Linux Containerfile (its build stage compiled the app; here the binary is in
 /// the context already).
@@ -36,32 +36,16 @@ const WINDOWS: [(&str, &str, &str); 5] = [
 const LINUX_APP: &[u8] = b"#!/bin/sh\necho linux app\n";
 const WINDOWS_APP: &[u8] = b"MZ windows app";
 
-fn windows_base(os_version: &str, seed: u64) -> TestImage {
-    let mut p = Platform::new("windows", "amd64");
-    p.os_version = Some(os_version.into());
-    random_image_for_platform(seed, &[2000], &p)
-}
-
 /// The store gets `alpine` (busybox amd64 + arm64) and the five nanoserver releases; the
 /// context gets both Containerfiles and both binaries. Returns the context and, per release,
 /// the base's config os.version and layer digest.
 fn setup(env: &Env) -> (PathBuf, Vec<(String, String)>) {
-    let put = |image: &TestImage, name: &str| {
-        let dir = env.path(&format!("base-{}", image.digest().encoded()));
-        image.write_oci_layout(&dir, "t").expect("layout");
-        env.ok(&[
-            "copy",
-            "-q",
-            "--all",
-            &format!("oci:{}:t", dir.display()),
-            name,
-        ]);
-    };
-    put(&busybox_index(), "alpine");
+    push_image(env, &busybox_index(), "alpine");
     let mut bases = Vec::new();
     for (i, (release, _, full)) in WINDOWS.iter().enumerate() {
-        let image = windows_base(full, 100 + i as u64);
-        put(
+        let image = windows_image(full, 100 + i as u64);
+        push_image(
+            env,
             &image,
             &format!("mcr.microsoft.com/windows/nanoserver:{release}"),
         );

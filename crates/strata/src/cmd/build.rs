@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_build::{
     BaseResolver, BuildError, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy,
-    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, Output,
-    PlatformGroup, PlatformPattern, PruneKeep, PruneOptions, PushOptions, SandboxExecutor, Scoped,
-    SecretSource, Squash, build, check_scopes, default_cache_dir, default_containerfile,
-    prune_cache, push_result, read_build_file, scoped_args, scoped_value,
+    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, Output, PlatformGroup,
+    PlatformPattern, PruneKeep, PruneOptions, PushOptions, SandboxExecutor, Scoped, SecretSource,
+    Squash, build, check_scopes, default_cache_dir, default_containerfile, prune_cache,
+    push_result, read_build_file, scoped_args, scoped_value,
 };
 use strata_copy::{ImageName, ManifestFormat};
 use strata_image::{ImageError, ImageSource};
