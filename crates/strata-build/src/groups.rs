@@ -20,28 +20,6 @@ use strata_spec::Platform;
 
 use crate::{BuildError, ContainerfileSource};
 
-/// OS names (Go's `GOOS` values) a scope may start with. Only these make `NAME=…` a scoped
-/// value: `--build-arg FOO=x=y` stays a plain build arg.
-const KNOWN_OS: &[&str] = &[
-    "aix",
-    "android",
-    "darwin",
-    "dragonfly",
-    "freebsd",
-    "hurd",
-    "illumos",
-    "ios",
-    "js",
-    "linux",
-    "netbsd",
-    "openbsd",
-    "plan9",
-    "solaris",
-    "wasip1",
-    "windows",
-    "zos",
-];
-
 /// `os[/arch[/variant]][:os.version]`: the platforms a scoped value applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PlatformPattern {
@@ -135,14 +113,15 @@ impl PlatformPattern {
             && version
     }
 
-    /// Split `PATTERN=REST` when the part before the first `=` names a known os
-    /// (`windows=Dockerfile.windows`, `linux/arm64=…`); `None` when the value is unscoped.
+    /// Split `PATTERN=REST` when the part before the first `=` starts with a known os
+    /// ([`strata_spec::KNOWN_OSES`]: `windows=Dockerfile.windows`, `linux/arm64=…`, while
+    /// `--build-arg FOO=x=y` stays unscoped); `None` when the value is unscoped.
     pub fn split_scope(value: &str) -> Result<Option<(PlatformPattern, &str)>, BuildError> {
         let Some((head, rest)) = value.split_once('=') else {
             return Ok(None);
         };
         let os = head.split(['/', ':']).next().unwrap_or_default();
-        if !KNOWN_OS.contains(&os.to_ascii_lowercase().as_str()) {
+        if !strata_spec::KNOWN_OSES.contains(&os.to_ascii_lowercase().as_str()) {
             return Ok(None);
         }
         Ok(Some((head.parse()?, rest)))
