@@ -42,15 +42,9 @@ pub(crate) struct Shared<'r> {
     pub options: &'r BuildOptions,
     pub resolver: &'r dyn BaseResolver,
     pub progress: Option<Arc<dyn BuildProgress>>,
-    pub file_name: String,
-    pub file: Containerfile,
     pub layout: OciLayout,
     pub sink: LayoutSink,
     pub cache: BuildCache,
-    pub context: Arc<SourceRoot>,
-    pub ignore: Option<Arc<(IgnoreMatcher, String)>>,
-    pub hashes: Arc<Mutex<HashCache>>,
-    pub build_args: BTreeMap<String, String>,
     pub scratch: tempfile::TempDir,
     pub now: u64,
     /// Folded into every chain root: settings that change layer bytes.
@@ -89,18 +83,9 @@ impl Shared<'_> {
             p.event(event);
         }
     }
-    pub(crate) fn at(&self, line: usize) -> Location {
-        Location {
-            file: self.file_name.clone(),
-            line,
-        }
-    }
     /// `created` of everything this build writes.
     pub(crate) fn created(&self) -> u64 {
         self.options.source_date_epoch.unwrap_or(self.now)
-    }
-    pub(crate) fn escape(&self) -> char {
-        self.file.directives.escape
     }
     pub(crate) fn layer_settings(&self, windows: bool) -> LayerSettings {
         LayerSettings {
@@ -113,6 +98,35 @@ impl Shared<'_> {
             clamp: self.options.source_date_epoch,
             segments: self.segments.clone(),
         }
+    }
+}
+
+/// One Containerfile with its context and build args: what a [`crate::PlatformGroup`]
+/// becomes once read. Every platform of the group builds from it.
+pub(crate) struct Recipe {
+    pub file_name: String,
+    pub file: Containerfile,
+    pub context: Arc<SourceRoot>,
+    /// Identifies the context and ignore file in keys of values computed from both (the
+    /// same sources gathered for two recipes are one walk only when both agree).
+    pub context_key: String,
+    pub ignore: Option<Arc<(IgnoreMatcher, String)>>,
+    pub hashes: Arc<Mutex<HashCache>>,
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build.
+    pub target: usize,
+    pub platforms: Vec<Platform>,
+}
+
+impl Recipe {
+    pub(crate) fn at(&self, line: usize) -> Location {
+        Location {
+            file: self.file_name.clone(),
+            line,
+        }
+    }
+    pub(crate) fn escape(&self) -> char {
+        self.file.directives.escape
     }
     /// Stage index for a name (`AS` alias, case-insensitive) or, with `allow_index`, a number.
     pub(crate) fn stage_index(&self, name: &str, allow_index: bool) -> Option<usize> {
@@ -217,6 +231,7 @@ impl StageState {
 /// One target platform.
 pub(crate) struct PlatformBuild<'s, 'r> {
     pub shared: &'s Shared<'r>,
+    pub recipe: &'s Recipe,
     pub platform: Platform,
     pub global: Scope,
     stages: Mutex<HashMap<usize, Arc<BuiltStage>>>,
@@ -234,18 +249,22 @@ fn platform_args(prefix: &str, p: &Platform, out: &mut BTreeMap<String, String>)
 }
 
 impl<'s, 'r> PlatformBuild<'s, 'r> {
-    fn new(shared: &'s Shared<'r>, platform: Platform) -> Result<Self, BuildError> {
+    fn new(
+        shared: &'s Shared<'r>,
+        recipe: &'s Recipe,
+        platform: Platform,
+    ) -> Result<Self, BuildError> {
         let mut predefined = BTreeMap::new();
         platform_args("TARGET", &platform, &mut predefined);
         platform_args("BUILD", &Platform::host(), &mut predefined);
         let global = Scope::global(
-            &shared.file.global_args,
-            &shared.build_args,
+            &recipe.file.global_args,
+            &recipe.build_args,
             &predefined,
-            shared.escape(),
+            recipe.escape(),
         )
         .map_err(|source| BuildError::Expand {
-            at: shared.at(shared
+            at: recipe.at(recipe
                 .file
                 .global_args
                 .first()
@@ -255,6 +274,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         })?;
         Ok(PlatformBuild {
             shared,
+            recipe,
             platform,
             global,
             stages: Mutex::new(HashMap::new()),
@@ -277,10 +297,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             {
                 return Ok(done);
             }
-            let stage = &self.shared.file.stages[index];
+            let stage = &self.recipe.file.stages[index];
             if visiting.contains(&index) {
                 return Err(BuildError::StageCycle {
-                    at: self.shared.at(stage.span.line),
+                    at: self.recipe.at(stage.span.line),
                     stage: stage
                         .from
                         .alias
@@ -305,9 +325,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         visiting: Vec<usize>,
     ) -> Result<BuiltStage, BuildError> {
         let shared = self.shared;
-        let stage = &shared.file.stages[index];
-        let at = shared.at(stage.span.line);
-        let escape = shared.escape();
+        let recipe = self.recipe;
+        let stage = &recipe.file.stages[index];
+        let at = recipe.at(stage.span.line);
+        let escape = recipe.escape();
         let expand = |w: &str| {
             self.global
                 .expand(w, escape)
@@ -340,7 +361,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             .unwrap_or_else(|| index.to_string());
 
         let (config, layers, base_layers, history, base_history, key, base) =
-            if let Some(j) = shared.stage_index(&image, false).filter(|&j| j != index) {
+            if let Some(j) = recipe.stage_index(&image, false).filter(|&j| j != index) {
                 let parent = self.stage(j, visiting.clone()).await?;
                 (
                     parent.config.clone(),
@@ -448,7 +469,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             st.tree_needed_later = stage.instructions[i + 1..]
                 .iter()
                 .any(|x| matches!(x.kind, InstructionKind::Copy(_) | InstructionKind::Add(_)));
-            let at = shared.at(instr.span.line);
+            let at = recipe.at(instr.span.line);
             self.instruction(&mut st, instr, &at, i + 1, steps, &visiting)
                 .await?;
         }
@@ -485,7 +506,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         at: &Location,
     ) -> Result<String, BuildError> {
         st.scope
-            .expand(word, self.shared.escape())
+            .expand(word, self.recipe.escape())
             .map_err(|source| BuildError::Expand {
                 at: at.clone(),
                 source,
@@ -538,13 +559,13 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             line: at.line,
             instruction: instr.original.clone(),
         });
-        let escape = shared.escape();
+        let escape = self.recipe.escape();
         let bad = |msg: String| BuildError::instruction(at, &instr.original, msg);
         match &instr.kind {
             InstructionKind::Arg(decls) => {
                 for d in decls {
                     st.scope
-                        .declare_arg(d, &self.global, &shared.build_args, escape)
+                        .declare_arg(d, &self.global, &self.recipe.build_args, escape)
                         .map_err(|source| BuildError::Expand {
                             at: at.clone(),
                             source,
@@ -812,14 +833,18 @@ fn read_capped(path: &Path, limit: u64, what: &str) -> Result<String, BuildError
         .map_err(|e| BuildError::io(path, format!("cannot read {what}"), e))
 }
 
-/// The ignore file for this build: `--ignorefile`, else `<Containerfile>.containerignore` /
-/// `<Containerfile>.dockerignore` beside the Containerfile, else the context's
+/// The ignore file of a Containerfile: `--ignorefile`, else `<Containerfile>.containerignore`
+/// / `<Containerfile>.dockerignore` beside the Containerfile, else the context's
 /// `.containerignore` / `.dockerignore`.
-fn ignore_file(options: &BuildOptions) -> Option<PathBuf> {
+fn ignore_file(
+    options: &BuildOptions,
+    containerfile: &ContainerfileSource,
+    context: &Path,
+) -> Option<PathBuf> {
     if let Some(p) = &options.ignore_file {
         return Some(p.clone());
     }
-    if let ContainerfileSource::Path(cf) = &options.containerfile {
+    if let ContainerfileSource::Path(cf) = containerfile {
         for ext in ["containerignore", "dockerignore"] {
             let mut s = cf.as_os_str().to_os_string();
             s.push(format!(".{ext}"));
@@ -831,7 +856,7 @@ fn ignore_file(options: &BuildOptions) -> Option<PathBuf> {
     }
     [".containerignore", ".dockerignore"]
         .iter()
-        .map(|n| options.context.join(n))
+        .map(|n| context.join(n))
         .find(|p| p.is_file())
 }
 
@@ -850,22 +875,49 @@ fn salt(options: &BuildOptions) -> Digest {
     k.finish()
 }
 
-/// Build the Containerfile for every platform of `options`; see the crate docs.
-pub async fn build(
-    options: &BuildOptions,
-    resolver: &dyn BaseResolver,
-    progress: Option<Arc<dyn BuildProgress>>,
-) -> Result<BuildResult, BuildError> {
-    if options.format == ImageFormat::V2s2
-        && matches!(options.compression, Compression::Zstd { .. })
-    {
+/// The groups of a build: [`BuildOptions::groups`], or one group of the plain options.
+fn groups_of(options: &BuildOptions) -> Result<Vec<crate::PlatformGroup>, BuildError> {
+    if options.groups.is_empty() {
+        return Ok(vec![crate::PlatformGroup {
+            name: None,
+            platforms: options.platforms.clone(),
+            containerfile: options.containerfile.clone(),
+            context: options.context.clone(),
+            build_args: BTreeMap::new(),
+            target: None,
+        }]);
+    }
+    if !options.platforms.is_empty() {
         return Err(BuildError::InvalidOption {
-            option: "compression".into(),
-            reason: "zstd layers cannot be described by Docker schema 2 (use the OCI format)"
-                .into(),
+            option: "platforms".into(),
+            reason: "a build of platform groups takes its platforms from the groups".into(),
         });
     }
-    let (text, file_name) = match &options.containerfile {
+    Ok(options.groups.clone())
+}
+
+/// A group's name for messages: its own, else its position and Containerfile.
+fn group_label(index: usize, group: &crate::PlatformGroup) -> String {
+    match &group.name {
+        Some(n) => n.clone(),
+        None => format!("group {} ({})", index + 1, group.containerfile_name()),
+    }
+}
+
+/// A context directory opened once per build: its canonical path, root and hash cache.
+type OpenContext = (PathBuf, Arc<SourceRoot>, Arc<Mutex<HashCache>>);
+
+/// Read and parse a group's Containerfile, open its context (shared with other groups of the
+/// same directory) and ignore file, and settle its build args and target stage.
+fn recipe(
+    options: &BuildOptions,
+    group: &crate::PlatformGroup,
+    platforms: Vec<Platform>,
+    contexts: &mut Vec<OpenContext>,
+    layout: &OciLayout,
+    cache: &BuildCache,
+) -> Result<Recipe, BuildError> {
+    let (text, file_name) = match &group.containerfile {
         ContainerfileSource::Path(p) => (
             read_capped(p, MAX_CONTAINERFILE_BYTES, "Containerfile")?,
             p.display().to_string(),
@@ -886,6 +938,115 @@ pub async fn build(
             },
         });
     }
+    let identity = std::fs::canonicalize(&group.context).unwrap_or_else(|_| group.context.clone());
+    let (context, hashes) = match contexts.iter().find(|(p, _, _)| *p == identity) {
+        Some((_, root, hashes)) => (Arc::clone(root), Arc::clone(hashes)),
+        None => {
+            let mut root = SourceRoot::open(&group.context, OwnerSource::Inode)
+                .map_err(|e| BuildError::io(&group.context, "cannot open the build context", e))?;
+            root.skip_dir(layout.root());
+            let root = Arc::new(root);
+            let hashes = Arc::new(Mutex::new(HashCache::load(
+                cache.hash_cache_file(&group.context),
+            )));
+            contexts.push((identity.clone(), Arc::clone(&root), Arc::clone(&hashes)));
+            (root, hashes)
+        }
+    };
+    let ignore_path = ignore_file(options, &group.containerfile, &group.context);
+    let ignore = match &ignore_path {
+        Some(p) => {
+            let text = read_capped(p, MAX_IGNORE_FILE_BYTES, "ignore file")?;
+            let m = IgnoreMatcher::parse(&text).map_err(|source| BuildError::Parse {
+                file: p.display().to_string(),
+                source,
+            })?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some(Arc::new((m, name)))
+        }
+        None => None,
+    };
+    let mut build_args = BTreeMap::new();
+    for f in &options.build_arg_files {
+        build_args.extend(read_build_arg_file(f)?);
+    }
+    build_args.extend(options.build_args.clone());
+    build_args.extend(group.build_args.clone());
+    let mut recipe = Recipe {
+        file_name,
+        file,
+        context,
+        context_key: format!(
+            "{}\0{}",
+            identity.display(),
+            ignore_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        ignore,
+        hashes,
+        build_args,
+        target: 0,
+        platforms,
+    };
+    recipe.target = match group.target.as_ref().or(options.target.as_ref()) {
+        Some(t) => recipe
+            .stage_index(t, true)
+            .ok_or_else(|| BuildError::TargetNotFound {
+                target: t.clone(),
+                available: recipe.stage_names(),
+            })?,
+        None => recipe.file.stages.len() - 1,
+    };
+    Ok(recipe)
+}
+
+/// Build the Containerfile for every platform of `options` (or each group's Containerfile
+/// for its platforms) into one result; see the crate docs.
+pub async fn build(
+    options: &BuildOptions,
+    resolver: &dyn BaseResolver,
+    progress: Option<Arc<dyn BuildProgress>>,
+) -> Result<BuildResult, BuildError> {
+    if options.format == ImageFormat::V2s2
+        && matches!(options.compression, Compression::Zstd { .. })
+    {
+        return Err(BuildError::InvalidOption {
+            option: "compression".into(),
+            reason: "zstd layers cannot be described by Docker schema 2 (use the OCI format)"
+                .into(),
+        });
+    }
+    // Each platform once, in one group only.
+    let groups = groups_of(options)?;
+    let mut seen: Vec<(Platform, String)> = Vec::new();
+    let mut group_platforms = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let mut mine: Vec<Platform> = Vec::new();
+        let listed = if g.platforms.is_empty() {
+            vec![Platform::host()]
+        } else {
+            g.platforms.clone()
+        };
+        for p in listed {
+            if mine.contains(&p) {
+                continue;
+            }
+            if let Some((_, other)) = seen.iter().find(|(s, _)| *s == p) {
+                return Err(BuildError::PlatformInTwoGroups {
+                    platform: Box::new(p),
+                    first: other.clone(),
+                    second: group_label(i, g),
+                });
+            }
+            seen.push((p.clone(), group_label(i, g)));
+            mine.push(p);
+        }
+        group_platforms.push(mine);
+    }
     let layout = match &options.output {
         Output::Store => strata_store::default_store(),
         Output::Layout(p) => OciLayout::create_or_open(p),
@@ -902,44 +1063,20 @@ pub async fn build(
         .clone()
         .unwrap_or_else(|| default_cache_dir(layout.root()));
     let cache = BuildCache::new(cache_dir, options.cache);
-    let mut context = SourceRoot::open(&options.context, OwnerSource::Inode)
-        .map_err(|e| BuildError::io(&options.context, "cannot open the build context", e))?;
-    context.skip_dir(layout.root());
-    let context = Arc::new(context);
-    let ignore = match ignore_file(options) {
-        Some(p) => {
-            let text = read_capped(&p, MAX_IGNORE_FILE_BYTES, "ignore file")?;
-            let m = IgnoreMatcher::parse(&text).map_err(|source| BuildError::Parse {
-                file: p.display().to_string(),
-                source,
-            })?;
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Some(Arc::new((m, name)))
-        }
-        None => None,
-    };
-    let hashes = Arc::new(Mutex::new(HashCache::load(
-        cache.hash_cache_file(&options.context),
-    )));
-    let mut build_args = BTreeMap::new();
-    for f in &options.build_arg_files {
-        build_args.extend(read_build_arg_file(f)?);
+    let mut contexts = Vec::new();
+    let mut recipes = Vec::new();
+    for (g, platforms) in groups.iter().zip(group_platforms) {
+        recipes.push(recipe(
+            options,
+            g,
+            platforms,
+            &mut contexts,
+            &layout,
+            &cache,
+        )?);
     }
-    build_args.extend(options.build_args.clone());
 
-    let mut platforms: Vec<Platform> = Vec::new();
-    for p in if options.platforms.is_empty() {
-        vec![Platform::host()]
-    } else {
-        options.platforms.clone()
-    } {
-        if !platforms.contains(&p) {
-            platforms.push(p);
-        }
-    }
+    let platforms: Vec<&Platform> = recipes.iter().flat_map(|r| &r.platforms).collect();
     let jobs = if options.jobs == 0 {
         strata_archive::default_workers()
     } else {
@@ -963,15 +1100,9 @@ pub async fn build(
         options,
         resolver,
         progress,
-        file_name,
-        file,
         layout,
         sink,
         cache,
-        context,
-        ignore,
-        hashes,
-        build_args,
         scratch,
         now: now_unix(),
         salt: salt(options),
@@ -986,32 +1117,26 @@ pub async fn build(
         run_rootfs: OnceCell::new(),
         segments,
     };
-    warn_unused_args(&shared);
+    warn_unused_args(&shared, &recipes);
 
-    let target = match &options.target {
-        Some(t) => shared
-            .stage_index(t, true)
-            .ok_or_else(|| BuildError::TargetNotFound {
-                target: t.clone(),
-                available: shared.stage_names(),
-            })?,
-        None => shared.file.stages.len() - 1,
-    };
-
-    let builds: Vec<PlatformBuild<'_, '_>> = platforms
-        .iter()
-        .map(|p| PlatformBuild::new(&shared, p.clone()))
-        .collect::<Result<_, _>>()?;
+    let mut builds: Vec<PlatformBuild<'_, '_>> = Vec::new();
+    for r in &recipes {
+        for p in &r.platforms {
+            builds.push(PlatformBuild::new(&shared, r, p.clone())?);
+        }
+    }
     let images = futures::future::try_join_all(builds.iter().map(|b| async move {
-        let stage = b.stage(target, Vec::new()).await?;
+        let stage = b.stage(b.recipe.target, Vec::new()).await?;
         b.finish_image(stage).await
     }))
     .await?;
     let result = crate::output::write_result(&shared, images).await?;
-    if let Ok(mut h) = shared.hashes.lock()
-        && let Err(e) = h.save()
-    {
-        tracing::warn!("cannot save the context hash cache: {e}");
+    for (_, _, hashes) in &contexts {
+        if let Ok(mut h) = hashes.lock()
+            && let Err(e) = h.save()
+        {
+            tracing::warn!("cannot save the context hash cache: {e}");
+        }
     }
     if let Some(path) = &options.iidfile {
         std::fs::write(path, result.image_id())
@@ -1020,8 +1145,21 @@ pub async fn build(
     Ok(result)
 }
 
-fn warn_unused_args(shared: &Shared<'_>) {
-    let unused = Scope::unused_build_args(&shared.file, &shared.build_args);
+/// Warn about build args no ARG of any Containerfile they were given to consumes.
+fn warn_unused_args(shared: &Shared<'_>, recipes: &[Recipe]) {
+    let mut unused: Vec<String> = Vec::new();
+    for (i, r) in recipes.iter().enumerate() {
+        for name in Scope::unused_build_args(&r.file, &r.build_args) {
+            let used_elsewhere = recipes.iter().enumerate().any(|(j, o)| {
+                j != i
+                    && o.build_args.contains_key(&name)
+                    && !Scope::unused_build_args(&o.file, &o.build_args).contains(&name)
+            });
+            if !used_elsewhere && !unused.contains(&name) {
+                unused.push(name);
+            }
+        }
+    }
     if !unused.is_empty() {
         shared.emit(BuildEvent::Warning {
             message: format!("build args not consumed by any ARG: {}", unused.join(", ")),

@@ -168,6 +168,28 @@ pub enum BuildError {
     /// A build option is invalid or contradicts another one.
     #[error("invalid build option {option}: {reason}")]
     InvalidOption { option: String, reason: String },
+    /// Two platform-scoped values apply to one platform and neither scope is more specific
+    /// (`-f windows:10.0.17763=A -f windows/amd64=B` for `windows/amd64:10.0.17763`).
+    #[error(
+        "platform {platform}: {given} all apply and none is more specific; scope one of them to the platform"
+    )]
+    AmbiguousScope {
+        platform: Box<Platform>,
+        given: String,
+    },
+    /// A platform-scoped value whose pattern matches none of the build's platforms.
+    #[error("{given}: its platform pattern matches none of the platforms built ({platforms})")]
+    UnmatchedScope { given: String, platforms: String },
+    /// A platform is in two groups of one build (two build-file targets).
+    #[error("platform {platform} is built by both {first} and {second}")]
+    PlatformInTwoGroups {
+        platform: Box<Platform>,
+        first: String,
+        second: String,
+    },
+    /// A build file (`strata build --build-file`) is unreadable or invalid.
+    #[error("build file {path}: {reason}")]
+    BuildFile { path: PathBuf, reason: String },
     /// A build-arg file line is not `KEY=VALUE`.
     #[error("{path}:{line}: build-arg file lines must be KEY=VALUE: {text:?}")]
     BuildArgFile {

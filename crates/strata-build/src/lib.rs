@@ -7,6 +7,10 @@
 //! - [`push_result`] copies a result to any [`strata_image::ImageSink`].
 //! - [`prune_cache`] trims the build cache.
 //! - [`RunExecutor`]: where `RUN` plugs in (the stage's rootfs in, an overlay upper dir out).
+//! - [`PlatformGroup`]s ([`BuildOptions::groups`]) build platforms from different
+//!   Containerfiles, contexts or build args into one result (Linux from one file, each
+//!   Windows version on its own base from another); [`scoped_value`] / [`scoped_args`] pick
+//!   per-platform values by [`PlatformPattern`], [`read_build_file`] reads bake-style YAML.
 //!
 //! How it works:
 //! - **Plan.** The Containerfile is parsed once; each platform expands `FROM` lines with its
@@ -52,6 +56,7 @@
 //! ```
 
 mod base;
+mod buildfile;
 mod cache;
 mod copyplan;
 mod dirdiff;
@@ -60,6 +65,7 @@ mod error;
 mod fetch;
 mod gather;
 mod glob;
+mod groups;
 mod hashcache;
 mod layer;
 mod layerdirs;
@@ -78,9 +84,14 @@ mod steps;
 mod time;
 mod tree;
 
+pub use buildfile::read_build_file;
 pub use cache::{PruneKeep, PruneOptions, PruneReport, default_cache_dir, prune_cache};
 pub use engine::build;
 pub use error::{BuildError, Location};
+pub use groups::{
+    PlatformGroup, PlatformPattern, Scoped, check_scopes, default_containerfile, scoped_args,
+    scoped_value,
+};
 pub use options::{
     BuildOptions, CachePolicy, CancelFlag, Compression, ContainerfileSource, ImageFormat,
     IndexMode, Output, SecretSource, Squash, read_build_arg_file,

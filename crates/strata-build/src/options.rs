@@ -151,6 +151,10 @@ pub struct BuildOptions {
     pub network: crate::Network,
     /// Checked between steps: a cancelled build stops with [`BuildError::Interrupted`].
     pub cancel: CancelFlag,
+    /// Platforms built from their own Containerfile, context or build args, into one result.
+    /// When non-empty these replace `containerfile`, `context` and `platforms` (which must
+    /// then be empty).
+    pub groups: Vec<crate::PlatformGroup>,
 }
 
 impl Default for BuildOptions {
@@ -181,6 +185,7 @@ impl Default for BuildOptions {
             network: crate::Network::Host,
             cancel: CancelFlag::default(),
             no_cache_stages: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -199,6 +204,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("cache", &self.cache)
             .field("source_date_epoch", &self.source_date_epoch)
             .field("squash", &self.squash)
+            .field("groups", &self.groups)
             .finish_non_exhaustive()
     }
 }

@@ -204,6 +204,7 @@ impl PlatformBuild<'_, '_> {
         Ok(PlatformImage {
             image: BuiltImage {
                 platform,
+                containerfile: self.recipe.file_name.clone(),
                 manifest: descriptor.digest.clone(),
                 manifest_size: bytes.len() as u64,
                 config: config_desc.digest,

@@ -22,6 +22,8 @@ pub struct BuiltLayer {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuiltImage {
     pub platform: Platform,
+    /// The Containerfile this platform was built from (its path as given, or `<stdin>`).
+    pub containerfile: String,
     pub manifest: Digest,
     pub manifest_size: u64,
     pub config: Digest,

@@ -214,11 +214,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         at: &Location,
         visiting: &[usize],
     ) -> Result<(MountRoot, Option<Digest>), BuildError> {
-        let shared = self.shared;
         let Some(f) = from else {
             return Ok((
                 MountRoot {
-                    root: Arc::clone(&shared.context),
+                    root: Arc::clone(&self.recipe.context),
                     context: true,
                 },
                 None,
@@ -273,8 +272,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         }
                         None => {
                             let r = Arc::clone(&root.root);
-                            let ignore = self.shared.ignore.clone();
-                            let hashes = Arc::clone(&self.shared.hashes);
+                            let ignore = self.recipe.ignore.clone();
+                            let hashes = Arc::clone(&self.recipe.hashes);
                             let rel2 = rel.clone();
                             let (id, kept) = tokio::task::spawn_blocking(move || {
                                 runmount::context_identity(
@@ -441,7 +440,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 strata_containerfile::parse_mount_expanding(
                     m,
                     &|n| st.scope.lookup(n),
-                    shared.escape(),
+                    self.recipe.escape(),
                 )
                 .map_err(|e| bad(format!("--mount {m}: {e}")))?,
             );

@@ -470,7 +470,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         visiting: &[usize],
     ) -> Result<FromRoot, BuildError> {
         let shared = self.shared;
-        if let Some(j) = shared.stage_index(from, true) {
+        if let Some(j) = self.recipe.stage_index(from, true) {
             if j == st.index {
                 return Err(BuildError::StageCycle {
                     at: at.clone(),
@@ -620,7 +620,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
     ) -> Result<(), BuildError> {
         let now = crate::time::now_unix() as i64;
         let mut cache = self
-            .shared
+            .recipe
             .hashes
             .lock()
             .map_err(|_| BuildError::Internal("hash cache lock poisoned".into()))?;
@@ -631,7 +631,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 ..
             } = &e.kind
                 && id.is_pending()
-                && Arc::ptr_eq(root, &self.shared.context)
+                && Arc::ptr_eq(root, &self.recipe.context)
                 && let Some(d) = hashes.get(rel)
             {
                 cache.put(rel, stat, d, now);
@@ -711,7 +711,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         // Where the sources are.
         let (root, root_key, owners, place, is_context) = match &from {
             None => (
-                Arc::clone(&shared.context),
+                Arc::clone(&self.recipe.context),
                 None,
                 Owners::Root,
                 "the build context".to_string(),
@@ -780,9 +780,9 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             root,
             context: is_context,
             root_key,
-            ignore: shared.ignore.clone(),
+            ignore: self.recipe.ignore.clone(),
             exclude,
-            hashes: Arc::clone(&shared.hashes),
+            hashes: Arc::clone(&self.recipe.hashes),
             owners,
             detect_archives: add.is_some() && unpack != Some(false),
             at: at.clone(),
@@ -799,7 +799,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     .root_key
                     .as_ref()
                     .map(|d| d.to_string())
-                    .unwrap_or_else(|| "context".into()),
+                    .unwrap_or_else(|| format!("context {}", self.recipe.context_key)),
             )
             .str("patterns", &patterns.join("\0"))
             .str("excludes", &excludes.join("\0"))

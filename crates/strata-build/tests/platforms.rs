@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use strata_build::{BuildError, ImageFormat, LayerOrigin};
+use strata_build::{BuildError, ContainerfileSource, ImageFormat, LayerOrigin, PlatformGroup};
 use strata_spec::{Manifest, MediaType, Platform};
 
 fn plats(list: &[&str]) -> Vec<Platform> {
@@ -315,4 +315,130 @@ async fn linux_and_windows_layers_sharing_segments_equal_separate_builds() {
             .unwrap();
         assert!(out.success(), "gzip -t refuses layer {i}");
     }
+}
+
+/// The multi-OS recipe as platform groups: Linux from one Containerfile, two Windows releases
+/// from another, each on its own base through a build arg, one index. The two files sit in one
+/// context with their own ignore files, and their COPY is on the same line: each gets its own
+/// files. A rebuild is all cache hits; a base lacking its platform is the usual error.
+#[tokio::test]
+async fn groups_build_each_platform_from_its_own_file_args_and_ignore_file() {
+    let bases = bases();
+    let mut r = MapResolver::with_bases(&bases);
+    let ltsc2022 = write_image(
+        &bases.layout,
+        &"windows/amd64:10.0.20348.2113".parse().unwrap(),
+        &[windows_layer(&[("Windows/win.ini", b"[2022]\r\n")])],
+        serde_json::json!({"Cmd": ["cmd"]}),
+        vec![serde_json::json!({"created_by": "base"})],
+    );
+    tag_image(&bases.layout, &ltsc2022, "ltsc2022");
+    for (name, tag) in [
+        ("test/nano:1809", "multi"),
+        ("test/nano:ltsc2022", "ltsc2022"),
+    ] {
+        r.names.insert(name.into(), (bases.path(), tag.to_string()));
+    }
+    let c = Ctx::new();
+    c.file("app/a.txt", b"a\n");
+    c.file("app/b.txt", b"b\n");
+    let linux_file = c.file("Dockerfile", b"# linux\nFROM test/multi\nCOPY app /app/\n");
+    let windows_file = c.file(
+        "Dockerfile.windows",
+        b"ARG WINBASE\nFROM test/nano:${WINBASE}\nCOPY app /app/\n",
+    );
+    c.file("Dockerfile.windows.dockerignore", b"app/b.txt\n");
+    let group = |platform: &str, file: &std::path::Path, winbase: Option<&str>| PlatformGroup {
+        name: None,
+        platforms: plats(&[platform]),
+        containerfile: ContainerfileSource::Path(file.to_path_buf()),
+        context: c.ctx(),
+        build_args: winbase.map(|w| map(&[("WINBASE", w)])).unwrap_or_default(),
+        target: None,
+    };
+    let mut o = c.options("");
+    o.platforms = Vec::new();
+    o.source_date_epoch = Some(1_700_000_000);
+    o.groups = vec![
+        group("linux/amd64", &linux_file, None),
+        group("windows/amd64:10.0.17763", &windows_file, Some("1809")),
+        group("windows/amd64:10.0.20348", &windows_file, Some("ltsc2022")),
+    ];
+    let (result, _) = run_build(&o, &r).await.unwrap();
+    assert_eq!(result.media_type.as_str(), MediaType::OCI_INDEX);
+    let found: Vec<(String, String)> = result
+        .images
+        .iter()
+        .map(|i| (i.platform.to_string(), i.containerfile.clone()))
+        .collect();
+    let linux_name = linux_file.display().to_string();
+    let windows_name = windows_file.display().to_string();
+    assert_eq!(
+        found,
+        [
+            ("linux/amd64".to_string(), linux_name),
+            (
+                "windows/amd64:10.0.17763.1757".to_string(),
+                windows_name.clone()
+            ),
+            ("windows/amd64:10.0.20348.2113".to_string(), windows_name),
+        ]
+    );
+    for (i, version) in [(1, "10.0.17763.1757"), (2, "10.0.20348.2113")] {
+        let m = manifest_of(&result.layout, &result.images[i].manifest);
+        let config = config_of(&result.layout, &m);
+        assert_eq!(config.os_version.as_deref(), Some(version));
+        let top = layer_entries(&result, i, -1);
+        assert_eq!(
+            paths(&top),
+            ["Hives", "Files", "Files/app", "Files/app/a.txt"],
+            "Dockerfile.windows.dockerignore leaves b.txt out"
+        );
+    }
+    let linux = layer_entries(&result, 0, -1);
+    assert!(
+        paths(&linux).contains(&"app/b.txt".to_string()),
+        "{:?}",
+        paths(&linux)
+    );
+    // One COPY result for both releases; each keeps its own base layer.
+    let windows: Vec<&Vec<strata_build::BuiltLayer>> =
+        result.images[1..].iter().map(|i| &i.layers).collect();
+    assert_eq!(windows[0][1].digest, windows[1][1].digest);
+    assert_ne!(windows[0][0].digest, windows[1][0].digest);
+
+    let (again, events) = run_build(&o, &r).await.unwrap();
+    assert_eq!(again.digest, result.digest);
+    assert_eq!(events.step_counts(), (0, 3));
+
+    // The 1809 platform on the ltsc2022 base: the base lacks it, the usual error.
+    o.groups[1].build_args = map(&[("WINBASE", "ltsc2022")]);
+    let err = run_build(&o, &r).await.unwrap_err().to_string();
+    assert!(
+        err.contains("test/nano:ltsc2022")
+            && err.contains("windows/amd64:10.0.17763")
+            && err.contains("10.0.20348.2113"),
+        "{err}"
+    );
+
+    // A platform in two groups, and platforms given besides groups, are refused.
+    o.groups[2]
+        .platforms
+        .push("windows/amd64:10.0.17763".parse().unwrap());
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(
+        matches!(err, BuildError::PlatformInTwoGroups { .. }),
+        "{err}"
+    );
+    let err = err.to_string();
+    assert!(
+        err.contains("windows/amd64:10.0.17763")
+            && err.contains("group 2")
+            && err.contains("group 3"),
+        "{err}"
+    );
+    o.groups.pop();
+    o.platforms = plats(&["linux/arm64"]);
+    let err = run_build(&o, &r).await.unwrap_err();
+    assert!(matches!(err, BuildError::InvalidOption { .. }), "{err}");
 }

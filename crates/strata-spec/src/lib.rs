@@ -36,7 +36,7 @@ pub use digest::{Algorithm, DiffId, Digest, DigestHasher};
 pub use error::SpecError;
 pub use manifest::{ImageIndex, ImageManifest, MAX_INDEX_ENTRIES, Manifest};
 pub use media_type::{LayerCompression, MediaType};
-pub use platform::Platform;
+pub use platform::{KNOWN_OSES, Platform};
 pub use reference::{DOCKER_HUB_REGISTRY, Reference};
 pub use user::{ExecUser, resolve_user};
 

@@ -5,6 +5,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::SpecError;
 
+/// Operating system names (Go's `GOOS` values). Where a word may be a platform or something
+/// else (`manifest annotate` entries, `build -f windows=FILE`), only these start a platform.
+pub const KNOWN_OSES: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
+
 /// A target platform: `os/arch[/variant][:os.version]`, as in descriptors and image configs.
 ///
 /// Architecture names are normalised to Go's (`x86_64` → `amd64`, `aarch64` → `arm64`), and

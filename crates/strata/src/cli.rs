@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Build images from a Containerfile, for one or many platforms.
     #[command(after_help = crate::help::BUILD)]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Copy an image or index between registries, layouts, archives and directories.
     #[command(after_help = crate::help::COPY)]
     Copy(CopyArgs),
@@ -401,12 +401,17 @@ pub enum CompressionKind {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Build context directory.
-    #[arg(default_value = ".")]
-    pub context: PathBuf,
-    /// Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile; - for stdin).
-    #[arg(short, long, value_name = "PATH")]
-    pub file: Option<PathBuf>,
+    /// Build context directory (default: .).
+    pub context: Option<PathBuf>,
+    /// Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile; - for stdin);
+    /// PATTERN=PATH for the platforms PATTERN (os[/arch[/variant]][:os.version]) matches, e.g.
+    /// windows=Dockerfile.windows (repeatable; the most specific pattern wins).
+    #[arg(short, long, value_name = "[PATTERN=]PATH")]
+    pub file: Vec<String>,
+    /// YAML build file of targets (platforms, containerfile, context, args) built into one
+    /// result; --platform then picks some of its platforms.
+    #[arg(long, value_name = "PATH", conflicts_with = "file")]
+    pub build_file: Option<PathBuf>,
     /// Name the result in the local store, or in the --output oci: layout (repeatable); with
     /// --push, the registry images to push to.
     #[arg(short, long, value_name = "NAME")]
@@ -418,8 +423,9 @@ pub struct BuildArgs {
     /// Build this stage (name or index) instead of the last.
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment.
-    #[arg(long, value_name = "KEY[=VALUE]")]
+    /// Build argument KEY=VALUE (repeatable); KEY alone takes the value from the environment;
+    /// PATTERN=KEY=VALUE only for the platforms PATTERN matches.
+    #[arg(long, value_name = "[PATTERN=]KEY[=VALUE]")]
     pub build_arg: Vec<String>,
     /// File of KEY=VALUE build arguments (repeatable; --build-arg wins).
     #[arg(long, value_name = "PATH")]

@@ -8,7 +8,12 @@ Examples:
   # Another Containerfile, a build argument, the result in an OCI layout directory
   strata build -f Containerfile.prod --build-arg VERSION=2 -o oci:out:app .
   # One index for two platforms, pushed to a registry
-  strata build --platform linux/amd64,linux/arm64 -t registry.example.com/app:1 --push .";
+  strata build --platform linux/amd64,linux/arm64 -t registry.example.com/app:1 --push .
+  # Linux from ./Dockerfile, each Windows release from ./Dockerfile.windows on its own base
+  strata build --platform linux/amd64,windows/amd64:10.0.17763,windows/amd64:10.0.20348 \\
+      -f Dockerfile -f windows=Dockerfile.windows \\
+      --build-arg windows/amd64:10.0.17763=WINBASE=1809 \\
+      --build-arg windows/amd64:10.0.20348=WINBASE=ltsc2022 -t registry.example.com/app:1 --push .";
 
 pub const COPY: &str = "\
 Examples:

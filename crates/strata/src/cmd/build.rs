@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_build::{
     BaseResolver, BuildError, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy,
-    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, Output, PruneKeep,
-    PruneOptions, PushOptions, SandboxExecutor, SecretSource, Squash, build, default_cache_dir,
-    prune_cache, push_result,
+    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, Output, PlatformGroup,
+    PlatformPattern, PruneKeep, PruneOptions, PushOptions, SandboxExecutor, Scoped, SecretSource,
+    Squash, build, check_scopes, default_cache_dir, default_containerfile, prune_cache,
+    push_result, read_build_file, scoped_args, scoped_value,
 };
 use strata_copy::{ImageName, ManifestFormat};
 use strata_image::{ImageError, ImageSource};
@@ -52,33 +54,52 @@ impl BaseResolver for CliResolver {
     }
 }
 
-/// The Containerfile: `-f`, or CONTEXT/Containerfile, else CONTEXT/Dockerfile.
-fn containerfile(a: &BuildArgs) -> anyhow::Result<ContainerfileSource> {
-    match &a.file {
-        Some(p) if p.as_os_str() == "-" => {
+/// `-f` values, each `[PATTERN=]PATH`; `-` reads the Containerfile from standard input (once).
+fn containerfiles(values: &[String]) -> anyhow::Result<Vec<Scoped<ContainerfileSource>>> {
+    let mut out: Vec<Scoped<ContainerfileSource>> = Vec::new();
+    let mut stdin_read = false;
+    for v in values {
+        let (scope, path) =
+            match PlatformPattern::split_scope(v).with_context(|| format!("-f {v}"))? {
+                Some((scope, rest)) => (Some(scope), rest),
+                None => (None, v.as_str()),
+            };
+        anyhow::ensure!(
+            !path.is_empty(),
+            "-f {v}: no file after the platform pattern"
+        );
+        if let Some(other) = out.iter().find(|o| o.scope == scope) {
+            bail!(
+                "{} and -f {v} name files for the same platforms; give one{}",
+                other.given,
+                if scope.is_none() {
+                    ", or scope one to some platforms (-f windows=PATH)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let source = if path == "-" {
+            anyhow::ensure!(!stdin_read, "-f -: standard input can be read only once");
+            stdin_read = true;
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("reading the Containerfile from standard input")?;
-            Ok(ContainerfileSource::Text {
+            ContainerfileSource::Text {
                 text,
                 name: "<stdin>".into(),
-            })
-        }
-        Some(p) => Ok(ContainerfileSource::Path(p.clone())),
-        None => {
-            for name in ["Containerfile", "Dockerfile"] {
-                let p = a.context.join(name);
-                if p.is_file() {
-                    return Ok(ContainerfileSource::Path(p));
-                }
             }
-            bail!(
-                "no Containerfile or Dockerfile in {}; name one with -f",
-                a.context.display()
-            )
-        }
+        } else {
+            ContainerfileSource::Path(path.into())
+        };
+        out.push(Scoped {
+            scope,
+            value: source,
+            given: format!("-f {v}"),
+        });
     }
+    Ok(out)
 }
 
 fn key_values(values: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -94,23 +115,127 @@ fn key_values(values: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, 
 }
 
 /// `--build-arg KEY=VALUE`, or `KEY` alone to take the value from the environment (skipped
-/// when unset, as Docker does).
-fn build_args(values: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
+/// when unset, as Docker does), or `PATTERN=KEY=VALUE` for the platforms PATTERN matches.
+fn build_args(values: &[String]) -> anyhow::Result<Vec<Scoped<(String, String)>>> {
+    let mut out = Vec::new();
     for v in values {
-        match v.split_once('=') {
-            Some((k, val)) => {
-                anyhow::ensure!(!k.is_empty(), "--build-arg {v:?}: empty name");
-                out.insert(k.to_string(), val.to_string());
-            }
-            None => {
-                if let Ok(val) = std::env::var(v) {
-                    out.insert(v.clone(), val);
-                }
-            }
+        let given = format!("--build-arg {v}");
+        if let Some((scope, rest)) =
+            PlatformPattern::split_scope(v).with_context(|| given.clone())?
+            && let Some((k, val)) = rest.split_once('=')
+        {
+            anyhow::ensure!(!k.is_empty(), "{given}: empty name");
+            out.push(Scoped {
+                scope: Some(scope),
+                value: (k.to_string(), val.to_string()),
+                given,
+            });
+            continue;
         }
+        let (k, val) = match v.split_once('=') {
+            Some((k, val)) => (k.to_string(), val.to_string()),
+            None => match std::env::var(v) {
+                Ok(val) => (v.clone(), val),
+                Err(_) => continue,
+            },
+        };
+        anyhow::ensure!(!k.is_empty(), "--build-arg {v:?}: empty name");
+        anyhow::ensure!(
+            !k.contains(['/', ':']),
+            "{given}: a platform-scoped build arg is PATTERN=KEY=VALUE"
+        );
+        out.push(Scoped {
+            scope: None,
+            value: (k, val),
+            given,
+        });
     }
     Ok(out)
+}
+
+/// What each platform builds from (one group per Containerfile, context and args): a build
+/// file's targets, or `-f` / `--build-arg` values scoped by platform pattern.
+fn platform_groups(a: &BuildArgs, platforms: &[Platform]) -> anyhow::Result<Vec<PlatformGroup>> {
+    let args = build_args(&a.build_arg)?;
+    let mut groups = Vec::new();
+    if let Some(file) = &a.build_file {
+        if let Some(c) = &a.context {
+            bail!(
+                "--build-file {}: each target names its own context; drop the CONTEXT argument {}",
+                file.display(),
+                c.display()
+            );
+        }
+        let targets = read_build_file(file)?;
+        let listed: Vec<&Platform> = targets.iter().flat_map(|t| &t.platforms).collect();
+        let same = |p: &Platform, q: &Platform| p.normalised() == q.normalised();
+        for p in platforms {
+            if !listed.iter().any(|q| same(p, q)) {
+                let all: Vec<String> = listed.iter().map(|q| q.to_string()).collect();
+                bail!(
+                    "--platform {p}: not a platform of {} (it builds {})",
+                    file.display(),
+                    all.join(", ")
+                );
+            }
+        }
+        let mut chosen = Vec::new();
+        for t in targets {
+            for p in &t.platforms {
+                if !platforms.is_empty() && !platforms.iter().any(|q| same(p, q)) {
+                    continue;
+                }
+                let mut build_args = t.build_args.clone();
+                build_args.extend(scoped_args(p, &args)?);
+                chosen.push(p.clone());
+                groups.push(PlatformGroup {
+                    platforms: vec![p.clone()],
+                    build_args,
+                    ..t.clone()
+                });
+            }
+        }
+        check_scopes(&chosen, &args)?;
+    } else {
+        let context = a.context.clone().unwrap_or_else(|| PathBuf::from("."));
+        let files = containerfiles(&a.file)?;
+        let platforms = if platforms.is_empty() {
+            vec![Platform::host()]
+        } else {
+            platforms.to_vec()
+        };
+        check_scopes(&platforms, &files)?;
+        check_scopes(&platforms, &args)?;
+        for p in &platforms {
+            let containerfile = match scoped_value(p, &files)? {
+                Some(f) => f.clone(),
+                None => match default_containerfile(&context) {
+                    Some(f) => ContainerfileSource::Path(f),
+                    None if files.is_empty() => bail!(
+                        "no Containerfile or Dockerfile in {}; name one with -f",
+                        context.display()
+                    ),
+                    None => {
+                        let given: Vec<&str> = files.iter().map(|f| f.given.as_str()).collect();
+                        bail!(
+                            "no Containerfile for platform {p}: {} match only other platforms and {} has no Containerfile or Dockerfile; add -f PATH or -f PATTERN=PATH for it",
+                            given.join(", "),
+                            context.display()
+                        )
+                    }
+                },
+            };
+            groups.push(PlatformGroup {
+                name: None,
+                platforms: vec![p.clone()],
+                containerfile,
+                context: context.clone(),
+                build_args: scoped_args(p, &args)?,
+                target: None,
+            });
+        }
+    }
+    Ok(PlatformGroup::merge(groups))
 }
 
 /// `--secret id=ID,src=PATH` (also `source=`, `type=file`) or `id=ID,env=VAR` (`type=env`);
@@ -230,11 +355,8 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         bail!("--push needs at least one --tag naming a registry image");
     }
     let mut options = BuildOptions {
-        containerfile: containerfile(&a)?,
-        context: a.context.clone(),
-        platforms,
+        groups: platform_groups(&a, &platforms)?,
         target: a.target.clone(),
-        build_args: build_args(&a.build_arg)?,
         build_arg_files: a.build_arg_file.clone(),
         labels: key_values(&a.label, "--label")?,
         annotations: key_values(&a.annotation, "--annotation")?,
@@ -359,14 +481,23 @@ fn print_result(
         return print_json(&value);
     }
     if !quiet {
+        let several_files = result
+            .images
+            .iter()
+            .any(|i| i.containerfile != result.images[0].containerfile);
         for image in &result.images {
             let size: u64 = image.layers.iter().map(|l| l.size).sum();
             eprintln!(
-                "{}: {} ({} layers, {})",
+                "{}: {} ({} layers, {}){}",
                 image.platform,
                 image.manifest,
                 image.layers.len(),
-                human_size(size)
+                human_size(size),
+                if several_files {
+                    format!(" from {}", image.containerfile)
+                } else {
+                    String::new()
+                }
             );
         }
         for t in &result.tags {
@@ -625,15 +756,56 @@ mod tests {
         assert!(parse_duration("3w").is_err());
     }
 
+    fn arg(s: &Scoped<(String, String)>) -> (Option<String>, &str, &str) {
+        (
+            s.scope.as_ref().map(|p| p.to_string()),
+            s.value.0.as_str(),
+            s.value.1.as_str(),
+        )
+    }
+
     #[test]
     fn build_arg_forms() {
-        let args = build_args(&["A=1".into(), "B=".into()]).unwrap();
-        assert_eq!(args["A"], "1");
-        assert_eq!(args["B"], "");
+        let args = build_args(&[
+            "A=1".into(),
+            "B=".into(),
+            "windows/amd64:10.0.17763=WINBASE=1809".into(),
+            "windows=WINBASE".into(),
+            "C=x=y".into(),
+        ])
+        .unwrap();
+        let args: Vec<_> = args.iter().map(arg).collect();
+        assert_eq!(
+            args,
+            [
+                (None, "A", "1"),
+                (None, "B", ""),
+                (Some("windows/amd64:10.0.17763".into()), "WINBASE", "1809"),
+                // No second '=': a plain arg named after the os, as before scopes existed.
+                (None, "windows", "WINBASE"),
+                (None, "C", "x=y"),
+            ]
+        );
         assert!(build_args(&["=x".into()]).is_err());
+        assert!(build_args(&["linux==x".into()]).is_err());
+        assert!(build_args(&["linux/amd64=FOO".into()]).is_err());
         // PATH is always set for the test runner.
         let from_env = build_args(&["PATH".into()]).unwrap();
-        assert_eq!(from_env.get("PATH").cloned(), std::env::var("PATH").ok());
+        assert_eq!(from_env[0].value.1, std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn containerfile_forms() {
+        let files =
+            containerfiles(&["Dockerfile".into(), "windows=Dockerfile.windows".into()]).unwrap();
+        assert_eq!(files[0].scope, None);
+        assert_eq!(
+            files[1].value,
+            ContainerfileSource::Path("Dockerfile.windows".into())
+        );
+        let err = containerfiles(&["A".into(), "B".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("-f A and -f B"), "{err:#}");
+        assert!(containerfiles(&["windows=".into()]).is_err());
     }
 
     #[test]

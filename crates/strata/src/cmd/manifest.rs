@@ -33,26 +33,6 @@ use crate::resolve::{Lookup, is_reference_list, resolve, short_names};
 const SOURCES_FILE: &str = "manifest-sources.json";
 /// The layout of manifest lists, inside the store directory.
 const LISTS_DIR: &str = "manifest-lists";
-/// Operating systems (Go's GOOS values): an entry argument starting with one of these is a
-/// platform, never an image name.
-const KNOWN_OSES: &[&str] = &[
-    "aix",
-    "android",
-    "darwin",
-    "dragonfly",
-    "freebsd",
-    "illumos",
-    "ios",
-    "js",
-    "linux",
-    "netbsd",
-    "openbsd",
-    "plan9",
-    "solaris",
-    "wasip1",
-    "windows",
-    "zos",
-];
 
 pub async fn run(c: ManifestCommand) -> anyhow::Result<()> {
     match c {
@@ -315,7 +295,7 @@ async fn find_entry(
             .with_context(|| format!("no entry {d} in the list {list} (entries: {})", entries()));
     }
     if let Ok(p) = entry.parse::<Platform>()
-        && KNOWN_OSES.contains(&p.os.as_str())
+        && strata_spec::KNOWN_OSES.contains(&p.os.as_str())
     {
         let matching: Vec<usize> = (0..index.manifests.len())
             .filter(|&i| {
