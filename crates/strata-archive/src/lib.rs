@@ -33,8 +33,8 @@ pub mod xattr;
 
 pub use compress::{
     CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, GZIP_SEGMENT_MIN_BYTES,
-    ParallelGzEncoder, PipeReader, SegmentCapture, XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG, decompress,
-    decompress_detect, default_workers, detect_format,
+    ParallelGzEncoder, PipeReader, SegmentCapture, XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG,
+    cancelled_error, decompress, decompress_detect, default_workers, detect_format,
 };
 pub use error::{ArchiveError, Result};
 pub use extract::{

@@ -453,7 +453,7 @@ impl<R: Read> Read for Guarded<R> {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            return Err(strata_archive::cancelled_error());
         }
         // Never more than size + 1 bytes.
         let room = (self.size + 1 - self.seen.min(self.size + 1)).min(buf.len() as u64) as usize;
@@ -511,7 +511,10 @@ impl LayerJob {
         // instead of next to the decompressor balances the two threads (decompression is
         // the heavier half).
         let mut reader = decompress(guarded, compression)
-            .and_then(PipeReader::spawn)
+            .and_then(|decoded| match &self.cancel {
+                Some(cancel) => PipeReader::spawn_cancellable(decoded, Arc::clone(cancel)),
+                None => PipeReader::spawn(decoded),
+            })
             .map(HashingReader::new)
             .map_err(|e| ImageError::io(format!("{what}: starting decompression"), e))?;
         enum Failure {

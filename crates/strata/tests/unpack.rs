@@ -510,3 +510,90 @@ fn unprivileged_unpack_repack_and_force_replace() {
     assert!(bundle.join("rootfs/root/note").exists());
     assert!(bundle.join("strata.json").exists());
 }
+
+/// `strata unpack` from a registry, its single 8 MiB gzip layer trickling through the fault
+/// proxy, interrupted mid-layer by `signal`: it exits 130 (no thread left spinning on the
+/// cancelled stream), the partial bundle is gone and no strata process is left.
+fn signal_during_a_slow_gzip_layer(signal: rustix::process::Signal) {
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let registry = strata_testkit::TestRegistry::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let proxy = rt.block_on(strata_testkit::FaultProxy::start(&registry.host()));
+    let image = strata_testkit::random_image(7, &[8 << 20]);
+    let layout = layout_of(&env, &image, "t");
+    let name = format!("docker://{}/slow:t", proxy.host());
+    env.ok(&["copy", "-q", "--tls-verify=false", &layout, &name]);
+    let layer = image.layers()[0].digest.to_string();
+    proxy.add(
+        strata_testkit::Rule::new(
+            "GET",
+            &format!("/blobs/{layer}"),
+            strata_testkit::Fault::SlowBody {
+                chunk: 32 << 10,
+                delay: Duration::from_millis(25),
+            },
+        )
+        .always(),
+    );
+    let bundle = env.path(&format!("bundle-{}", std::process::id()));
+    let mut child = env
+        .strata()
+        .args([
+            "unpack",
+            "--tls-verify=false",
+            &name,
+            bundle.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    // Wait until the layer is streaming (polling, no timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while proxy.matching("GET", &format!("/blobs/{layer}")).is_empty()
+        || !bundle.join("strata.partial").exists()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the layer download never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "strata exited early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, signal).expect("signal");
+    // A hang detector, not a timing assertion: the unpack must end at all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("strata unpack did not stop after {signal:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("was not unpacked"), "{stderr}");
+    assert!(!bundle.exists(), "partial bundle removed");
+    assert_eq!(
+        strata_testkit::processes_with(bundle.to_str().unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn sigint_during_a_slow_gzip_layer_stops_and_cleans_up() {
+    signal_during_a_slow_gzip_layer(rustix::process::Signal::INT);
+}
+
+#[test]
+fn sigterm_during_a_slow_gzip_layer_stops_and_cleans_up() {
+    signal_during_a_slow_gzip_layer(rustix::process::Signal::TERM);
+}
