@@ -107,6 +107,42 @@ pub enum TargetPolicy {
     MayExist,
 }
 
+/// Smallest default cap on uncompressed layer content ([`UncompressedLimit::Default`]):
+/// real images rarely hold more, and a decompression bomb stops here at the latest.
+pub const DEFAULT_MIN_UNCOMPRESSED: u64 = 8 << 30;
+/// Default cap as a multiple of the compressed size ([`UncompressedLimit::Default`]).
+/// Real layers compress 2-10x (20-50x for logs or zero-filled files); gzip's ceiling is
+/// about 1,000x and zstd's has none, which is what bombs use (RELIABILITY A19).
+pub const DEFAULT_UNCOMPRESSED_RATIO: u64 = 100;
+
+/// Cap on the uncompressed bytes decompressed from layers (decompression bombs, A19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UncompressedLimit {
+    /// The larger of [`DEFAULT_MIN_UNCOMPRESSED`] and [`DEFAULT_UNCOMPRESSED_RATIO`] × the
+    /// compressed size.
+    #[default]
+    Default,
+    /// At most this many bytes.
+    Bytes(u64),
+    /// No cap.
+    Unlimited,
+}
+
+impl UncompressedLimit {
+    /// The cap in bytes for content whose compressed size is `compressed`.
+    pub fn for_compressed(self, compressed: u64) -> Option<u64> {
+        match self {
+            UncompressedLimit::Default => Some(
+                compressed
+                    .saturating_mul(DEFAULT_UNCOMPRESSED_RATIO)
+                    .max(DEFAULT_MIN_UNCOMPRESSED),
+            ),
+            UncompressedLimit::Bytes(n) => Some(n),
+            UncompressedLimit::Unlimited => None,
+        }
+    }
+}
+
 /// How to extract a layer.
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
@@ -350,6 +386,57 @@ impl Extractor<'_> {
         }
     }
 
+    /// Rootless: a directory we may not enter or list (a mode without u+rwx, e.g. 000 from
+    /// the image) is opened up to u+rwx until the end of the layer, as umoci does; its own
+    /// mode and times come back in [`Extractor::finish_dirs`]. Returns whether it did.
+    fn open_up(&mut self, parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+        if !self.rootless() {
+            return Ok(false);
+        }
+        // O_PATH needs no permission on the directory itself, and pins it: the chmod
+        // below cannot land on something swapped in meanwhile.
+        let path_fd = rustix::fs::openat(
+            parent,
+            os(name),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let st = rustix::fs::fstat(&path_fd).map_err(io::Error::from)?;
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o700 == 0o700 {
+            return Ok(false);
+        }
+        let proc_path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+        );
+        rustix::fs::chmodat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            Mode::from_raw_mode(mode | 0o700),
+            AtFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let fd = rustix::fs::openat(parent, os(name), DIR_NOFOLLOW, Mode::empty())
+            .map_err(io::Error::from)?;
+        self.writable.push(WritableFixup {
+            fd,
+            mode,
+            mtime: Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            },
+        });
+        Ok(true)
+    }
+
     /// Open (and with `create`, make) the directory `parts` beneath the root.
     fn dir(&mut self, parts: &[&[u8]], create: bool) -> io::Result<Option<Rc<OwnedFd>>> {
         if parts.is_empty() {
@@ -361,12 +448,25 @@ impl Extractor<'_> {
         {
             return Ok(Some(Rc::clone(fd)));
         }
+        // Errors name the directory: the entry alone does not say which ancestor failed.
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("directory {}: {e}", String::from_utf8_lossy(&rel)),
+            )
+        };
         let fd =
             match rustix::fs::openat2(&*self.root, os(&rel), DIR_FLAGS, Mode::empty(), resolve()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) if !create => return Ok(None),
-                Err(Errno::NOENT | Errno::NOTDIR) => self.make_dirs(parts)?,
-                Err(e) => return Err(io::Error::from(e)),
+                Err(Errno::NOENT | Errno::NOTDIR) => self.make_dirs(parts, true).map_err(named)?,
+                // A directory on the way we may not enter (rootless): walked one by one.
+                Err(Errno::ACCESS) if self.rootless() => match self.make_dirs(parts, create) {
+                    Ok(fd) => fd,
+                    Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(named(e)),
+                },
+                Err(e) => return Err(named(io::Error::from(e))),
             };
         let fd = Rc::new(fd);
         self.cache = Some((rel, Rc::clone(&fd)));
@@ -375,8 +475,9 @@ impl Extractor<'_> {
 
     /// `mkdir -p` beneath the root (see the module docs): plain directories are descended
     /// with `O_NOFOLLOW`, symlinks resolved again in the root, dangling symlinks followed
-    /// textually, non-directories in the way replaced by directories.
-    fn make_dirs(&mut self, parts: &[&[u8]]) -> io::Result<OwnedFd> {
+    /// textually, non-directories in the way replaced by directories, directories we may not
+    /// enter opened up (rootless). Without `create`, a missing directory is `NotFound`.
+    fn make_dirs(&mut self, parts: &[&[u8]], create: bool) -> io::Result<OwnedFd> {
         let mut pending: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         let mut walked: Vec<Vec<u8>> = Vec::new();
         let mut current =
@@ -407,6 +508,16 @@ impl Extractor<'_> {
                 Ok(fd) => {
                     current = fd;
                     walked.push(c);
+                }
+                Err(Errno::ACCESS) if retries <= MAX_SYMLINK_JUMPS => {
+                    retries += 1;
+                    if !self.open_up(current.as_fd(), &c)? {
+                        return Err(io::Error::from(Errno::ACCESS));
+                    }
+                    pending.push_front(c);
+                }
+                Err(Errno::NOENT) if !create => {
+                    return Err(io::Error::from(io::ErrorKind::NotFound));
                 }
                 Err(Errno::NOENT) => {
                     let made = self.in_dir(current.as_fd(), || {
@@ -750,8 +861,14 @@ impl Extractor<'_> {
                     }
                     Err(e) => return Err(fail("mkdir", Some(io::Error::from(e)))),
                 }
-                let fd = rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty())
-                    .map_err(|e| fail("opening directory", Some(io::Error::from(e))))?;
+                let fd = match rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty()) {
+                    // A lower layer's directory we may not enter (rootless, mode 000).
+                    Err(Errno::ACCESS) if self.open_up(p, leaf).unwrap_or(false) => {
+                        rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty())
+                    }
+                    other => other,
+                }
+                .map_err(|e| fail("opening directory", Some(io::Error::from(e))))?;
                 // Rootless: keep it writable and searchable until the end.
                 let (now, later) = match self.options.ownership {
                     Ownership::Preserve => (meta.mode, None),
@@ -1007,6 +1124,8 @@ impl Extractor<'_> {
     /// Final directory modes and times, then rootless writable fixups, in reverse order.
     fn finish_dirs(&mut self) {
         let dirs = std::mem::take(&mut self.dirs);
+        // Directories this layer gave a mode: their old mode is not restored over it.
+        let mut set_here = HashSet::new();
         for fix in dirs.iter().rev() {
             let fd = match rustix::fs::openat2(
                 &*self.root,
@@ -1026,6 +1145,9 @@ impl Extractor<'_> {
                     continue;
                 }
             };
+            if let Ok(st) = rustix::fs::fstat(&fd) {
+                set_here.insert((st.st_dev, st.st_ino));
+            }
             let result = fix
                 .mode
                 .map_or(Ok(()), |m| rustix::fs::fchmod(&fd, Mode::from_raw_mode(m)))
@@ -1038,6 +1160,10 @@ impl Extractor<'_> {
             }
         }
         for fix in std::mem::take(&mut self.writable).into_iter().rev() {
+            if rustix::fs::fstat(&fix.fd).is_ok_and(|st| set_here.contains(&(st.st_dev, st.st_ino)))
+            {
+                continue;
+            }
             let _ = rustix::fs::fchmod(&fix.fd, Mode::from_raw_mode(fix.mode));
             let _ = rustix::fs::futimens(&fix.fd, &fix.mtime);
         }

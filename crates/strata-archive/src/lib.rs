@@ -38,7 +38,8 @@ pub use compress::{
 };
 pub use error::{ArchiveError, Result};
 pub use extract::{
-    ExtractOptions, ExtractStats, Ownership, TargetPolicy, WhiteoutMode, extract_layer,
+    DEFAULT_MIN_UNCOMPRESSED, DEFAULT_UNCOMPRESSED_RATIO, ExtractOptions, ExtractStats, Ownership,
+    TargetPolicy, UncompressedLimit, WhiteoutMode, extract_layer,
 };
 pub use hash::{
     HashingReader, HashingWriter, LayerDigests, LayerInfo, LayerReader, LayerWriter, Threading,

@@ -151,6 +151,9 @@ pub struct BuildOptions {
     pub network: crate::Network,
     /// Checked between steps: a cancelled build stops with [`BuildError::Interrupted`].
     pub cancel: CancelFlag,
+    /// Cap on what one base or built layer decompresses to when it is extracted (for RUN,
+    /// squash): decompression bombs stop there instead of filling the disk.
+    pub max_uncompressed: strata_archive::UncompressedLimit,
 }
 
 impl Default for BuildOptions {
@@ -181,6 +184,7 @@ impl Default for BuildOptions {
             network: crate::Network::Host,
             cancel: CancelFlag::default(),
             no_cache_stages: Vec::new(),
+            max_uncompressed: strata_archive::UncompressedLimit::Default,
         }
     }
 }

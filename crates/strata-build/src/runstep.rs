@@ -660,8 +660,15 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 let layout = shared.layout.clone();
                 let missing: Vec<LayerRef> = st.layers.get(applied..).unwrap_or_default().to_vec();
                 let p = path.clone();
+                let limit = shared.options.max_uncompressed;
                 let snapshot = tokio::task::spawn_blocking(move || {
-                    layer::materialise(&layout, &missing, &p, strata_archive::WhiteoutMode::Apply)?;
+                    layer::materialise(
+                        &layout,
+                        &missing,
+                        &p,
+                        strata_archive::WhiteoutMode::Apply,
+                        limit,
+                    )?;
                     crate::dirdiff::Snapshot::take(&p)
                 })
                 .await

@@ -274,6 +274,7 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
             Squash::None
         },
         jobs: a.jobs,
+        max_uncompressed: a.max_uncompressed.unwrap_or_default(),
         iidfile: a.iidfile.clone(),
         ignore_file: a.ignorefile.clone(),
         ..Default::default()
