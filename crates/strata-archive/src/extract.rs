@@ -169,6 +169,12 @@ pub struct ExtractStats {
     pub devices_skipped: u64,
     /// Extended attributes not applied (overlay internals, too large, refused).
     pub xattrs_ignored: u64,
+    /// [`WhiteoutMode::OverlayConvert`]: whiteouts and opaque markers under a directory
+    /// this layer does not itself declare. In an overlay such a directory masks whatever
+    /// the lower layers have there (a symlink to another directory, typically), where
+    /// applying the layer onto its lower layers resolves through it: the layer cannot
+    /// serve as an overlay lower directory of its own.
+    pub whiteouts_under_undeclared_dirs: u64,
     pub warning_count: u64,
     /// The first warnings (at most 100), each naming the entry.
     pub warnings: Vec<String>,
@@ -290,6 +296,18 @@ impl PathSet {
             .is_some_and(|k| self.set.contains(k))
     }
 
+    /// Every prefix of `parts` (`a`, `a/b`, `a/b/c`) is in the set.
+    fn contains_every_prefix(&self, parts: &[&[u8]]) -> bool {
+        self.prefix_keys(parts).iter().all(|k| self.set.contains(k))
+    }
+
+    /// Insert `parts` alone (not its ancestors).
+    fn insert_exact(&mut self, parts: &[&[u8]]) {
+        if let Some(key) = self.prefix_keys(parts).last() {
+            self.set.insert(*key);
+        }
+    }
+
     /// Insert `parts` and all its ancestors.
     fn insert(&mut self, parts: &[&[u8]]) {
         for key in self.prefix_keys(parts).into_iter().rev() {
@@ -330,6 +348,8 @@ struct Extractor<'a> {
     options: &'a ExtractOptions,
     stats: ExtractStats,
     added: PathSet,
+    /// Directories this layer has entries for (not the ones made as parents).
+    declared: PathSet,
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     dirs: Vec<DirFixup>,
     writable: Vec<WritableFixup>,
@@ -846,6 +866,7 @@ impl Extractor<'_> {
         self.added.insert(&parts);
         match entry.kind {
             EntryKind::Directory => {
+                self.declared.insert_exact(&parts);
                 let made = self.in_dir(p, || {
                     rustix::fs::mkdirat(p, os(leaf), Mode::from_raw_mode(0o700))
                 });
@@ -932,17 +953,21 @@ impl Extractor<'_> {
                 let Some((&tleaf, tparent)) = tparts.split_last() else {
                     return Err(fail("hard link to the root", None));
                 };
+                let missing = || ArchiveError::HardLinkTarget {
+                    entry: String::from_utf8_lossy(&raw_path).into_owned(),
+                    target: String::from_utf8_lossy(target).into_owned(),
+                };
                 let tdir = self
                     .dir(tparent, false)
                     .map_err(|e| fail("opening hard link target", Some(e)))?
-                    .ok_or_else(|| fail("hard link target not found inside the root", None))?;
-                let tst = rustix::fs::statat(&*tdir, os(tleaf), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| {
-                        fail(
-                            "hard link target not found inside the root",
-                            Some(io::Error::from(e)),
-                        )
-                    })?;
+                    .ok_or_else(missing)?;
+                let tst = match rustix::fs::statat(&*tdir, os(tleaf), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => return Err(missing()),
+                    Err(e) => {
+                        return Err(fail("hard link target", Some(io::Error::from(e))));
+                    }
+                };
                 if type_of(&tst) == FileType::Directory {
                     return Err(fail("hard link to a directory", None));
                 }
@@ -1033,6 +1058,11 @@ impl Extractor<'_> {
     }
 
     fn whiteout(&mut self, parent_parts: &[&[u8]], target: &[u8]) -> io::Result<()> {
+        if self.options.whiteouts == WhiteoutMode::OverlayConvert
+            && !self.declared.contains_every_prefix(parent_parts)
+        {
+            self.stats.whiteouts_under_undeclared_dirs += 1;
+        }
         if target == b".wh..opq" {
             return self.opaque(parent_parts);
         }
@@ -1095,18 +1125,11 @@ impl Extractor<'_> {
     fn opaque(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         match self.options.whiteouts {
             WhiteoutMode::Apply => {
-                // Only lower contents of an existing directory go; the directory itself is
-                // the layer's own `dir/` entry's business (a symlink there is not followed:
-                // an opaque directory replaces it, it does not empty its target).
-                let Some((leaf, parent)) = parts.split_last() else {
-                    let root = Rc::clone(&self.root);
-                    return self.prune(root.as_fd(), Some(parts));
-                };
-                let Some(dir) = self.dir(parent, false)? else {
-                    return Ok(());
-                };
-                if let Ok(fd) = rustix::fs::openat(&*dir, os(leaf), DIR_NOFOLLOW, Mode::empty()) {
-                    self.prune(fd.as_fd(), Some(parts))?;
+                // Only lower contents of the directory go. It is resolved inside the root
+                // like the parent of any entry, a symlink followed (containerd, umoci and
+                // the build's tree index do the same: docs/architecture.md, Decisions).
+                if let Some(dir) = self.dir(parts, false)? {
+                    self.prune(dir.as_fd(), Some(parts))?;
                 }
             }
             WhiteoutMode::OverlayConvert => {
@@ -1223,6 +1246,7 @@ pub fn extract_layer<R: Read>(
         options,
         stats: ExtractStats::default(),
         added: PathSet::new(),
+        declared: PathSet::new(),
         cache: None,
         dirs: Vec::new(),
         writable: Vec::new(),
@@ -1288,5 +1312,15 @@ mod tests {
         assert_eq!(rootless_record(0, 0), Vec::<u8>::new());
         assert_eq!(rootless_record(1000, 0), vec![0x08, 0xe8, 0x07]);
         assert_eq!(rootless_record(0, 5), vec![0x10, 0x05]);
+    }
+
+    #[test]
+    fn default_uncompressed_limit_scales_with_the_compressed_size() {
+        let d = UncompressedLimit::Default;
+        assert_eq!(d.for_compressed(10 << 20), Some(DEFAULT_MIN_UNCOMPRESSED));
+        assert_eq!(d.for_compressed(1 << 30), Some(100 << 30));
+        assert_eq!(d.for_compressed(u64::MAX), Some(u64::MAX));
+        assert_eq!(UncompressedLimit::Bytes(5).for_compressed(1 << 30), Some(5));
+        assert_eq!(UncompressedLimit::Unlimited.for_compressed(1), None);
     }
 }

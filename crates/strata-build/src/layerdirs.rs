@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use strata_archive::{
-    ExtractOptions, HashingReader, TargetPolicy, UncompressedLimit, WhiteoutMode, extract_layer,
+    ArchiveError, ExtractOptions, HashingReader, TargetPolicy, UncompressedLimit, WhiteoutMode,
+    extract_layer,
 };
 use strata_spec::{DiffId, Digest};
 use strata_store::OciLayout;
@@ -327,8 +328,30 @@ fn extract_into(
         target: TargetPolicy::MustBeEmpty,
         max_uncompressed: limit.for_compressed(layer.size),
     };
-    extract_layer(&mut hashing, dir, &options)
-        .map_err(|e| crate::layer::extract_error(layer, limit, e))?;
+    let needs_lower = |entry: String, reason: &str| {
+        BuildError::archive(
+            format!(
+                "extracting layer {} as an overlay lower directory",
+                layer.digest
+            ),
+            ArchiveError::NeedsLowerLayers {
+                entry,
+                reason: reason.to_string(),
+            },
+        )
+    };
+    let stats = extract_layer(&mut hashing, dir, &options).map_err(|e| match e {
+        ArchiveError::HardLinkTarget { entry, target } => {
+            needs_lower(entry, &format!("hard link to {target:?} of a lower layer"))
+        }
+        e => crate::layer::extract_error(layer, limit, e),
+    })?;
+    if stats.whiteouts_under_undeclared_dirs > 0 {
+        return Err(needs_lower(
+            String::new(),
+            "whiteouts under directories the layer does not declare (a lower symlink)",
+        ));
+    }
     hashing
         .drain()
         .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "reading layer", e))?;

@@ -872,3 +872,16 @@ pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
         Err(e) => Err(io::Error::from(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_names_the_process() {
+        let text = partial_text("unpack");
+        assert_eq!(partial_pid(&text), Some(std::process::id()));
+        assert_eq!(partial_pid("unpack in progress\n"), None);
+        assert_eq!(partial_pid("x (pid abc)"), None);
+    }
+}

@@ -234,3 +234,119 @@ fn bind_mounts_of_a_relative_context_work() {
         }
     }
 }
+
+/// A raw tar layer of (path, kind, data or link target, mode).
+fn tar_layer(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(*kind);
+        h.set_mtime(1_700_000_000);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, data).expect("link entry");
+            }
+            _ => {
+                h.set_mode(if *kind == tar::EntryType::Directory {
+                    0o755
+                } else {
+                    0o644
+                });
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_bytes()).expect("entry");
+            }
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+/// The two layer rules of docs/architecture.md (Decisions), as containerd and umoci apply
+/// them, the same in `strata unpack` and in RUN steps of `strata build`:
+/// - a hard link to a file of a lower layer links to that file;
+/// - whiteouts and opaque markers under a symlinked directory act on the directory the
+///   symlink resolves to inside the root (the symlink stays).
+#[test]
+fn lower_layer_hard_links_and_whiteouts_under_symlinks_agree_in_build_and_unpack() {
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as L};
+    let env = Env::new();
+    let layers = [
+        strata_testkit::busybox::busybox_rootfs_tar("amd64"),
+        tar_layer(&[
+            ("real", D, ""),
+            ("real/victim", F, "v"),
+            ("real/keep", F, "k"),
+            ("link", L, "real"),
+            ("lower-file", F, "lower bytes"),
+        ]),
+        tar_layer(&[("link/.wh.victim", F, ""), ("hl", H, "lower-file")]),
+        tar_layer(&[("link/.wh..wh..opq", F, ""), ("link/new", F, "n")]),
+    ];
+    let image = strata_testkit::image_from_layers(
+        &layers,
+        serde_json::json!({"Env": ["PATH=/bin:/usr/bin"]}),
+    );
+    let base = env.path("base");
+    image.write_oci_layout(&base, "t").expect("layout");
+
+    // unpack: the opaque marker empties what `link` resolves to; the link is kept.
+    let unpacked = env.path("unpacked");
+    env.ok(&[
+        "unpack",
+        "-q",
+        &format!("oci:{}:t", base.display()),
+        s(&unpacked),
+    ]);
+    let rootfs = unpacked.join("rootfs");
+    let mut real: Vec<String> = std::fs::read_dir(rootfs.join("real"))
+        .expect("real")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    real.sort();
+    assert_eq!(real, ["new"]);
+    assert!(
+        std::fs::symlink_metadata(rootfs.join("link"))
+            .expect("link")
+            .is_symlink()
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(rootfs.join("hl")).expect("hl").ino(),
+        std::fs::metadata(rootfs.join("lower-file"))
+            .expect("lower-file")
+            .ino()
+    );
+
+    // build: a RUN step sees the same tree.
+    let ctx = write_containerfile(
+        &env,
+        &format!(
+            "FROM oci:{}:t\n\
+             RUN ls -A /real > /seen && test -L /link && echo link-kept >> /seen && cat /hl >> /seen\n",
+            base.display()
+        ),
+    );
+    let layout = env.path("out");
+    let out = env.output(&[
+        "build",
+        "-t",
+        "seen",
+        "-o",
+        &format!("oci:{}", s(&layout)),
+        s(&ctx),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let bundle = env.path("built");
+    env.ok(&[
+        "unpack",
+        "-q",
+        &format!("oci:{}:seen", s(&layout)),
+        s(&bundle),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/seen")).expect("seen"),
+        "new\nlink-kept\nlower bytes"
+    );
+}
