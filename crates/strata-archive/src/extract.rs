@@ -356,6 +356,53 @@ struct Extractor<'a> {
     buffer: Vec<u8>,
 }
 
+/// Access and modification times of `st`, to be set back later.
+fn times_of(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// Add `bits` to the mode of the directory `name` in `parent`, without following a symlink
+/// and without any permission on the directory itself: an `O_PATH` fd pins it (a chmod
+/// cannot land on something swapped in meanwhile) and `/proc/self/fd/N` reaches exactly
+/// it. Returns its stat from before, or `None` when it had the bits already. For owners
+/// opening up directories of mode 000 (rootless unpacks, their walks).
+pub fn add_dir_mode_bits(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    bits: u32,
+) -> io::Result<Option<rustix::fs::Stat>> {
+    let pinned = rustix::fs::openat(
+        parent,
+        os(name),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let st = rustix::fs::fstat(&pinned).map_err(io::Error::from)?;
+    let mode = st.st_mode & 0o7777;
+    if mode & bits == bits {
+        return Ok(None);
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+    rustix::fs::chmodat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        Mode::from_raw_mode(mode | bits),
+        AtFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    Ok(Some(st))
+}
+
 fn type_of(st: &rustix::fs::Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
@@ -389,16 +436,7 @@ impl Extractor<'_> {
                 self.writable.push(WritableFixup {
                     fd,
                     mode,
-                    mtime: Timestamps {
-                        last_access: Timespec {
-                            tv_sec: st.st_atime,
-                            tv_nsec: st.st_atime_nsec as _,
-                        },
-                        last_modification: Timespec {
-                            tv_sec: st.st_mtime,
-                            tv_nsec: st.st_mtime_nsec as _,
-                        },
-                    },
+                    mtime: times_of(&st),
                 });
                 op()
             }
@@ -413,46 +451,15 @@ impl Extractor<'_> {
         if !self.rootless() {
             return Ok(false);
         }
-        // O_PATH needs no permission on the directory itself, and pins it: the chmod
-        // below cannot land on something swapped in meanwhile.
-        let path_fd = rustix::fs::openat(
-            parent,
-            os(name),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)?;
-        let st = rustix::fs::fstat(&path_fd).map_err(io::Error::from)?;
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o700 == 0o700 {
+        let Some(st) = add_dir_mode_bits(parent, name, 0o700)? else {
             return Ok(false);
-        }
-        let proc_path = format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&path_fd)
-        );
-        rustix::fs::chmodat(
-            rustix::fs::CWD,
-            proc_path.as_str(),
-            Mode::from_raw_mode(mode | 0o700),
-            AtFlags::empty(),
-        )
-        .map_err(io::Error::from)?;
+        };
         let fd = rustix::fs::openat(parent, os(name), DIR_NOFOLLOW, Mode::empty())
             .map_err(io::Error::from)?;
         self.writable.push(WritableFixup {
             fd,
-            mode,
-            mtime: Timestamps {
-                last_access: Timespec {
-                    tv_sec: st.st_atime,
-                    tv_nsec: st.st_atime_nsec as _,
-                },
-                last_modification: Timespec {
-                    tv_sec: st.st_mtime,
-                    tv_nsec: st.st_mtime_nsec as _,
-                },
-            },
+            mode: st.st_mode & 0o7777,
+            mtime: times_of(&st),
         });
         Ok(true)
     }

@@ -39,7 +39,7 @@ pub use compress::{
 pub use error::{ArchiveError, Result};
 pub use extract::{
     DEFAULT_MIN_UNCOMPRESSED, DEFAULT_UNCOMPRESSED_RATIO, ExtractOptions, ExtractStats, Ownership,
-    TargetPolicy, UncompressedLimit, WhiteoutMode, extract_layer,
+    TargetPolicy, UncompressedLimit, WhiteoutMode, add_dir_mode_bits, extract_layer,
 };
 pub use hash::{
     HashingReader, HashingWriter, LayerDigests, LayerInfo, LayerReader, LayerWriter, Threading,

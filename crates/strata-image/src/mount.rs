@@ -137,7 +137,8 @@ impl LayerCache {
             ownership: Ownership::Preserve,
             whiteouts: WhiteoutMode::OverlayConvert,
             target: TargetPolicy::MustBeEmpty,
-            max_uncompressed: None,
+            // Decompression bombs stop where an unpack's default cap would stop them.
+            max_uncompressed: strata_archive::UncompressedLimit::Default.for_compressed(size),
         };
         extract_layer(&mut reader, tmp.path(), &options).map_err(|source| {
             if cancelled() {

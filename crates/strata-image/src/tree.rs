@@ -311,45 +311,19 @@ fn open_walk_dir(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(OwnedFd, Op
         Err(rustix::io::Errno::ACCESS) => {}
         Err(e) => return Err(io::Error::from(e)),
     }
-    // O_PATH needs no permission on the directory and pins it for the chmod.
-    let pinned = rustix::fs::openat(
-        parent,
-        os(name),
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let st = rustix::fs::fstat(&pinned).map_err(io::Error::from)?;
-    let mode = st.st_mode & 0o7777;
-    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-    rustix::fs::chmodat(
-        rustix::fs::CWD,
-        proc_path.as_str(),
-        Mode::from_raw_mode(mode | 0o500),
-        AtFlags::empty(),
-    )
-    .map_err(|e| {
+    let st = strata_archive::add_dir_mode_bits(parent, name, 0o500).map_err(|e| {
         io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "directory {} cannot be read ({}) nor opened up: {e}",
-                String::from_utf8_lossy(name),
-                io::Error::from(rustix::io::Errno::ACCESS)
-            ),
+            format!("cannot be read, nor opened up: {e}"),
         )
     })?;
-    match rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()) {
-        Ok(fd) => Ok((fd, Some(mode))),
-        Err(e) => {
-            let _ = rustix::fs::chmodat(
-                rustix::fs::CWD,
-                proc_path.as_str(),
-                Mode::from_raw_mode(mode),
-                AtFlags::empty(),
-            );
-            Err(io::Error::from(e))
-        }
-    }
+    let Some(st) = st else {
+        return Err(io::Error::from(rustix::io::Errno::ACCESS));
+    };
+    let mode = st.st_mode & 0o7777;
+    let fd =
+        rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
+    Ok((fd, Some(mode)))
 }
 
 /// Depth-first walk with sorted children; directories are entered after they are

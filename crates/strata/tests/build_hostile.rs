@@ -350,3 +350,47 @@ fn lower_layer_hard_links_and_whiteouts_under_symlinks_agree_in_build_and_unpack
         "new\nlink-kept\nlower bytes"
     );
 }
+
+/// A base layer that inflates past `--max-uncompressed` (a small decompression bomb) stops
+/// the RUN step that needs it extracted, naming the layer and the flag; a higher cap builds.
+#[test]
+fn a_base_layer_past_max_uncompressed_stops_the_build() {
+    let env = Env::new();
+    let zeros = "\0".repeat(8 << 20);
+    let layers = [
+        strata_testkit::busybox::busybox_rootfs_tar("amd64"),
+        tar_layer(&[("zeros", tar::EntryType::Regular, zeros.as_str())]),
+    ];
+    let image = strata_testkit::image_from_layers(
+        &layers,
+        serde_json::json!({"Env": ["PATH=/bin:/usr/bin"]}),
+    );
+    let bomb_layer = image.layers()[1].digest.to_string();
+    let base = env.path("base");
+    image.write_oci_layout(&base, "t").expect("layout");
+    let ctx = write_containerfile(
+        &env,
+        &format!(
+            "FROM oci:{}:t\nRUN wc -c < /zeros > /size\n",
+            base.display()
+        ),
+    );
+    let out = format!("oci:{}", s(&env.path("out")));
+    let err = env.fails(&["build", "--max-uncompressed", "4M", "-o", &out, s(&ctx)]);
+    assert!(err.contains(&bomb_layer), "{err}");
+    assert!(
+        err.contains("uncompressed content exceeds 4194304 bytes (--max-uncompressed)"),
+        "{err}"
+    );
+    env.ok(&[
+        "build",
+        "-q",
+        "--max-uncompressed",
+        "16M",
+        "-t",
+        "ok",
+        "-o",
+        &out,
+        s(&ctx),
+    ]);
+}
