@@ -198,7 +198,6 @@ pub async fn unpack(
     options: &UnpackOptions,
 ) -> Result<UnpackReport, ImageError> {
     let (image, config_bytes, config) = image_and_config(source, manifest, "unpack").await?;
-    let mut compressed = 0u64;
     for (i, layer) in image.layers.iter().enumerate() {
         if layer.media_type.layer_compression().is_none() {
             return Err(ImageError::Unsupported(format!(
@@ -206,9 +205,8 @@ pub async fn unpack(
                 layer.digest, layer.media_type
             )));
         }
-        compressed = compressed.saturating_add(layer.size_u64()?);
+        layer.size_u64()?;
     }
-    let cap = options.max_uncompressed.for_compressed(compressed);
 
     // The lock is held until the end of this function: after the cleanup of a failure too.
     let (created, _lock) = {
@@ -224,7 +222,6 @@ pub async fn unpack(
         &config_bytes,
         bundle,
         options,
-        cap,
     )
     .await;
     if result.is_err() {
@@ -294,8 +291,13 @@ async fn unpack_into(
     config_bytes: &[u8],
     bundle: &Path,
     options: &UnpackOptions,
-    cap: Option<u64>,
 ) -> Result<UnpackReport, ImageError> {
+    let compressed = image
+        .layers
+        .iter()
+        .map(|l| l.size_u64().unwrap_or(0))
+        .fold(0u64, u64::saturating_add);
+    let cap = options.max_uncompressed.for_compressed(compressed);
     let rootfs = bundle.join(ROOTFS_DIR);
     let mut report = UnpackReport {
         manifest_digest: Some(manifest.digest.clone()),

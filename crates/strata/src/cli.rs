@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build images from a Containerfile, for one or many platforms.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Copy an image or index between registries, layouts, archives and directories.
     Copy(CopyArgs),
     /// Show an image's digest, platforms, layers and config.

@@ -43,7 +43,7 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(a) => cmd::build::run(a).await,
+        Command::Build(a) => cmd::build::run(*a).await,
         Command::Copy(a) => cmd::copy::run(a).await,
         Command::Inspect(a) => cmd::inspect::run(a).await,
         Command::Tags(a) => cmd::tags::run(a).await,
