@@ -44,6 +44,16 @@ fn write_containerfile(env: &Env, text: &str) -> std::path::PathBuf {
     ctx
 }
 
+/// Build `containerfile` into a layout; it must fail (exit 1) within `limit`. Its stderr.
+fn build_fails_within(env: &Env, containerfile: &str, limit: Duration) -> String {
+    let ctx = write_containerfile(env, containerfile);
+    let out = format!("oci:{}", s(&env.path("out")));
+    let output = strata_within(env, &["build", "-o", &out, s(&ctx)], limit);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    err
+}
+
 /// `ENV A=${A}${A}` on every line: a 429-byte file once made a 400 MB config and aborted
 /// on allocation; the expansion that passes the cap is an error naming its line.
 #[test]
@@ -54,19 +64,7 @@ fn a_value_doubling_itself_fails_at_the_line_that_passes_the_cap() {
         text.push_str("ENV A=${A}${A}\n");
     }
     assert!(text.len() <= 429);
-    let ctx = write_containerfile(&env, &text);
-    let out = strata_within(
-        &env,
-        &[
-            "build",
-            "-o",
-            &format!("oci:{}", s(&env.path("out"))),
-            s(&ctx),
-        ],
-        Duration::from_secs(120),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = build_fails_within(&env, &text, Duration::from_secs(120));
     // 2^20 bytes after 20 doublings: the 21st (line 23) passes the 1 MiB cap.
     assert!(err.contains("Containerfile:23:"), "{err}");
     assert!(err.contains("expands to more than 1048576 bytes"), "{err}");
@@ -86,15 +84,7 @@ fn values_that_together_pass_the_config_limit_fail_at_their_line() {
     for i in 0..9 {
         text.push_str(&format!("LABEL copy{i}=${{A}}\n"));
     }
-    let ctx = write_containerfile(&env, &text);
-    let out = env.output(&[
-        "build",
-        "-o",
-        &format!("oci:{}", s(&env.path("out"))),
-        s(&ctx),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = build_fails_within(&env, &text, Duration::from_secs(120));
     assert!(err.contains("Containerfile:28:"), "{err}");
     assert!(err.contains("larger than 4194304 bytes"), "{err}");
 }
@@ -108,19 +98,7 @@ fn a_hundred_thousand_label_lines_end_quickly_at_the_config_limit() {
     for i in 0..100_000 {
         text.push_str(&format!("LABEL key{i}=value{i}\n"));
     }
-    let ctx = write_containerfile(&env, &text);
-    let out = strata_within(
-        &env,
-        &[
-            "build",
-            "-o",
-            &format!("oci:{}", s(&env.path("out"))),
-            s(&ctx),
-        ],
-        Duration::from_secs(300),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = build_fails_within(&env, &text, Duration::from_secs(300));
     assert!(err.contains("larger than 4194304 bytes"), "{err}");
     let line: usize = err
         .split("Containerfile:")
