@@ -27,9 +27,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crc32fast::Hasher as Crc;
 use flate2::{FlushCompress, Status};
@@ -79,6 +81,10 @@ pub const XZ_MAX_MEMORY: u64 = 256 << 20;
 const PIPE_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks buffered between a decoder thread and its reader (memory = this × chunk size).
 const PIPE_CHUNKS: usize = 8;
+/// How often a cancellable [`PipeReader`] waiting for its decoder thread looks at the
+/// cancel flag: the consumer stops this soon after a Ctrl-C even when the source is stalled
+/// in a read (a network stream) that only returns much later.
+const PIPE_CANCEL_POLL: Duration = Duration::from_millis(50);
 /// Buffer in front of decoders (fewer, larger reads from the source).
 const DECODE_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -763,15 +769,54 @@ fn decoder_for<'a, R: BufRead + Send + 'a>(
 /// failed), the thread's next hand-off fails and it exits: it is never left blocked on the
 /// channel (RELIABILITY A23). An error of the producing stream is returned to the
 /// consumer as the same `io::Error` kind and message.
+///
+/// A cancellable reader ([`PipeReader::spawn_cancellable`]) fails with [`cancelled_error`]
+/// once its flag is set, without waiting for the decoder thread.
 pub struct PipeReader {
     chunks: Option<Receiver<io::Result<Vec<u8>>>>,
     current: Vec<u8>,
     offset: usize,
     done: bool,
     thread: Option<JoinHandle<()>>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// The error a reader returns once cancelled (Ctrl-C). Its kind is never
+/// `ErrorKind::Interrupted`: every `Read` consumer (std's `read_exact` and `io::copy`,
+/// decoders, the [`PipeReader`] thread) retries that kind at once, so a cancelled source
+/// answering it would be asked again forever (a thread spinning at 100 % CPU).
+pub fn cancelled_error() -> io::Error {
+    io::Error::other("cancelled")
 }
 
 impl PipeReader {
+    /// Like [`PipeReader::spawn`]; reads fail with [`cancelled_error`] soon after `cancel`
+    /// is set, even while the thread is blocked in its source.
+    pub fn spawn_cancellable<R: Read + Send + 'static>(
+        source: R,
+        cancel: Arc<AtomicBool>,
+    ) -> io::Result<PipeReader> {
+        let mut reader = PipeReader::spawn(source)?;
+        reader.cancel = Some(cancel);
+        Ok(reader)
+    }
+
+    fn next_chunk(&self, rx: &Receiver<io::Result<Vec<u8>>>) -> Option<io::Result<Vec<u8>>> {
+        let Some(cancel) = &self.cancel else {
+            return rx.recv().ok();
+        };
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Some(Err(cancelled_error()));
+            }
+            match rx.recv_timeout(PIPE_CANCEL_POLL) {
+                Ok(chunk) => return Some(chunk),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
     /// Run `source` on a new thread, reading it in chunks.
     pub fn spawn<R: Read + Send + 'static>(mut source: R) -> io::Result<PipeReader> {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(PIPE_CHUNKS);
@@ -819,6 +864,7 @@ impl PipeReader {
             offset: 0,
             done: false,
             thread: Some(thread),
+            cancel: None,
         })
     }
 }
@@ -832,8 +878,8 @@ impl Read for PipeReader {
             let Some(rx) = self.chunks.as_ref() else {
                 return Ok(0);
             };
-            match rx.recv() {
-                Ok(Ok(chunk)) => {
+            match self.next_chunk(rx) {
+                Some(Ok(chunk)) => {
                     if chunk.is_empty() {
                         self.done = true;
                         return Ok(0);
@@ -841,11 +887,11 @@ impl Read for PipeReader {
                     self.current = chunk;
                     self.offset = 0;
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     self.done = true;
                     return Err(e);
                 }
-                Err(_) => {
+                None => {
                     self.done = true;
                     return Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,

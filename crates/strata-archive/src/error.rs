@@ -27,6 +27,15 @@ pub enum ArchiveError {
         #[source]
         source: Option<std::io::Error>,
     },
+    /// A hard link whose target is not in the tree extracted so far (a layer extracted on
+    /// its own, as an overlay lower directory, has no lower layer's files to link to).
+    #[error("layer entry {entry:?}: hard link target {target:?} not found inside the root")]
+    HardLinkTarget { entry: String, target: String },
+    /// An entry that only makes sense applied onto the lower layers (a hard link to one of
+    /// their files, a whiteout under a directory reached through their symlink), met where
+    /// a layer is extracted on its own (an overlay lower directory).
+    #[error("layer entry {entry:?}: {reason}: the layer must be applied onto its lower layers")]
+    NeedsLowerLayers { entry: String, reason: String },
     /// The tar stream itself is malformed or ambiguous at `offset`.
     #[error("malformed tar at byte {offset}: {reason}")]
     Tar { offset: u64, reason: String },

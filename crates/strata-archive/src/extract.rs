@@ -107,6 +107,42 @@ pub enum TargetPolicy {
     MayExist,
 }
 
+/// Smallest default cap on uncompressed layer content ([`UncompressedLimit::Default`]):
+/// real images rarely hold more, and a decompression bomb stops here at the latest.
+pub const DEFAULT_MIN_UNCOMPRESSED: u64 = 8 << 30;
+/// Default cap as a multiple of the compressed size ([`UncompressedLimit::Default`]).
+/// Real layers compress 2-10x (20-50x for logs or zero-filled files); gzip's ceiling is
+/// about 1,000x and zstd's has none, which is what bombs use (RELIABILITY A19).
+pub const DEFAULT_UNCOMPRESSED_RATIO: u64 = 100;
+
+/// Cap on the uncompressed bytes decompressed from layers (decompression bombs, A19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UncompressedLimit {
+    /// The larger of [`DEFAULT_MIN_UNCOMPRESSED`] and [`DEFAULT_UNCOMPRESSED_RATIO`] × the
+    /// compressed size.
+    #[default]
+    Default,
+    /// At most this many bytes.
+    Bytes(u64),
+    /// No cap.
+    Unlimited,
+}
+
+impl UncompressedLimit {
+    /// The cap in bytes for content whose compressed size is `compressed`.
+    pub fn for_compressed(self, compressed: u64) -> Option<u64> {
+        match self {
+            UncompressedLimit::Default => Some(
+                compressed
+                    .saturating_mul(DEFAULT_UNCOMPRESSED_RATIO)
+                    .max(DEFAULT_MIN_UNCOMPRESSED),
+            ),
+            UncompressedLimit::Bytes(n) => Some(n),
+            UncompressedLimit::Unlimited => None,
+        }
+    }
+}
+
 /// How to extract a layer.
 #[derive(Debug, Clone, Default)]
 pub struct ExtractOptions {
@@ -133,6 +169,12 @@ pub struct ExtractStats {
     pub devices_skipped: u64,
     /// Extended attributes not applied (overlay internals, too large, refused).
     pub xattrs_ignored: u64,
+    /// [`WhiteoutMode::OverlayConvert`]: whiteouts and opaque markers under a directory
+    /// this layer does not itself declare. In an overlay such a directory masks whatever
+    /// the lower layers have there (a symlink to another directory, typically), where
+    /// applying the layer onto its lower layers resolves through it: the layer cannot
+    /// serve as an overlay lower directory of its own.
+    pub whiteouts_under_undeclared_dirs: u64,
     pub warning_count: u64,
     /// The first warnings (at most 100), each naming the entry.
     pub warnings: Vec<String>,
@@ -254,6 +296,18 @@ impl PathSet {
             .is_some_and(|k| self.set.contains(k))
     }
 
+    /// Every prefix of `parts` (`a`, `a/b`, `a/b/c`) is in the set.
+    fn contains_every_prefix(&self, parts: &[&[u8]]) -> bool {
+        self.prefix_keys(parts).iter().all(|k| self.set.contains(k))
+    }
+
+    /// Insert `parts` alone (not its ancestors).
+    fn insert_exact(&mut self, parts: &[&[u8]]) {
+        if let Some(key) = self.prefix_keys(parts).last() {
+            self.set.insert(*key);
+        }
+    }
+
     /// Insert `parts` and all its ancestors.
     fn insert(&mut self, parts: &[&[u8]]) {
         for key in self.prefix_keys(parts).into_iter().rev() {
@@ -294,10 +348,59 @@ struct Extractor<'a> {
     options: &'a ExtractOptions,
     stats: ExtractStats,
     added: PathSet,
+    /// Directories this layer has entries for (not the ones made as parents).
+    declared: PathSet,
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     dirs: Vec<DirFixup>,
     writable: Vec<WritableFixup>,
     buffer: Vec<u8>,
+}
+
+/// Access and modification times of `st`, to be set back later.
+fn times_of(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// Add `bits` to the mode of the directory `name` in `parent`, without following a symlink
+/// and without any permission on the directory itself: an `O_PATH` fd pins it (a chmod
+/// cannot land on something swapped in meanwhile) and `/proc/self/fd/N` reaches exactly
+/// it. Returns its stat from before, or `None` when it had the bits already. For owners
+/// opening up directories of mode 000 (rootless unpacks, their walks).
+pub fn add_dir_mode_bits(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    bits: u32,
+) -> io::Result<Option<rustix::fs::Stat>> {
+    let pinned = rustix::fs::openat(
+        parent,
+        os(name),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let st = rustix::fs::fstat(&pinned).map_err(io::Error::from)?;
+    let mode = st.st_mode & 0o7777;
+    if mode & bits == bits {
+        return Ok(None);
+    }
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+    rustix::fs::chmodat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        Mode::from_raw_mode(mode | bits),
+        AtFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    Ok(Some(st))
 }
 
 fn type_of(st: &rustix::fs::Stat) -> FileType {
@@ -333,21 +436,32 @@ impl Extractor<'_> {
                 self.writable.push(WritableFixup {
                     fd,
                     mode,
-                    mtime: Timestamps {
-                        last_access: Timespec {
-                            tv_sec: st.st_atime,
-                            tv_nsec: st.st_atime_nsec as _,
-                        },
-                        last_modification: Timespec {
-                            tv_sec: st.st_mtime,
-                            tv_nsec: st.st_mtime_nsec as _,
-                        },
-                    },
+                    mtime: times_of(&st),
                 });
                 op()
             }
             other => other,
         }
+    }
+
+    /// Rootless: a directory we may not enter or list (a mode without u+rwx, e.g. 000 from
+    /// the image) is opened up to u+rwx until the end of the layer, as umoci does; its own
+    /// mode and times come back in [`Extractor::finish_dirs`]. Returns whether it did.
+    fn open_up(&mut self, parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+        if !self.rootless() {
+            return Ok(false);
+        }
+        let Some(st) = add_dir_mode_bits(parent, name, 0o700)? else {
+            return Ok(false);
+        };
+        let fd = rustix::fs::openat(parent, os(name), DIR_NOFOLLOW, Mode::empty())
+            .map_err(io::Error::from)?;
+        self.writable.push(WritableFixup {
+            fd,
+            mode: st.st_mode & 0o7777,
+            mtime: times_of(&st),
+        });
+        Ok(true)
     }
 
     /// Open (and with `create`, make) the directory `parts` beneath the root.
@@ -361,12 +475,25 @@ impl Extractor<'_> {
         {
             return Ok(Some(Rc::clone(fd)));
         }
+        // Errors name the directory: the entry alone does not say which ancestor failed.
+        let named = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("directory {}: {e}", String::from_utf8_lossy(&rel)),
+            )
+        };
         let fd =
             match rustix::fs::openat2(&*self.root, os(&rel), DIR_FLAGS, Mode::empty(), resolve()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) if !create => return Ok(None),
-                Err(Errno::NOENT | Errno::NOTDIR) => self.make_dirs(parts)?,
-                Err(e) => return Err(io::Error::from(e)),
+                Err(Errno::NOENT | Errno::NOTDIR) => self.make_dirs(parts, true).map_err(named)?,
+                // A directory on the way we may not enter (rootless): walked one by one.
+                Err(Errno::ACCESS) if self.rootless() => match self.make_dirs(parts, create) {
+                    Ok(fd) => fd,
+                    Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(named(e)),
+                },
+                Err(e) => return Err(named(io::Error::from(e))),
             };
         let fd = Rc::new(fd);
         self.cache = Some((rel, Rc::clone(&fd)));
@@ -375,8 +502,9 @@ impl Extractor<'_> {
 
     /// `mkdir -p` beneath the root (see the module docs): plain directories are descended
     /// with `O_NOFOLLOW`, symlinks resolved again in the root, dangling symlinks followed
-    /// textually, non-directories in the way replaced by directories.
-    fn make_dirs(&mut self, parts: &[&[u8]]) -> io::Result<OwnedFd> {
+    /// textually, non-directories in the way replaced by directories, directories we may not
+    /// enter opened up (rootless). Without `create`, a missing directory is `NotFound`.
+    fn make_dirs(&mut self, parts: &[&[u8]], create: bool) -> io::Result<OwnedFd> {
         let mut pending: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         let mut walked: Vec<Vec<u8>> = Vec::new();
         let mut current =
@@ -407,6 +535,16 @@ impl Extractor<'_> {
                 Ok(fd) => {
                     current = fd;
                     walked.push(c);
+                }
+                Err(Errno::ACCESS) if retries <= MAX_SYMLINK_JUMPS => {
+                    retries += 1;
+                    if !self.open_up(current.as_fd(), &c)? {
+                        return Err(io::Error::from(Errno::ACCESS));
+                    }
+                    pending.push_front(c);
+                }
+                Err(Errno::NOENT) if !create => {
+                    return Err(io::Error::from(io::ErrorKind::NotFound));
                 }
                 Err(Errno::NOENT) => {
                     let made = self.in_dir(current.as_fd(), || {
@@ -735,6 +873,7 @@ impl Extractor<'_> {
         self.added.insert(&parts);
         match entry.kind {
             EntryKind::Directory => {
+                self.declared.insert_exact(&parts);
                 let made = self.in_dir(p, || {
                     rustix::fs::mkdirat(p, os(leaf), Mode::from_raw_mode(0o700))
                 });
@@ -750,8 +889,14 @@ impl Extractor<'_> {
                     }
                     Err(e) => return Err(fail("mkdir", Some(io::Error::from(e)))),
                 }
-                let fd = rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty())
-                    .map_err(|e| fail("opening directory", Some(io::Error::from(e))))?;
+                let fd = match rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty()) {
+                    // A lower layer's directory we may not enter (rootless, mode 000).
+                    Err(Errno::ACCESS) if self.open_up(p, leaf).unwrap_or(false) => {
+                        rustix::fs::openat(p, os(leaf), DIR_NOFOLLOW, Mode::empty())
+                    }
+                    other => other,
+                }
+                .map_err(|e| fail("opening directory", Some(io::Error::from(e))))?;
                 // Rootless: keep it writable and searchable until the end.
                 let (now, later) = match self.options.ownership {
                     Ownership::Preserve => (meta.mode, None),
@@ -815,17 +960,21 @@ impl Extractor<'_> {
                 let Some((&tleaf, tparent)) = tparts.split_last() else {
                     return Err(fail("hard link to the root", None));
                 };
+                let missing = || ArchiveError::HardLinkTarget {
+                    entry: String::from_utf8_lossy(&raw_path).into_owned(),
+                    target: String::from_utf8_lossy(target).into_owned(),
+                };
                 let tdir = self
                     .dir(tparent, false)
                     .map_err(|e| fail("opening hard link target", Some(e)))?
-                    .ok_or_else(|| fail("hard link target not found inside the root", None))?;
-                let tst = rustix::fs::statat(&*tdir, os(tleaf), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| {
-                        fail(
-                            "hard link target not found inside the root",
-                            Some(io::Error::from(e)),
-                        )
-                    })?;
+                    .ok_or_else(missing)?;
+                let tst = match rustix::fs::statat(&*tdir, os(tleaf), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => return Err(missing()),
+                    Err(e) => {
+                        return Err(fail("hard link target", Some(io::Error::from(e))));
+                    }
+                };
                 if type_of(&tst) == FileType::Directory {
                     return Err(fail("hard link to a directory", None));
                 }
@@ -916,6 +1065,11 @@ impl Extractor<'_> {
     }
 
     fn whiteout(&mut self, parent_parts: &[&[u8]], target: &[u8]) -> io::Result<()> {
+        if self.options.whiteouts == WhiteoutMode::OverlayConvert
+            && !self.declared.contains_every_prefix(parent_parts)
+        {
+            self.stats.whiteouts_under_undeclared_dirs += 1;
+        }
         if target == b".wh..opq" {
             return self.opaque(parent_parts);
         }
@@ -978,18 +1132,11 @@ impl Extractor<'_> {
     fn opaque(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         match self.options.whiteouts {
             WhiteoutMode::Apply => {
-                // Only lower contents of an existing directory go; the directory itself is
-                // the layer's own `dir/` entry's business (a symlink there is not followed:
-                // an opaque directory replaces it, it does not empty its target).
-                let Some((leaf, parent)) = parts.split_last() else {
-                    let root = Rc::clone(&self.root);
-                    return self.prune(root.as_fd(), Some(parts));
-                };
-                let Some(dir) = self.dir(parent, false)? else {
-                    return Ok(());
-                };
-                if let Ok(fd) = rustix::fs::openat(&*dir, os(leaf), DIR_NOFOLLOW, Mode::empty()) {
-                    self.prune(fd.as_fd(), Some(parts))?;
+                // Only lower contents of the directory go. It is resolved inside the root
+                // like the parent of any entry, a symlink followed (containerd, umoci and
+                // the build's tree index do the same: docs/architecture.md, Decisions).
+                if let Some(dir) = self.dir(parts, false)? {
+                    self.prune(dir.as_fd(), Some(parts))?;
                 }
             }
             WhiteoutMode::OverlayConvert => {
@@ -1007,6 +1154,8 @@ impl Extractor<'_> {
     /// Final directory modes and times, then rootless writable fixups, in reverse order.
     fn finish_dirs(&mut self) {
         let dirs = std::mem::take(&mut self.dirs);
+        // Directories this layer gave a mode: their old mode is not restored over it.
+        let mut set_here = HashSet::new();
         for fix in dirs.iter().rev() {
             let fd = match rustix::fs::openat2(
                 &*self.root,
@@ -1026,6 +1175,9 @@ impl Extractor<'_> {
                     continue;
                 }
             };
+            if let Ok(st) = rustix::fs::fstat(&fd) {
+                set_here.insert((st.st_dev, st.st_ino));
+            }
             let result = fix
                 .mode
                 .map_or(Ok(()), |m| rustix::fs::fchmod(&fd, Mode::from_raw_mode(m)))
@@ -1038,6 +1190,10 @@ impl Extractor<'_> {
             }
         }
         for fix in std::mem::take(&mut self.writable).into_iter().rev() {
+            if rustix::fs::fstat(&fix.fd).is_ok_and(|st| set_here.contains(&(st.st_dev, st.st_ino)))
+            {
+                continue;
+            }
             let _ = rustix::fs::fchmod(&fix.fd, Mode::from_raw_mode(fix.mode));
             let _ = rustix::fs::futimens(&fix.fd, &fix.mtime);
         }
@@ -1097,6 +1253,7 @@ pub fn extract_layer<R: Read>(
         options,
         stats: ExtractStats::default(),
         added: PathSet::new(),
+        declared: PathSet::new(),
         cache: None,
         dirs: Vec::new(),
         writable: Vec::new(),
@@ -1162,5 +1319,15 @@ mod tests {
         assert_eq!(rootless_record(0, 0), Vec::<u8>::new());
         assert_eq!(rootless_record(1000, 0), vec![0x08, 0xe8, 0x07]);
         assert_eq!(rootless_record(0, 5), vec![0x10, 0x05]);
+    }
+
+    #[test]
+    fn default_uncompressed_limit_scales_with_the_compressed_size() {
+        let d = UncompressedLimit::Default;
+        assert_eq!(d.for_compressed(10 << 20), Some(DEFAULT_MIN_UNCOMPRESSED));
+        assert_eq!(d.for_compressed(1 << 30), Some(100 << 30));
+        assert_eq!(d.for_compressed(u64::MAX), Some(u64::MAX));
+        assert_eq!(UncompressedLimit::Bytes(5).for_compressed(1 << 30), Some(5));
+        assert_eq!(UncompressedLimit::Unlimited.for_compressed(1), None);
     }
 }

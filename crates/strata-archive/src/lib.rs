@@ -33,12 +33,13 @@ pub mod xattr;
 
 pub use compress::{
     CompressWriter, Compression, DetectedFormat, GZIP_BLOCK_BYTES, GZIP_SEGMENT_MIN_BYTES,
-    ParallelGzEncoder, PipeReader, SegmentCapture, XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG, decompress,
-    decompress_detect, default_workers, detect_format,
+    ParallelGzEncoder, PipeReader, SegmentCapture, XZ_MAX_MEMORY, ZSTD_MAX_WINDOW_LOG,
+    cancelled_error, decompress, decompress_detect, default_workers, detect_format,
 };
 pub use error::{ArchiveError, Result};
 pub use extract::{
-    ExtractOptions, ExtractStats, Ownership, TargetPolicy, WhiteoutMode, extract_layer,
+    DEFAULT_MIN_UNCOMPRESSED, DEFAULT_UNCOMPRESSED_RATIO, ExtractOptions, ExtractStats, Ownership,
+    TargetPolicy, UncompressedLimit, WhiteoutMode, add_dir_mode_bits, extract_layer,
 };
 pub use hash::{
     HashingReader, HashingWriter, LayerDigests, LayerInfo, LayerReader, LayerWriter, Threading,

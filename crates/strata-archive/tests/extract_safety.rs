@@ -149,7 +149,8 @@ fn a6_hardlinks_never_reach_host_inodes() {
         let err = sb.extract(&tar).unwrap_err();
         assert!(expect_err, "{target}");
         assert!(
-            matches!(&err, ArchiveError::Entry { entry, .. } if entry == "h"),
+            matches!(&err, ArchiveError::Entry { entry, .. }
+                | ArchiveError::HardLinkTarget { entry, .. } if entry == "h"),
             "{target}: {err}"
         );
     }
@@ -1232,4 +1233,87 @@ fn overlay_convert_mounted_equals_applied() {
     let seen = listing(&merged, true);
     drop(mounted);
     assert_eq!(seen, listing(&applied.root, true));
+}
+
+/// Decisions (docs/architecture.md): whiteouts and opaque markers under a symlinked
+/// directory act on the directory it resolves to inside the root; the symlink stays, and
+/// what this layer writes through it survives. A hard link may join a lower layer's file.
+#[test]
+fn opaque_and_whiteouts_under_a_symlinked_dir_act_on_its_target_inside_the_root() {
+    let sb = Sandbox::new();
+    sb.extract(
+        &RawTar::new()
+            .file("real/victim", b"v")
+            .file("real/keep", b"k")
+            .symlink("link", "real")
+            .file("lower-file", b"lower")
+            .end(),
+    )
+    .unwrap();
+    let stats = sb
+        .extract(
+            &RawTar::new()
+                .file("link/.wh.victim", b"")
+                .hardlink("hl", "lower-file")
+                .end(),
+        )
+        .unwrap();
+    assert_eq!(
+        stats.whiteouts_under_undeclared_dirs, 0,
+        "counted in overlay mode only"
+    );
+    sb.extract(
+        &RawTar::new()
+            .file("link/new", b"n")
+            .file("link/.wh..wh..opq", b"")
+            .end(),
+    )
+    .unwrap();
+    let mut real: Vec<String> = fs::read_dir(sb.path("real"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    real.sort();
+    assert_eq!(real, ["new"]);
+    assert!(fs::symlink_metadata(sb.path("link")).unwrap().is_symlink());
+    assert_eq!(
+        fs::metadata(sb.path("hl")).unwrap().ino(),
+        fs::metadata(sb.path("lower-file")).unwrap().ino()
+    );
+    sb.assert_outside_untouched();
+}
+
+/// In overlay form a layer is extracted on its own: a whiteout under a directory it does
+/// not declare is counted (the build then applies the layer onto its lower layers), and a
+/// hard link to a file it does not hold names the missing target.
+#[test]
+fn overlay_form_reports_what_needs_the_lower_layers() {
+    if !is_root() {
+        eprintln!("skipped: needs root (overlay whiteouts are devices)");
+        return;
+    }
+    let convert = ExtractOptions {
+        whiteouts: WhiteoutMode::OverlayConvert,
+        ..ExtractOptions::default()
+    };
+    let sb = Sandbox::new();
+    let stats = sb
+        .extract_with(
+            &RawTar::new()
+                .dir("declared/", 0o755)
+                .file("declared/.wh.x", b"")
+                .file("link/.wh.victim", b"")
+                .end(),
+            &convert,
+        )
+        .unwrap();
+    assert_eq!(stats.whiteouts_under_undeclared_dirs, 1);
+    let sb = Sandbox::new();
+    let err = sb
+        .extract_with(&RawTar::new().hardlink("hl", "lower-file").end(), &convert)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ArchiveError::HardLinkTarget { entry, target } if entry == "hl" && target == "lower-file"),
+        "{err}"
+    );
 }

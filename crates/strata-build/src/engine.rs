@@ -9,7 +9,9 @@ use strata_archive::LayerLayout;
 use strata_containerfile::{
     CommandForm, Containerfile, Healthcheck, IgnoreMatcher, Instruction, InstructionKind, Scope,
 };
-use strata_spec::{Digest, HealthConfig, History, ImageConfig, Platform, RuntimeConfig};
+use strata_spec::{
+    Digest, HealthConfig, History, ImageConfig, MAX_CONFIG_BYTES, Platform, RuntimeConfig,
+};
 use strata_store::{LayoutSink, OciLayout};
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -29,6 +31,20 @@ use crate::{BaseResolver, BuildError, BuildOptions, BuildResult, Compression, Lo
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Largest Containerfile read (the parser holds it in memory).
 const MAX_CONTAINERFILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes a history entry takes in the config besides its `created_by` text (an estimate
+/// on the low side: the exact size is checked when the config is written).
+const HISTORY_ENTRY_BYTES: usize = 64;
+/// Bytes of JSON around a key of a map or a list entry (quotes, `:{}`, comma).
+const MAP_ENTRY_BYTES: usize = 6;
+
+/// `config_bytes` after a key is set to `value` in a map (env, labels), replacing `old`.
+fn grown(config_bytes: usize, key: &str, value: &str, old: Option<&str>) -> usize {
+    match old {
+        Some(old) => (config_bytes + value.len()).saturating_sub(old.len()),
+        None => config_bytes + key.len() + value.len() + MAP_ENTRY_BYTES,
+    }
+}
+
 /// Largest ignore file read.
 const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// A value computed once per build by whichever task asks first; the others wait for it.
@@ -198,6 +214,10 @@ pub(crate) struct StageState {
     pub no_cache: bool,
     /// The plain-directory root of RUN steps when overlayfs is unavailable.
     pub run_dir: Option<crate::runstep::RunDir>,
+    /// Running estimate of the serialized image config (with history), kept step by step
+    /// so that a config growing past [`MAX_CONFIG_BYTES`] fails at the line that does it
+    /// without serializing the whole config at every step (quadratic).
+    pub config_bytes: usize,
 }
 
 impl StageState {
@@ -417,6 +437,11 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             .and_then(|c| c.env.clone())
             .unwrap_or_default();
         let scope = Scope::stage(&self.global, &base_env);
+        let config_bytes = config.to_bytes().len()
+            + history
+                .iter()
+                .map(|h| serde_json::to_vec(h).map_or(0, |v| v.len()))
+                .sum::<usize>();
         let mut st = StageState {
             index,
             name,
@@ -438,6 +463,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     || s.parse::<usize>() == Ok(index)
             }),
             run_dir: None,
+            config_bytes,
         };
 
         // ONBUILD triggers of the base run first, then are cleared (Docker semantics).
@@ -465,10 +491,12 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         }
 
         let steps = stage.instructions.len();
+        let last_copy = stage
+            .instructions
+            .iter()
+            .rposition(|x| matches!(x.kind, InstructionKind::Copy(_) | InstructionKind::Add(_)));
         for (i, instr) in stage.instructions.iter().enumerate() {
-            st.tree_needed_later = stage.instructions[i + 1..]
-                .iter()
-                .any(|x| matches!(x.kind, InstructionKind::Copy(_) | InstructionKind::Add(_)));
+            st.tree_needed_later = last_copy.is_some_and(|last| last > i);
             let at = recipe.at(instr.span.line);
             self.instruction(&mut st, instr, &at, i + 1, steps, &visiting)
                 .await?;
@@ -486,17 +514,36 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         }
     }
 
-    /// Record a metadata-only step: history entry and chain key over the new config.
-    fn metadata_step(&self, st: &mut StageState, instr: &Instruction) {
-        let runtime = serde_json::to_vec(&st.config.config).unwrap_or_default();
-        let mut k = KeyHasher::new("metadata");
+    /// Record a metadata-only step: history entry and chain key. The key chains the parent
+    /// key (which stands for the config so far), the instruction and `effect`, the values
+    /// it set as expanded in the stage's scope: so the key stands for the new config without
+    /// hashing all of it at every step (quadratic in the number of steps).
+    fn metadata_step(
+        &self,
+        st: &mut StageState,
+        instr: &Instruction,
+        effect: &[String],
+        at: &Location,
+    ) -> Result<(), BuildError> {
+        let mut k = KeyHasher::new("metadata-step");
         k.str("parent", &st.key.to_string())
-            .str("instruction", &instr.original)
-            .field("config", &runtime)
-            .str("author", st.config.author.as_deref().unwrap_or(""));
+            .str("instruction", &instr.original);
+        for value in effect {
+            k.str("set", value);
+        }
+        k.str("author", st.config.author.as_deref().unwrap_or(""));
         st.key = k.finish();
-        st.history
-            .push(self.history_entry(instr.original.trim(), true));
+        let created_by = instr.original.trim();
+        st.config_bytes += created_by.len() + HISTORY_ENTRY_BYTES;
+        if st.config_bytes as u64 > MAX_CONFIG_BYTES {
+            return Err(BuildError::ConfigTooLarge {
+                at: Some(at.clone()),
+                what: format!("stage {:?}", st.name),
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
+        st.history.push(self.history_entry(created_by, true));
+        Ok(())
     }
 
     pub(crate) fn expand_in(
@@ -561,6 +608,8 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         });
         let escape = self.recipe.escape();
         let bad = |msg: String| BuildError::instruction(at, &instr.original, msg);
+        // What the step set, as expanded (for its key; see `metadata_step`).
+        let mut effect: Vec<String> = Vec::new();
         match &instr.kind {
             InstructionKind::Arg(decls) => {
                 for d in decls {
@@ -582,9 +631,30 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     if k.is_empty() || k.contains('=') {
                         return Err(bad(format!("invalid environment variable name {k:?}")));
                     }
-                    st.scope.set_env(&k, &v);
+                    let (pos, old) = st.scope.set_env(&k, &v);
+                    st.config_bytes = grown(st.config_bytes, &k, &v, old.as_deref());
+                    // The config's env follows the scope's entry by entry (rebuilding the
+                    // whole list at every ENV is quadratic); a base env with duplicate keys
+                    // is rebuilt once.
+                    let env_len = st.scope.env_len();
+                    let entry = format!("{k}={v}");
+                    let env = st.runtime().env.get_or_insert_with(Vec::new);
+                    let in_step = if env.len() == env_len && pos < env.len() {
+                        env[pos] = entry;
+                        true
+                    } else if env.len() + 1 == env_len && pos == env.len() {
+                        env.push(entry);
+                        true
+                    } else {
+                        false
+                    };
+                    if !in_step {
+                        let all = st.scope.env();
+                        st.runtime().env = Some(all);
+                    }
+                    effect.push(k);
+                    effect.push(v);
                 }
-                st.runtime().env = Some(st.scope.env());
             }
             InstructionKind::Label(pairs) => {
                 for kv in pairs {
@@ -593,10 +663,14 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     if k.is_empty() {
                         return Err(bad("empty label name".into()));
                     }
-                    st.runtime()
+                    let old = st
+                        .runtime()
                         .labels
                         .get_or_insert_with(BTreeMap::new)
-                        .insert(k, v);
+                        .insert(k.clone(), v.clone());
+                    st.config_bytes = grown(st.config_bytes, &k, &v, old.as_deref());
+                    effect.push(k);
+                    effect.push(v);
                 }
             }
             InstructionKind::Workdir(w) => {
@@ -621,10 +695,12 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 } else {
                     joined
                 };
+                effect.push(stored.clone());
                 st.runtime().working_dir = Some(stored);
             }
             InstructionKind::User(u) => {
                 let u = self.expand_in(st, u, at)?;
+                effect.push(u.clone());
                 st.runtime().user = Some(u);
             }
             InstructionKind::Expose(words) => {
@@ -641,6 +717,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                         ports.extend(expose_ports(&p).map_err(&bad)?);
                     }
                 }
+                for p in &ports {
+                    st.config_bytes += p.len() + MAP_ENTRY_BYTES;
+                }
+                effect.extend(ports.iter().cloned());
                 let map = st.runtime().exposed_ports.get_or_insert_with(BTreeMap::new);
                 for p in ports {
                     map.insert(p, serde_json::json!({}));
@@ -655,6 +735,10 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     }
                     vols.push(v);
                 }
+                for v in &vols {
+                    st.config_bytes += v.len() + MAP_ENTRY_BYTES;
+                }
+                effect.extend(vols.iter().cloned());
                 let map = st.runtime().volumes.get_or_insert_with(BTreeMap::new);
                 for v in vols {
                     map.insert(v, serde_json::json!({}));
@@ -662,6 +746,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
             InstructionKind::Entrypoint(form) => {
                 let args = self.command_args(st, form);
+                effect.extend(args.iter().cloned());
                 let windows_shell = st.windows && matches!(form, CommandForm::Shell(_));
                 let cmd_set = st.cmd_set;
                 let rt = st.runtime();
@@ -676,6 +761,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
             InstructionKind::Cmd(form) => {
                 let args = self.command_args(st, form);
+                effect.extend(args.iter().cloned());
                 let windows_shell = st.windows && matches!(form, CommandForm::Shell(_));
                 st.cmd_set = true;
                 let rt = st.runtime();
@@ -692,6 +778,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand_in(st, s, at)?;
+                effect.push(s.clone());
                 st.runtime().stop_signal = Some(s);
             }
             InstructionKind::Healthcheck(h) => {
@@ -738,6 +825,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             }
             InstructionKind::Onbuild(inner) => {
                 let text = inner.original.trim().to_string();
+                st.config_bytes += text.len() + MAP_ENTRY_BYTES;
                 st.runtime()
                     .on_build
                     .get_or_insert_with(Vec::new)
@@ -763,7 +851,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 return Err(bad(format!("unsupported instruction {other:?}")));
             }
         }
-        self.metadata_step(st, instr);
+        self.metadata_step(st, instr, &effect, at)?;
         self.done(st, step, None);
         Ok(())
     }
@@ -938,11 +1026,15 @@ fn recipe(
             },
         });
     }
-    let identity = std::fs::canonicalize(&group.context).unwrap_or_else(|_| group.context.clone());
+    // Absolute, once: RUN bind mounts hand paths under it to the sandbox, which resolves
+    // them from another working directory (a relative context, the default `.`, named
+    // nothing there). It also identifies a context shared by several groups.
+    let identity = std::fs::canonicalize(&group.context)
+        .map_err(|e| BuildError::io(&group.context, "cannot open the build context", e))?;
     let (context, hashes) = match contexts.iter().find(|(p, _, _)| *p == identity) {
         Some((_, root, hashes)) => (Arc::clone(root), Arc::clone(hashes)),
         None => {
-            let mut root = SourceRoot::open(&group.context, OwnerSource::Inode)
+            let mut root = SourceRoot::open(&identity, OwnerSource::Inode)
                 .map_err(|e| BuildError::io(&group.context, "cannot open the build context", e))?;
             root.skip_dir(layout.root());
             let root = Arc::new(root);
@@ -1113,7 +1205,10 @@ pub async fn build(
         downloads: Mutex::new(HashMap::new()),
         roots: Mutex::new(HashMap::new()),
         gathers: Mutex::new(HashMap::new()),
-        layer_dirs: crate::layerdirs::LayerDirs::new(layout_root.as_path()),
+        layer_dirs: crate::layerdirs::LayerDirs::new(
+            layout_root.as_path(),
+            options.max_uncompressed,
+        ),
         run_rootfs: OnceCell::new(),
         segments,
     };

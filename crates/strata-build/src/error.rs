@@ -219,6 +219,29 @@ pub enum BuildError {
     /// The build was interrupted (Ctrl-C / SIGTERM, [`crate::CancelFlag`]).
     #[error("the build was interrupted")]
     Interrupted,
+    /// A layer decompresses to more than the cap on uncompressed content.
+    #[error("layer {digest}: uncompressed content exceeds {limit} bytes ({origin})")]
+    LayerTooLarge {
+        digest: Box<Digest>,
+        limit: u64,
+        /// Which cap: the default or `--max-uncompressed`.
+        origin: String,
+    },
+    /// The image config would exceed [`strata_spec::MAX_CONFIG_BYTES`], which registries'
+    /// clients (containers/image, strata) refuse to read; `at` names the step that made it
+    /// grow past the limit when it is known.
+    #[error(
+        "{}{what}: the image config would be larger than {limit} bytes, more than \
+         registries' clients read (MAX_CONFIG_BYTES): too many steps, or too large ENV/LABEL \
+         values",
+        .at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default()
+    )]
+    ConfigTooLarge {
+        at: Option<Location>,
+        /// The stage or image (platform) whose config it is.
+        what: String,
+        limit: u64,
+    },
     /// An internal task died (a panic in a blocking section).
     #[error("internal error: {0}")]
     Internal(String),
@@ -286,6 +309,7 @@ impl BuildError {
             | BuildError::ChecksumMismatch { at, .. }
             | BuildError::UnknownOwner { at, .. }
             | BuildError::Run { at, .. } => Some(at),
+            BuildError::ConfigTooLarge { at, .. } => at.as_ref(),
             _ => None,
         }
     }

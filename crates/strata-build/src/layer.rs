@@ -10,7 +10,7 @@ use std::sync::Arc;
 use strata_archive::{
     CompressWriter, Compression, DeviceKind, EntryMeta, ExtractOptions, HashingReader,
     HashingWriter, LayerLayout, NameMode, OwnerOverride, Ownership, TarBuilder, TarOptions,
-    TargetPolicy, WhiteoutMode, decompress, extract_layer,
+    TargetPolicy, UncompressedLimit, WhiteoutMode, decompress, extract_layer,
 };
 use strata_spec::{DiffId, Digest, LayerCompression, MediaType};
 use strata_store::{NewBlob, OciLayout};
@@ -21,6 +21,7 @@ use crate::copyplan::{Content, PlannedEntry, PlannedKind};
 use crate::progress::LayerOrigin;
 use crate::segments::{self, Capture, GZIP_SEGMENT_MIN_BYTES, SegKey, SegmentCache};
 use crate::tree::{RawEntry, scan_layer};
+use strata_archive::ArchiveError;
 
 /// Uncompressed bytes between two progress reports.
 const PROGRESS_EVERY_BYTES: u64 = 8 * 1024 * 1024;
@@ -423,26 +424,50 @@ pub(crate) fn extract_ownership() -> Ownership {
     }
 }
 
-/// Extract `layers` in order beneath `dest` (an empty directory).
+/// Extract `layers` in order beneath `dest` (an empty directory), each within `limit`.
 pub(crate) fn materialise(
     layout: &OciLayout,
     layers: &[LayerRef],
     dest: &Path,
     whiteouts: WhiteoutMode,
+    limit: UncompressedLimit,
 ) -> Result<(), BuildError> {
-    let options = ExtractOptions {
-        ownership: extract_ownership(),
-        whiteouts,
-        // Later layers go on top of earlier ones.
-        target: TargetPolicy::MayExist,
-        ..Default::default()
-    };
     for layer in layers {
+        let options = ExtractOptions {
+            ownership: extract_ownership(),
+            whiteouts,
+            // Later layers go on top of earlier ones.
+            target: TargetPolicy::MayExist,
+            max_uncompressed: limit.for_compressed(layer.size),
+        };
         let reader = open_layer(layout, layer)?;
-        extract_layer(reader, dest, &options)
-            .map_err(|e| BuildError::archive(format!("extracting layer {}", layer.digest), e))?;
+        extract_layer(reader, dest, &options).map_err(|e| extract_error(layer, limit, e))?;
     }
     Ok(())
+}
+
+/// The error of extracting `layer` under `limit`: passing the limit says how to raise it.
+pub(crate) fn extract_error(
+    layer: &LayerRef,
+    limit: UncompressedLimit,
+    e: ArchiveError,
+) -> BuildError {
+    if let ArchiveError::Limit { limit: bytes, .. } = e {
+        let origin = match limit {
+            UncompressedLimit::Default => format!(
+                "the default cap, the larger of {} GiB and {}x the layer's compressed size",
+                strata_archive::DEFAULT_MIN_UNCOMPRESSED >> 30,
+                strata_archive::DEFAULT_UNCOMPRESSED_RATIO
+            ),
+            _ => "--max-uncompressed".to_string(),
+        };
+        return BuildError::LayerTooLarge {
+            digest: Box::new(layer.digest.clone()),
+            limit: bytes,
+            origin,
+        };
+    }
+    BuildError::archive(format!("extracting layer {}", layer.digest), e)
 }
 
 /// One layer holding the union of `layers`: with `WhiteoutMode::OverlayConvert` whiteouts of
@@ -454,11 +479,12 @@ pub(crate) fn squash(
     scratch: &Path,
     whiteouts: WhiteoutMode,
     settings: &LayerSettings,
+    limit: UncompressedLimit,
 ) -> Result<CachedLayer, BuildError> {
     let dir = scratch.join("squash");
     std::fs::create_dir_all(&dir)
         .map_err(|e| BuildError::io(&dir, "cannot create directory", e))?;
-    materialise(layout, layers, &dir, whiteouts)?;
+    materialise(layout, layers, &dir, whiteouts, limit)?;
     let tree_root = &dir;
     let mut tar = TarBuilder::new(
         LayerSink::new(layout, settings.compression)?,

@@ -21,7 +21,10 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use strata_archive::{ExtractOptions, HashingReader, TargetPolicy, WhiteoutMode, extract_layer};
+use strata_archive::{
+    ArchiveError, ExtractOptions, HashingReader, TargetPolicy, UncompressedLimit, WhiteoutMode,
+    extract_layer,
+};
 use strata_spec::{DiffId, Digest};
 use strata_store::OciLayout;
 use tokio::sync::OnceCell;
@@ -146,10 +149,12 @@ pub(crate) struct LayerDirs {
     memo: Mutex<HashMap<Digest, Memo<PathBuf>>>,
     /// RUN upper dirs of this build standing for their layers (blob digest → (layer, dir)).
     uppers: Mutex<HashMap<Digest, (CachedLayer, PathBuf)>>,
+    /// Cap on what one layer decompresses to (`--max-uncompressed`).
+    limit: UncompressedLimit,
 }
 
 impl LayerDirs {
-    pub(crate) fn new(layout_root: &Path) -> LayerDirs {
+    pub(crate) fn new(layout_root: &Path, limit: UncompressedLimit) -> LayerDirs {
         let root = layer_cache_dir(layout_root);
         let lock = std::fs::create_dir_all(&root)
             .ok()
@@ -169,6 +174,7 @@ impl LayerDirs {
             _lock: lock,
             memo: Mutex::new(HashMap::new()),
             uppers: Mutex::new(HashMap::new()),
+            limit,
         }
     }
 
@@ -196,9 +202,10 @@ impl LayerDirs {
         let root = self.root.clone();
         let layout = layout.clone();
         let layer = layer.clone();
+        let limit = self.limit;
         let dir = cell
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || find_or_extract(&root, &layout, &layer))
+                tokio::task::spawn_blocking(move || find_or_extract(&root, &layout, &layer, limit))
                     .await
                     .map_err(join_error)?
                     .map(Arc::new)
@@ -264,6 +271,7 @@ fn find_or_extract(
     root: &Path,
     layout: &OciLayout,
     layer: &LayerRef,
+    limit: UncompressedLimit,
 ) -> Result<PathBuf, BuildError> {
     if let Some(dir) = lookup(root, &layer.digest) {
         touch(&dir);
@@ -274,7 +282,7 @@ fn find_or_extract(
         .map_err(|e| BuildError::io(&tmp_parent, "cannot create a directory", e))?;
     let tmp = unique_dir(&tmp_parent, "extract-", 0o755)
         .map_err(|e| BuildError::io(&tmp_parent, "cannot create a directory", e))?;
-    let result = extract_into(&tmp, layout, layer);
+    let result = extract_into(&tmp, layout, layer, limit);
     let diff_id = match result {
         Ok(d) => d,
         Err(e) => {
@@ -306,17 +314,44 @@ fn find_or_extract(
 }
 
 /// Extract `layer` into `dir` with overlayfs whiteouts; the DiffId of what was read.
-fn extract_into(dir: &Path, layout: &OciLayout, layer: &LayerRef) -> Result<DiffId, BuildError> {
+fn extract_into(
+    dir: &Path,
+    layout: &OciLayout,
+    layer: &LayerRef,
+    limit: UncompressedLimit,
+) -> Result<DiffId, BuildError> {
     let reader = open_layer(layout, layer)?;
     let mut hashing = HashingReader::new(reader);
     let options = ExtractOptions {
         ownership: extract_ownership(),
         whiteouts: WhiteoutMode::OverlayConvert,
         target: TargetPolicy::MustBeEmpty,
-        ..Default::default()
+        max_uncompressed: limit.for_compressed(layer.size),
     };
-    extract_layer(&mut hashing, dir, &options)
-        .map_err(|e| BuildError::archive(format!("extracting layer {}", layer.digest), e))?;
+    let needs_lower = |entry: String, reason: &str| {
+        BuildError::archive(
+            format!(
+                "extracting layer {} as an overlay lower directory",
+                layer.digest
+            ),
+            ArchiveError::NeedsLowerLayers {
+                entry,
+                reason: reason.to_string(),
+            },
+        )
+    };
+    let stats = extract_layer(&mut hashing, dir, &options).map_err(|e| match e {
+        ArchiveError::HardLinkTarget { entry, target } => {
+            needs_lower(entry, &format!("hard link to {target:?} of a lower layer"))
+        }
+        e => crate::layer::extract_error(layer, limit, e),
+    })?;
+    if stats.whiteouts_under_undeclared_dirs > 0 {
+        return Err(needs_lower(
+            String::new(),
+            "whiteouts under directories the layer does not declare (a lower symlink)",
+        ));
+    }
     hashing
         .drain()
         .map_err(|e| BuildError::io(layout.blob_path(&layer.digest), "reading layer", e))?;

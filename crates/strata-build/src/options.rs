@@ -155,6 +155,9 @@ pub struct BuildOptions {
     /// When non-empty these replace `containerfile`, `context` and `platforms` (which must
     /// then be empty).
     pub groups: Vec<crate::PlatformGroup>,
+    /// Cap on what one base or built layer decompresses to when it is extracted (for RUN,
+    /// squash): decompression bombs stop there instead of filling the disk.
+    pub max_uncompressed: strata_archive::UncompressedLimit,
 }
 
 impl Default for BuildOptions {
@@ -186,6 +189,7 @@ impl Default for BuildOptions {
             cancel: CancelFlag::default(),
             no_cache_stages: Vec::new(),
             groups: Vec::new(),
+            max_uncompressed: strata_archive::UncompressedLimit::Default,
         }
     }
 }

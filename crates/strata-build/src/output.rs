@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use strata_archive::WhiteoutMode;
 use strata_image::{BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
 use strata_spec::{
-    Descriptor, Digest, History, ImageIndex, ImageManifest, MAX_MANIFEST_BYTES, MediaType,
-    Platform, Reference, RootFs,
+    Descriptor, Digest, History, ImageIndex, ImageManifest, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+    MediaType, Platform, Reference, RootFs,
 };
 use strata_store::OciLayout;
 
@@ -148,9 +148,17 @@ impl PlatformBuild<'_, '_> {
         } else {
             MediaType::OCI_CONFIG
         };
+        let config_bytes = config.to_bytes();
+        if config_bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(BuildError::ConfigTooLarge {
+                at: None,
+                what: format!("the image for {}", config.platform()),
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
         let config_desc = shared
             .layout
-            .write_blob_bytes(config_type, &config.to_bytes())
+            .write_blob_bytes(config_type, &config_bytes)
             .map_err(|e| BuildError::store("writing the image config", e))?;
         let mut manifest = ImageManifest::new(
             if docker {
@@ -254,13 +262,14 @@ impl PlatformBuild<'_, '_> {
         let layout = shared.layout.clone();
         let layers = layers.to_vec();
         let settings = shared.layer_settings(false);
+        let limit = shared.options.max_uncompressed;
         let base = shared.scratch.path().to_path_buf();
         let layer = tokio::task::spawn_blocking(move || {
             let dir = tempfile::Builder::new()
                 .prefix("squash-")
                 .tempdir_in(&base)
                 .map_err(|e| BuildError::io(&base, "cannot create a directory", e))?;
-            layer::squash(&layout, &layers, dir.path(), whiteouts, &settings)
+            layer::squash(&layout, &layers, dir.path(), whiteouts, &settings, limit)
         })
         .await
         .map_err(join_error)??;

@@ -26,6 +26,7 @@ use crate::progress::{BuildEvent, BuildProgress, LayerOrigin};
 use crate::run::{RunFailure, RunFailureKind, RunRequest};
 use crate::runmount::{self, MountPlaces, MountRoot, PlannedMount};
 use crate::{BuildError, Location};
+use strata_archive::ArchiveError;
 
 /// Longest line of RUN output sent as one [`BuildEvent::RunOutput`] (a step printing
 /// megabytes without a newline must not grow memory).
@@ -623,18 +624,40 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         make_dir(&mounts_dir, 0o700).map_err(|e| io(&mounts_dir, e))?;
 
         // The root filesystem.
-        let (rootfs, snapshot) = match plan.kind {
-            RootfsKind::Overlay => {
-                let mut lower: Vec<PathBuf> = Vec::with_capacity(st.layers.len());
-                for l in st.layers.iter().rev() {
-                    let dir = shared.layer_dirs.dir_for(&shared.layout, l).await?;
-                    // The same layer twice (two steps that changed nothing): overlayfs
-                    // refuses a directory used twice, and the lower copy changes nothing
-                    // the upper one does not decide anyway.
-                    if !lower.contains(&dir) {
-                        lower.push(dir);
+        let mut kind = plan.kind;
+        let mut lower: Vec<PathBuf> = Vec::with_capacity(st.layers.len());
+        if kind == RootfsKind::Overlay {
+            for l in st.layers.iter().rev() {
+                let dir = match shared.layer_dirs.dir_for(&shared.layout, l).await {
+                    Ok(dir) => dir,
+                    // A hard link to a lower layer's file cannot be a lower dir of its own
+                    // (docs/architecture.md, Decisions): this step runs in a copied root,
+                    // where the link joins that file as in `strata unpack`.
+                    Err(BuildError::Archive { source, .. })
+                        if matches!(*source, ArchiveError::NeedsLowerLayers { .. }) =>
+                    {
+                        shared.emit(BuildEvent::Warning {
+                            message: format!(
+                                "{at}: layer {} applies only onto its lower layers ({source}): \
+                                 this RUN step uses a copied root filesystem (slower)",
+                                l.digest
+                            ),
+                        });
+                        kind = RootfsKind::Dir;
+                        break;
                     }
+                    Err(e) => return Err(e),
+                };
+                // The same layer twice (two steps that changed nothing): overlayfs
+                // refuses a directory used twice, and the lower copy changes nothing
+                // the upper one does not decide anyway.
+                if !lower.contains(&dir) {
+                    lower.push(dir);
                 }
+            }
+        }
+        let (rootfs, snapshot) = match kind {
+            RootfsKind::Overlay => {
                 if lower.is_empty() {
                     // FROM scratch: overlayfs needs one lower dir.
                     let empty = step_dir.join("empty");
@@ -659,8 +682,15 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 let layout = shared.layout.clone();
                 let missing: Vec<LayerRef> = st.layers.get(applied..).unwrap_or_default().to_vec();
                 let p = path.clone();
+                let limit = shared.options.max_uncompressed;
                 let snapshot = tokio::task::spawn_blocking(move || {
-                    layer::materialise(&layout, &missing, &p, strata_archive::WhiteoutMode::Apply)?;
+                    layer::materialise(
+                        &layout,
+                        &missing,
+                        &p,
+                        strata_archive::WhiteoutMode::Apply,
+                        limit,
+                    )?;
                     crate::dirdiff::Snapshot::take(&p)
                 })
                 .await

@@ -435,13 +435,14 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         let layout = shared.layout.clone();
         let layers = layers.to_vec();
         let base = shared.scratch.path().to_path_buf();
+        let limit = shared.options.max_uncompressed;
         cell.get_or_try_init(|| async move {
             tokio::task::spawn_blocking(move || -> Result<Arc<SourceRoot>, BuildError> {
                 let dir = tempfile::Builder::new()
                     .prefix("rootfs-")
                     .tempdir_in(&base)
                     .map_err(|e| BuildError::io(&base, "cannot create a directory", e))?;
-                layer::materialise(&layout, &layers, dir.path(), WhiteoutMode::Apply)?;
+                layer::materialise(&layout, &layers, dir.path(), WhiteoutMode::Apply, limit)?;
                 let sub = if windows { "Files" } else { "" };
                 if windows {
                     std::fs::create_dir_all(dir.path().join(sub))

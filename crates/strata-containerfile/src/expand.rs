@@ -41,6 +41,13 @@ const MAX_PATTERN_TRIM_LEN: usize = 8 * 1024;
 /// nested braces must not exhaust the stack. Real words nest two or three levels.
 const MAX_NESTING: usize = 64;
 
+/// Longest result of expanding one word (an ENV/LABEL/ARG value, a path, a heredoc body)
+/// when its variables make it longer than its own text. A value doubling itself
+/// (`ENV A=${A}${A}`) on every line of a 429-byte file would otherwise reach hundreds of
+/// MB and abort the build on allocation; an image config holding it could not be read by
+/// any tool anyway (they cap configs at 4 MiB, `strata_spec::MAX_CONFIG_BYTES`).
+pub const MAX_EXPANDED_BYTES: usize = 1024 * 1024;
+
 /// Result of scanning: the joined word, and the same text split into words.
 pub(crate) struct Scanned {
     pub word: String,
@@ -61,6 +68,7 @@ pub(crate) fn process(
         lookup,
         opts,
         depth: 0,
+        limit: MAX_EXPANDED_BYTES.max(text.len()),
     };
     match lexer.process_until(&[], false) {
         Ok((word, words, _)) => Ok(Scanned { word, words }),
@@ -121,6 +129,8 @@ struct Lexer<'a> {
     opts: Options,
     /// Current `${` nesting.
     depth: usize,
+    /// Longest expansion accepted ([`MAX_EXPANDED_BYTES`], or the text's own length).
+    limit: usize,
 }
 
 type Stopped = (String, Vec<String>, Option<char>);
@@ -161,7 +171,7 @@ impl Lexer<'_> {
                 }
                 '$' => {
                     let text = self.dollar()?;
-                    result.push_str(&text);
+                    self.push_checked(&mut result, &text)?;
                     words.add_string(&text);
                 }
                 _ => {
@@ -240,7 +250,7 @@ impl Lexer<'_> {
                 }
                 Some('$') => {
                     let value = self.dollar()?;
-                    result.push_str(&value);
+                    self.push_checked(&mut result, &value)?;
                 }
                 Some(_) => {
                     let mut ch = self.next().unwrap_or_default();
@@ -267,6 +277,18 @@ impl Lexer<'_> {
 
     fn get(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
+    }
+
+    /// Append what a substitution produced, within [`MAX_EXPANDED_BYTES`].
+    fn push_checked(&self, out: &mut String, text: &str) -> Result<(), String> {
+        if out.len() + text.len() > self.limit {
+            return Err(format!(
+                "expands to more than {} bytes (the limit of one expanded word)",
+                self.limit
+            ));
+        }
+        out.push_str(text);
+        Ok(())
     }
 
     /// `$NAME`, `${NAME}` and `${NAME<modifier>…}`.
@@ -441,7 +463,7 @@ impl Lexer<'_> {
                 continue;
             }
             out.push_str(&value[last..found.start()]);
-            out.push_str(&replacement);
+            self.push_checked(&mut out, &replacement)?;
             last = found.end();
             if !all {
                 break;
@@ -603,7 +625,7 @@ fn trim_suffix(value: &str, glob: &str, longest: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::{expand, expand_words};
+    use crate::{MAX_EXPANDED_BYTES, expand, expand_words};
 
     fn env(name: &str) -> Option<String> {
         match name {
@@ -887,5 +909,21 @@ mod tests {
         assert_eq!(expand("${PWD/[/x}", &env, '\\').unwrap(), "/home");
         // An escaped `}` does not close the substitution.
         assert!(expand("${PWD#\\}", &env, '\\').is_err());
+    }
+
+    #[test]
+    fn expansions_that_grow_past_the_cap_are_errors() {
+        let half = "x".repeat(MAX_EXPANDED_BYTES / 2 + 1);
+        let lookup = |n: &str| (n == "A").then(|| half.clone());
+        // Doubling a value past the cap: an error naming the limit, not an allocation.
+        for word in ["${A}${A}", "\"$A$A\"", "${A/x/${A}}${A}", "${A//x/xx}"] {
+            let e = expand(word, &lookup, '\\').unwrap_err();
+            assert!(e.message.contains("expands to more than"), "{word}: {e}");
+            assert_eq!(e.word, word);
+        }
+        assert_eq!(expand("$A", &lookup, '\\').unwrap().len(), half.len());
+        // A long text without variables is not limited by the cap (heredoc bodies).
+        let body = "y".repeat(MAX_EXPANDED_BYTES * 2);
+        assert_eq!(expand(&body, &lookup, '\\').unwrap().len(), body.len());
     }
 }

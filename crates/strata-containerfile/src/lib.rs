@@ -40,6 +40,7 @@
 
 mod ast;
 mod expand;
+pub use expand::MAX_EXPANDED_BYTES;
 mod flags;
 mod ignore;
 mod parser;

@@ -1,6 +1,6 @@
 //! Docker's ARG/ENV scoping (see [`Scope`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{ArgDecl, Containerfile, ExpandError, Instruction, InstructionKind, expand};
 
@@ -61,6 +61,9 @@ pub struct Scope {
     pub(crate) args: BTreeMap<String, String>,
     /// ENV in image-config order, keys unique.
     pub(crate) env: Vec<(String, String)>,
+    /// Position of each key in `env`: set and look up in constant time, so a file of
+    /// 100,000 ENV lines is not quadratic.
+    pub(crate) env_index: HashMap<String, usize>,
     /// Proxy build args (undeclared; for RUN only).
     pub(crate) proxy: BTreeMap<String, String>,
 }
@@ -77,6 +80,7 @@ impl Scope {
         let mut scope = Scope {
             args: predefined.clone(),
             env: Vec::new(),
+            env_index: HashMap::new(),
             proxy: build_args
                 .iter()
                 .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
@@ -106,6 +110,7 @@ impl Scope {
         let mut scope = Scope {
             args: BTreeMap::new(),
             env: Vec::with_capacity(base_env.len()),
+            env_index: HashMap::with_capacity(base_env.len()),
             proxy: global.proxy.clone(),
         };
         for entry in base_env {
@@ -136,19 +141,37 @@ impl Scope {
     }
 
     /// Apply an `ENV` pair (value already expanded). A key set again keeps its place.
-    pub fn set_env(&mut self, key: &str, value: &str) {
-        match self.env.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => self.env.push((key.to_string(), value.to_string())),
+    /// Returns that place (the index in [`Scope::env`]) and the value replaced.
+    pub fn set_env(&mut self, key: &str, value: &str) -> (usize, Option<String>) {
+        match self.env_index.get(key) {
+            Some(&at) => {
+                let old = std::mem::replace(&mut self.env[at].1, value.to_string());
+                (at, Some(old))
+            }
+            None => {
+                let at = self.env.len();
+                self.env.push((key.to_string(), value.to_string()));
+                self.env_index.insert(key.to_string(), at);
+                (at, None)
+            }
         }
+    }
+
+    /// `KEY=VALUE` of the ENV entry at `at` (an index [`Scope::set_env`] returned).
+    pub fn env_entry(&self, at: usize) -> Option<String> {
+        self.env.get(at).map(|(k, v)| format!("{k}={v}"))
+    }
+
+    /// Number of ENV entries.
+    pub fn env_len(&self) -> usize {
+        self.env.len()
     }
 
     /// The value a `$NAME` has here (ENV first, then ARG).
     pub fn lookup(&self, name: &str) -> Option<String> {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        self.env_index
+            .get(name)
+            .map(|&at| self.env[at].1.clone())
             .or_else(|| self.args.get(name).cloned())
     }
 

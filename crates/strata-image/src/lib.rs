@@ -35,7 +35,7 @@ use strata_spec::{Descriptor, Digest, Manifest, MediaType};
 use tokio::io::AsyncRead;
 
 pub use error::ImageError;
-pub use strata_archive::{Compression, Ownership};
+pub use strata_archive::{Compression, Ownership, UncompressedLimit};
 pub use unpack::{
     BundleMeta, ExistingBundle, SyncMode, UnpackOptions, UnpackReport, read_bundle_meta, unpack,
 };

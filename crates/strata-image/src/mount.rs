@@ -20,7 +20,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags};
@@ -117,6 +117,10 @@ impl LayerCache {
             .map_err(io_err("creating a temp dir in the layer cache".into()))?;
         let what = format!("layer {index} ({})", descriptor.digest);
         let bridged = io::BufReader::with_capacity(STREAM_BUFFER_BYTES, SyncIoBridge::new(stream));
+        let cancelled = {
+            let cancel = cancel.clone();
+            move || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+        };
         let capped = CapReader {
             inner: bridged,
             left: size + 1,
@@ -133,11 +137,17 @@ impl LayerCache {
             ownership: Ownership::Preserve,
             whiteouts: WhiteoutMode::OverlayConvert,
             target: TargetPolicy::MustBeEmpty,
-            max_uncompressed: None,
+            // Decompression bombs stop where an unpack's default cap would stop them.
+            max_uncompressed: strata_archive::UncompressedLimit::Default.for_compressed(size),
         };
-        extract_layer(&mut reader, tmp.path(), &options).map_err(|source| ImageError::Archive {
-            context: format!("{what}: extracting"),
-            source: Box::new(source),
+        extract_layer(&mut reader, tmp.path(), &options).map_err(|source| {
+            if cancelled() {
+                return ImageError::Interrupted;
+            }
+            ImageError::Archive {
+                context: format!("{what}: extracting"),
+                source: Box::new(source),
+            }
         })?;
         let digests = reader
             .finish()
@@ -218,9 +228,9 @@ impl<R: Read> Read for CapReader<R> {
         if self
             .cancel
             .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            return Err(strata_archive::cancelled_error());
         }
         let room = self.left.min(buf.len() as u64) as usize;
         if room == 0 {

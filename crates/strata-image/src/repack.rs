@@ -628,8 +628,10 @@ pub fn refresh_bundle(
     meta.config = serde_json::from_slice(config)
         .map_err(|e| ImageError::Unsupported(format!("repacked config: {e}")))?;
     meta.layers.push(new_layer);
+    // Not while an unpack (or another refresh) writes the bundle.
+    let _lock = crate::unpack::lock_bundle(bundle)?;
     let partial = bundle.join(crate::unpack::PARTIAL_FILE);
-    write_file(&partial, b"refresh in progress\n")?;
+    write_file(&partial, crate::unpack::partial_text("refresh").as_bytes())?;
     let state_tmp = bundle.join(format!("{STATE_FILE}.tmp"));
     let file = File::create(&state_tmp)
         .map_err(|e| ImageError::io(format!("creating {}", state_tmp.display()), e))?;

@@ -290,6 +290,40 @@ struct Level {
     prefix: Vec<u8>,
     /// Sorted names, consumed from the front (reversed: popped from the back).
     names: Vec<Vec<u8>>,
+    /// The directory's own mode, put back when the walk leaves it (it was opened up).
+    restore: Option<u32>,
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        if let Some(mode) = self.restore {
+            let _ = rustix::fs::fchmod(&*self.fd, Mode::from_raw_mode(mode));
+        }
+    }
+}
+
+/// Open the directory `name` in `parent` for a walk. A directory its owner may not list or
+/// enter (mode 000 from an image, unpacked rootless) is opened up (u+rx) for the walk, as
+/// umoci's rootless walks do: the mode to restore is returned with the fd.
+fn open_walk_dir(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(OwnedFd, Option<u32>)> {
+    match rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => return Ok((fd, None)),
+        Err(rustix::io::Errno::ACCESS) => {}
+        Err(e) => return Err(io::Error::from(e)),
+    }
+    let st = strata_archive::add_dir_mode_bits(parent, name, 0o500).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("cannot be read, nor opened up: {e}"),
+        )
+    })?;
+    let Some(st) = st else {
+        return Err(io::Error::from(rustix::io::Errno::ACCESS));
+    };
+    let mode = st.st_mode & 0o7777;
+    let fd =
+        rustix::fs::openat(parent, os(name), DIR_FLAGS, Mode::empty()).map_err(io::Error::from)?;
+    Ok((fd, Some(mode)))
 }
 
 /// Depth-first walk with sorted children; directories are entered after they are
@@ -338,20 +372,27 @@ impl Walker {
             }));
         }
         if let Some((path, parent, name)) = self.pending.take() {
-            let fd = if path.is_empty() {
-                parent
+            let (fd, restore) = if path.is_empty() {
+                (parent, None)
             } else {
-                Rc::new(
-                    rustix::fs::openat(&*parent, os(&name), DIR_FLAGS, Mode::empty())
-                        .map_err(io::Error::from)?,
-                )
+                let (fd, restore) = open_walk_dir(parent.as_fd(), &name).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("directory {}: {e}", String::from_utf8_lossy(&path)),
+                    )
+                })?;
+                (Rc::new(fd), restore)
             };
-            let names = Self::list(&fd)?;
+            // Pushed before listing: an error still restores the mode (drop).
             self.stack.push(Level {
                 fd,
                 prefix: path,
-                names,
+                names: Vec::new(),
+                restore,
             });
+            if let Some(level) = self.stack.last_mut() {
+                level.names = Self::list(&level.fd)?;
+            }
         }
         loop {
             let Some(level) = self.stack.last_mut() else {

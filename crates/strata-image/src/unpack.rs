@@ -7,9 +7,15 @@
 //!   strata.state    per-path inode/ctime/mtime/size/mode/owner at unpack time (repack)
 //!   strata.json     what was unpacked (source, manifest, config, ownership): written
 //!                   last, so its presence means the unpack completed
-//!   strata.partial  present while an unpack runs; a crash leaves it behind, and the next
-//!                   unpack into the same directory clears that leftover without --force
+//!   strata.partial  present while an unpack runs (it names the process); a crash leaves
+//!                   it behind, and the next unpack into the same directory clears that
+//!                   leftover without --force
 //! ```
+//!
+//! An unpack holds an exclusive `flock` on the bundle directory from before it looks at
+//! what is there until it has finished or cleaned up. A second unpack into the same bundle
+//! fails at once ("is being unpacked by another strata (pid N)"), also with `--force`; only
+//! a leftover whose lock is free (its process is gone) is a crash leftover to clear.
 //!
 //! Layers stream one after the other from the source through a size cap (abort at size +
 //! 1), the digest of the stored bytes, decompression on a separate thread, the DiffId, and
@@ -30,8 +36,8 @@ use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use strata_archive::{
-    ExtractOptions, HashingReader, LayerDigests, Ownership, PipeReader, TargetPolicy, WhiteoutMode,
-    decompress, extract_layer,
+    ExtractOptions, HashingReader, LayerDigests, Ownership, PipeReader, TargetPolicy,
+    UncompressedLimit, WhiteoutMode, decompress, extract_layer,
 };
 use strata_spec::{
     DiffId, Digest, DigestHasher, ImageConfig, MAX_CONFIG_BYTES, Manifest, MediaType,
@@ -81,8 +87,9 @@ pub enum SyncMode {
 pub struct UnpackOptions {
     pub ownership: Ownership,
     pub existing: ExistingBundle,
-    /// Cap on the uncompressed bytes of all layers together (decompression bombs).
-    pub max_uncompressed: Option<u64>,
+    /// Cap on the uncompressed bytes of all layers together (decompression bombs); the
+    /// default scales with the image's compressed size.
+    pub max_uncompressed: UncompressedLimit,
     pub runtime: RuntimeOptions,
     /// Set from another thread (Ctrl-C) to stop: the unpack fails with
     /// [`ImageError::Interrupted`] and removes what it wrote.
@@ -201,7 +208,8 @@ pub async fn unpack(
         layer.size_u64()?;
     }
 
-    let created = {
+    // The lock is held until the end of this function: after the cleanup of a failure too.
+    let (created, _lock) = {
         let bundle = bundle.to_path_buf();
         let existing = options.existing;
         blocking(move || prepare_bundle(&bundle, existing)).await?
@@ -284,6 +292,12 @@ async fn unpack_into(
     bundle: &Path,
     options: &UnpackOptions,
 ) -> Result<UnpackReport, ImageError> {
+    let compressed = image
+        .layers
+        .iter()
+        .map(|l| l.size_u64().unwrap_or(0))
+        .fold(0u64, u64::saturating_add);
+    let cap = options.max_uncompressed.for_compressed(compressed);
     let rootfs = bundle.join(ROOTFS_DIR);
     let mut report = UnpackReport {
         manifest_digest: Some(manifest.digest.clone()),
@@ -296,9 +310,7 @@ async fn unpack_into(
         }
         let stream = source.blob(layer).await?;
         let expected_diff_id = config.rootfs.diff_ids[index].clone();
-        let budget = options
-            .max_uncompressed
-            .map(|cap| cap.saturating_sub(report.uncompressed_bytes));
+        let budget = cap.map(|cap| cap.saturating_sub(report.uncompressed_bytes));
         let job = LayerJob {
             index,
             descriptor: layer.clone(),
@@ -315,7 +327,7 @@ async fn unpack_into(
                 max_uncompressed: budget,
             },
             cancel: options.cancel.clone(),
-            cap: options.max_uncompressed,
+            cap: cap.map(|limit| (limit, options.max_uncompressed)),
         };
         let outcome = blocking(move || job.run(stream)).await?;
         report.layers += 1;
@@ -423,7 +435,8 @@ struct LayerJob {
     rootfs: PathBuf,
     extract: ExtractOptions,
     cancel: Option<Arc<AtomicBool>>,
-    cap: Option<u64>,
+    /// The cap on the image's uncompressed bytes and where it came from (for the error).
+    cap: Option<(u64, UncompressedLimit)>,
 }
 
 struct LayerOutcome {
@@ -453,7 +466,7 @@ impl<R: Read> Read for Guarded<R> {
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            return Err(strata_archive::cancelled_error());
         }
         // Never more than size + 1 bytes.
         let room = (self.size + 1 - self.seen.min(self.size + 1)).min(buf.len() as u64) as usize;
@@ -511,7 +524,10 @@ impl LayerJob {
         // instead of next to the decompressor balances the two threads (decompression is
         // the heavier half).
         let mut reader = decompress(guarded, compression)
-            .and_then(PipeReader::spawn)
+            .and_then(|decoded| match &self.cancel {
+                Some(cancel) => PipeReader::spawn_cancellable(decoded, Arc::clone(cancel)),
+                None => PipeReader::spawn(decoded),
+            })
             .map(HashingReader::new)
             .map_err(|e| ImageError::io(format!("{what}: starting decompression"), e))?;
         enum Failure {
@@ -560,9 +576,19 @@ impl LayerJob {
             Err(Failure::Extract(strata_archive::ArchiveError::Limit { .. }))
                 if self.cap.is_some() =>
             {
+                let (limit, how) = self.cap.unwrap_or((0, UncompressedLimit::Unlimited));
+                let origin = match how {
+                    UncompressedLimit::Default => format!(
+                        "the default cap, the larger of {} GiB and {}x the compressed size; \
+                         --max-uncompressed raises it",
+                        strata_archive::DEFAULT_MIN_UNCOMPRESSED >> 30,
+                        strata_archive::DEFAULT_UNCOMPRESSED_RATIO
+                    ),
+                    _ => "--max-uncompressed".to_string(),
+                };
                 return Err(ImageError::TooLarge {
-                    what: format!("{what}: the image's uncompressed content (--max-uncompressed)"),
-                    limit: self.cap.unwrap_or_default(),
+                    what: format!("{what}: the image's uncompressed content ({origin})"),
+                    limit,
                 });
             }
             Err(Failure::Extract(source)) => {
@@ -619,9 +645,90 @@ const BUNDLE_NAMES: [&str; 7] = [
     "strata.state.tmp",
 ];
 
+/// An exclusive `flock` on a bundle directory, released when dropped (or when the process
+/// ends, however it ends).
+#[derive(Debug)]
+pub struct BundleLock {
+    _dir: rustix::fd::OwnedFd,
+}
+
+/// Times [`lock_bundle`] tries again when the directory it locked was removed meanwhile.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// Take the exclusive lock of the existing bundle directory `bundle` without waiting: when
+/// another strata holds it, the error names that process (from `strata.partial`).
+pub fn lock_bundle(bundle: &Path) -> Result<BundleLock, ImageError> {
+    let io_err = |what: &str, e: Errno| {
+        ImageError::io(format!("{what} {}", bundle.display()), io::Error::from(e))
+    };
+    for _ in 0..LOCK_ATTEMPTS {
+        let dir = rustix::fs::open(
+            bundle,
+            DIR_FLAGS | rustix::fs::OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("opening", e))?;
+        match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                let holder = std::fs::read_to_string(bundle.join(PARTIAL_FILE))
+                    .ok()
+                    .and_then(|text| partial_pid(&text))
+                    .map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"));
+                return Err(ImageError::Bundle {
+                    path: bundle.to_path_buf(),
+                    reason: format!(
+                        "is being unpacked by another strata ({holder}): wait for it to end"
+                    ),
+                });
+            }
+            Err(e) => return Err(io_err("locking", e)),
+        }
+        // The holder before us may have removed the directory (a failed unpack that made
+        // it): a lock on a directory no longer at that path protects nothing.
+        let held = rustix::fs::fstat(&dir).map_err(|e| io_err("stat", e))?;
+        match rustix::fs::statat(rustix::fs::CWD, bundle, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_ino == held.st_ino && now.st_dev == held.st_dev => {
+                return Ok(BundleLock { _dir: dir });
+            }
+            Ok(_) | Err(Errno::NOENT) => {
+                if !bundle.exists() {
+                    std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(bundle)
+                        .or_else(|e| match e.kind() {
+                            io::ErrorKind::AlreadyExists => Ok(()),
+                            _ => Err(e),
+                        })
+                        .map_err(|e| ImageError::io(format!("creating {}", bundle.display()), e))?;
+                }
+            }
+            Err(e) => return Err(io_err("stat", e)),
+        }
+    }
+    Err(ImageError::Bundle {
+        path: bundle.to_path_buf(),
+        reason: "keeps being removed and made again by another process".into(),
+    })
+}
+
+/// Text of `strata.partial`: what runs, and which process.
+pub(crate) fn partial_text(what: &str) -> String {
+    format!("{what} in progress (pid {})\n", std::process::id())
+}
+
+/// The pid in a `strata.partial` written by [`partial_text`].
+fn partial_pid(text: &str) -> Option<u32> {
+    let (_, rest) = text.split_once("(pid ")?;
+    rest.split(')').next()?.parse().ok()
+}
+
 /// Make `bundle` an empty directory (mode 0700) holding `strata.partial` and an empty
-/// `rootfs`. Returns whether the bundle directory was created here.
-fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, ImageError> {
+/// `rootfs`, locked. Returns whether the bundle directory was created here, and the lock.
+fn prepare_bundle(
+    bundle: &Path,
+    existing: ExistingBundle,
+) -> Result<(bool, BundleLock), ImageError> {
     let target_err = |reason: &str| ImageError::Bundle {
         path: bundle.to_path_buf(),
         reason: reason.to_string(),
@@ -660,6 +767,8 @@ fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, Image
             _ => return Err(target_err("exists and is not a directory")),
         },
     }
+    // Before anything in it is looked at: files of a running unpack are no leftover.
+    let lock = lock_bundle(bundle)?;
     let dir = rustix::fs::open(bundle, DIR_FLAGS, Mode::empty())
         .map_err(|e| ImageError::io(format!("opening {}", bundle.display()), io::Error::from(e)))?;
     let names = list_names(dir.as_fd())
@@ -689,14 +798,17 @@ fn prepare_bundle(bundle: &Path, existing: ExistingBundle) -> Result<bool, Image
     }
     rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o700))
         .map_err(|e| ImageError::io(format!("chmod {}", bundle.display()), io::Error::from(e)))?;
-    write_file(&bundle.join(PARTIAL_FILE), b"unpack in progress\n")?;
+    write_file(
+        &bundle.join(PARTIAL_FILE),
+        partial_text("unpack").as_bytes(),
+    )?;
     rustix::fs::mkdirat(&dir, ROOTFS_DIR, Mode::from_raw_mode(0o755)).map_err(|e| {
         ImageError::io(
             format!("creating {}/{ROOTFS_DIR}", bundle.display()),
             io::Error::from(e),
         )
     })?;
-    Ok(created)
+    Ok((created, lock))
 }
 
 /// Remove what an unpack wrote (the bundle directory too when it was created here).
@@ -760,5 +872,18 @@ pub(crate) fn remove_all_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
     match rustix::fs::unlinkat(parent, os(name), AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_names_the_process() {
+        let text = partial_text("unpack");
+        assert_eq!(partial_pid(&text), Some(std::process::id()));
+        assert_eq!(partial_pid("unpack in progress\n"), None);
+        assert_eq!(partial_pid("x (pid abc)"), None);
     }
 }

@@ -533,7 +533,7 @@ async fn a19_bomb_stops_at_the_cap_and_removes_the_partial_rootfs() {
     let layout = f.layout(&image_from_layers(&[l1, l2], serde_json::json!({})), "bomb");
     let bundle = f.path("bundle");
     let capped = UnpackOptions {
-        max_uncompressed: Some(1 << 20),
+        max_uncompressed: strata_image::UncompressedLimit::Bytes(1 << 20),
         ..opts()
     };
     let err = unpack_layout(&layout, "bomb", &bundle, &capped)
@@ -546,7 +546,7 @@ async fn a19_bomb_stops_at_the_cap_and_removes_the_partial_rootfs() {
     assert!(!bundle.exists(), "partial rootfs removed");
     // Under the cap it unpacks.
     let ok = UnpackOptions {
-        max_uncompressed: Some(16 << 20),
+        max_uncompressed: strata_image::UncompressedLimit::Bytes(16 << 20),
         ..opts()
     };
     unpack_layout(&layout, "bomb", &bundle, &ok).await.unwrap();

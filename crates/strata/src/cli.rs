@@ -489,6 +489,10 @@ pub struct BuildArgs {
     /// Layers produced at once (0: one per CPU; default: jobs of the config file, else 0).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Stop when a layer extracted for RUN or --squash decompresses to more than SIZE (e.g.
+    /// 20G, or unlimited; default: the larger of 8G and 100x its compressed size).
+    #[arg(long, value_name = "SIZE", value_parser = crate::cmd::unpack::parse_limit)]
+    pub max_uncompressed: Option<strata_image::UncompressedLimit>,
     /// Print only the result digest.
     #[arg(short, long)]
     pub quiet: bool,

@@ -514,3 +514,256 @@ fn unprivileged_unpack_repack_and_force_replace() {
     assert!(bundle.join("rootfs/root/note").exists());
     assert!(bundle.join("strata.json").exists());
 }
+
+/// A registry (behind the fault proxy) holding `slow:t`, one 8 MiB gzip layer whose blob
+/// the proxy trickles out (32 KiB every 25 ms): an unpack of it stays mid-layer for seconds.
+struct SlowImage {
+    _registry: strata_testkit::TestRegistry,
+    proxy: strata_testkit::FaultProxy,
+    _runtime: tokio::runtime::Runtime,
+    name: String,
+    layer: String,
+}
+
+impl SlowImage {
+    fn push(env: &Env) -> SlowImage {
+        let registry = strata_testkit::TestRegistry::start();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let proxy = runtime.block_on(strata_testkit::FaultProxy::start(&registry.host()));
+        let image = strata_testkit::random_image(7, &[8 << 20]);
+        let layout = layout_of(env, &image, "t");
+        let name = format!("docker://{}/slow:t", proxy.host());
+        env.ok(&["copy", "-q", "--tls-verify=false", &layout, &name]);
+        let layer = image.layers()[0].digest.to_string();
+        proxy.add(
+            strata_testkit::Rule::new(
+                "GET",
+                &format!("/blobs/{layer}"),
+                strata_testkit::Fault::SlowBody {
+                    chunk: 32 << 10,
+                    delay: std::time::Duration::from_millis(25),
+                },
+            )
+            .always(),
+        );
+        SlowImage {
+            _registry: registry,
+            proxy,
+            _runtime: runtime,
+            name,
+            layer,
+        }
+    }
+
+    /// Start `strata unpack` of the image into `bundle` and wait until its layer streams.
+    fn start_unpack(&self, env: &Env, bundle: &Path) -> std::process::Child {
+        use std::time::{Duration, Instant};
+        let mut child = env
+            .strata()
+            .args(["unpack", "--tls-verify=false", &self.name])
+            .arg(bundle)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn strata");
+        // Polling, no timing assertion.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let blob = format!("/blobs/{}", self.layer);
+        while self.proxy.matching("GET", &blob).is_empty()
+            || !bundle.join("strata.partial").exists()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the layer download never started"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "strata exited early");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        child
+    }
+}
+
+/// `strata unpack` interrupted mid-layer by `signal`: it exits 130 (no thread left spinning
+/// on the cancelled stream), the partial bundle is gone and no strata process is left.
+fn signal_during_a_slow_gzip_layer(signal: rustix::process::Signal) {
+    use std::time::{Duration, Instant};
+    let env = Env::new();
+    let slow = SlowImage::push(&env);
+    let bundle = env.path(&format!("bundle-{}", std::process::id()));
+    let mut child = slow.start_unpack(&env, &bundle);
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, signal).expect("signal");
+    // A hang detector, not a timing assertion: the unpack must end at all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("strata unpack did not stop after {signal:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("was not unpacked"), "{stderr}");
+    assert!(!bundle.exists(), "partial bundle removed");
+    assert_eq!(
+        strata_testkit::processes_with(bundle.to_str().unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn sigint_during_a_slow_gzip_layer_stops_and_cleans_up() {
+    signal_during_a_slow_gzip_layer(rustix::process::Signal::INT);
+}
+
+#[test]
+fn sigterm_during_a_slow_gzip_layer_stops_and_cleans_up() {
+    signal_during_a_slow_gzip_layer(rustix::process::Signal::TERM);
+}
+
+/// A second unpack into a bundle another strata is unpacking into fails at once, naming
+/// that process, and touches nothing (also with --force); the first completes intact.
+#[test]
+fn a_second_unpack_into_a_busy_bundle_fails_and_the_first_completes() {
+    let env = Env::new();
+    let slow = SlowImage::push(&env);
+    let bundle = env.path("bundle");
+    let first = slow.start_unpack(&env, &bundle);
+    let local = layout_of(&env, &strata_testkit::random_image(3, &[1000]), "other");
+    for force in [false, true] {
+        let mut args = vec!["unpack", "--tls-verify=false"];
+        if force {
+            args.push("--force");
+        }
+        args.extend([local.as_str(), bundle.to_str().unwrap()]);
+        let err = env.fails(&args);
+        assert!(
+            err.contains(&format!(
+                "is being unpacked by another strata (pid {})",
+                first.id()
+            )),
+            "{err}"
+        );
+        assert!(bundle.join("strata.partial").exists(), "left alone");
+    }
+    let output = first.wait_with_output().expect("wait");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(bundle.join("strata.json").is_file());
+    assert!(!bundle.join("strata.partial").exists());
+    assert_eq!(
+        std::fs::metadata(bundle.join("rootfs/file-0"))
+            .unwrap()
+            .len(),
+        8 << 20
+    );
+    // The lock went with the process: a later unpack with --force replaces the bundle.
+    env.ok(&["unpack", "--force", &local, bundle.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::metadata(bundle.join("rootfs/file-0"))
+            .unwrap()
+            .len(),
+        1000
+    );
+}
+
+/// Rootless (truly unprivileged): directories of mode 000 from the image, entered again by
+/// later layers, unpack as `umoci unpack --rootless` unpacks them (same tree, same modes),
+/// and the bundle can be replaced with --force.
+#[test]
+fn unprivileged_unpack_of_mode_000_directories_matches_umoci() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
+        return;
+    }
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = |entries: &[(&str, tar::EntryType, &[u8], u32)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, mode) in entries {
+            tar_entry(&mut b, path, *kind, data, *mode);
+        }
+        b.into_inner().unwrap()
+    };
+    use tar::EntryType::{Directory as D, Regular as F};
+    let layers = [
+        layer(&[
+            ("locked", D, b"", 0o755),
+            ("locked/sub", D, b"", 0o755),
+            ("locked/sub/f", F, b"f", 0o644),
+            ("closed", D, b"", 0o000),
+            ("closed/inner", D, b"", 0o000),
+            ("closed/inner/x", F, b"x", 0o644),
+        ]),
+        layer(&[
+            ("locked/sub", D, b"", 0o000),
+            ("locked/sub/g", F, b"g", 0o644),
+        ]),
+        layer(&[
+            ("locked/sub/h", F, b"h", 0o600),
+            ("closed/inner/y", F, b"y", 0o640),
+            ("closed/.wh.gone", F, b"", 0o644),
+        ]),
+    ];
+    let image = strata_testkit::image_from_layers(&layers, serde_json::json!({}));
+    let work = env.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let layout = work.join("layout");
+    image.write_oci_layout(&layout, "t").unwrap();
+    run("chown", &["-R", "65534:65534", work.to_str().unwrap()]);
+    let as_nobody = |program: &str, args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .args(args)
+            .env("HOME", &work)
+            .current_dir(&work)
+            .output()
+            .expect("setpriv (util-linux)");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} as nobody: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let bundle = work.join("bundle");
+    let image_name = format!("oci:{}:t", layout.display());
+    let strata = env!("CARGO_BIN_EXE_strata");
+    as_nobody(strata, &["unpack", &image_name, bundle.to_str().unwrap()]);
+    let umoci = work.join("umoci");
+    as_nobody(
+        "umoci",
+        &[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:t", layout.display()),
+            umoci.to_str().unwrap(),
+        ],
+    );
+    let ours = snapshot(&bundle.join("rootfs"));
+    assert_eq!(ours, snapshot(&umoci.join("rootfs")));
+    assert_eq!(
+        ours["locked/sub"], "dir 0 65534:65534",
+        "the image's mode 000 is kept"
+    );
+    assert!(ours.contains_key("closed/inner/y") && ours.contains_key("locked/sub/h"));
+    // strata.state was recorded through the closed directories, which are closed again.
+    assert!(bundle.join("strata.json").is_file());
+    // And the bundle can be replaced (removal opens the directories up).
+    as_nobody(
+        strata,
+        &["unpack", "--force", &image_name, bundle.to_str().unwrap()],
+    );
+    assert_eq!(snapshot(&bundle.join("rootfs")), ours);
+}

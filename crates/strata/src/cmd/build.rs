@@ -390,6 +390,7 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
             .jobs
             .or(crate::config::settings().jobs.as_ref().map(|s| s.value))
             .unwrap_or(0),
+        max_uncompressed: a.max_uncompressed.unwrap_or_default(),
         iidfile: a.iidfile.clone(),
         ignore_file: a.ignorefile.clone(),
         ..Default::default()

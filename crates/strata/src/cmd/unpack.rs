@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use strata_image::runtime::{DEFAULT_HOSTNAME, RuntimeMode, RuntimeOptions, Terminal, is_root};
-use strata_image::{ExistingBundle, Ownership, SyncMode, UnpackOptions, UnpackReport};
+use strata_image::{
+    ExistingBundle, Ownership, SyncMode, UncompressedLimit, UnpackOptions, UnpackReport,
+};
 use strata_spec::Platform;
 
 use crate::cli::{OutputFormat, RegistryArgs};
@@ -45,9 +47,10 @@ pub struct UnpackArgs {
     /// Replace a non-empty bundle directory (or a symlink at its place) instead of refusing.
     #[arg(long)]
     pub force: bool,
-    /// Stop with an error when the layers' uncompressed content exceeds this (e.g. 10G).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub max_uncompressed: Option<u64>,
+    /// Stop when the layers' uncompressed content exceeds SIZE (e.g. 10G, or unlimited;
+    /// default: the larger of 8G and 100x the compressed size).
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit)]
+    pub max_uncompressed: Option<UncompressedLimit>,
     /// Hostname in config.json.
     #[arg(long, default_value = DEFAULT_HOSTNAME)]
     pub hostname: String,
@@ -65,6 +68,14 @@ pub struct UnpackArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// A `--max-uncompressed` value: a size ([`parse_size`]) or `unlimited`.
+pub fn parse_limit(s: &str) -> Result<UncompressedLimit, String> {
+    if s.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(UncompressedLimit::Unlimited);
+    }
+    parse_size(s).map(UncompressedLimit::Bytes)
 }
 
 /// `1048576`, `512K`, `64M`, `10G`, `1T` (binary units; `KiB`/`MB` spellings accepted).
@@ -155,7 +166,7 @@ pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
         } else {
             ExistingBundle::Refuse
         },
-        max_uncompressed: a.max_uncompressed,
+        max_uncompressed: a.max_uncompressed.unwrap_or_default(),
         runtime: RuntimeOptions {
             mode,
             hostname: a.hostname.clone(),
