@@ -191,8 +191,12 @@ pub(crate) fn retryable_error(e: &reqwest::Error) -> bool {
         ConnectionFailure::Refused | ConnectionFailure::UnknownHost | ConnectionFailure::Tls => {
             false
         }
-        ConnectionFailure::Timeout | ConnectionFailure::Other => {
-            e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode()
+        // reqwest's read timeout bounds the whole wait for the response head: a server that
+        // was silent that long, or dribbled the head (reqwest cannot tell which), would only
+        // hold us as long again on every try.
+        ConnectionFailure::Timeout => e.is_connect(),
+        ConnectionFailure::Other => {
+            e.is_connect() || e.is_request() || e.is_body() || e.is_decode()
         }
     }
 }
@@ -224,32 +228,13 @@ pub(crate) fn connection_failure(e: &reqwest::Error) -> ConnectionFailure {
     ConnectionFailure::Other
 }
 
-/// Largest request body sent under the response-head deadline: more may take longer than
-/// that to upload on a slow link (blob chunks and streams are left to the read timeout).
-const HEAD_DEADLINE_MAX_BODY: usize = 1024 * 1024;
-
-/// How long a response head (status line and headers) may take, from the request's start.
-pub(crate) fn head_deadline(options: &RegistryOptions) -> Duration {
-    options.read_timeout.saturating_mul(2)
-}
-
-/// Is the time to the response head of a request with this body bounded by
-/// [`head_deadline`]?
-fn head_bounded(body: &Body) -> bool {
-    match body {
-        Body::Empty => true,
-        Body::Bytes(b) => b.len() <= HEAD_DEADLINE_MAX_BODY,
-        Body::Once(_) => false,
-    }
-}
-
-fn head_too_slow(url: &Url, what: &str, options: &RegistryOptions) -> RegistryError {
+fn head_timed_out(url: &Url, what: &str, options: &RegistryOptions) -> RegistryError {
     RegistryError::TooSlow {
         host: authority(url),
         what: what.to_string(),
         detail: format!(
-            "the response head was not complete after {}s (the server sends it too slowly)",
-            head_deadline(options).as_secs_f32()
+            "no complete response head within {}s (read timeout)",
+            options.read_timeout.as_secs_f32()
         ),
     }
 }
@@ -770,7 +755,11 @@ impl Inner {
                             detail: format!(
                                 "{}: {}",
                                 req.what,
-                                if message.is_empty() { "HTTP 401" } else { &message }
+                                if message.is_empty() {
+                                    "HTTP 401"
+                                } else {
+                                    &message
+                                }
                             ),
                         });
                     }
@@ -819,8 +808,12 @@ impl Inner {
                         direct = Some(Box::new(body));
                     }
                     Ok(crate::direct::Outcome::Complete(response)) => answered = Some(response),
-                    Ok(crate::direct::Outcome::HeadTooSlow) => {
-                        return Err(SendError::Fatal(head_too_slow(&url, &req.what, &self.options)));
+                    Ok(crate::direct::Outcome::HeadTimedOut) => {
+                        return Err(SendError::Fatal(head_timed_out(
+                            &url,
+                            &req.what,
+                            &self.options,
+                        )));
                     }
                     Ok(crate::direct::Outcome::NotHandled(why)) => {
                         tracing::debug!(what = req.what, why, "direct GET not used");
@@ -845,19 +838,7 @@ impl Inner {
                         rb = rb.body(b);
                     }
                     tracing::trace!(%method, url = %redact_url(&url), hop = hops, "request");
-                    if head_bounded(&req.body) {
-                        // reqwest's read timeout is per read: a head sent a byte at a time
-                        // would hold us for ever. Total silence still ends at the read
-                        // timeout first (a retryable timeout).
-                        tokio::time::timeout(head_deadline(&self.options), rb.send())
-                            .await
-                            .map_err(|_| {
-                                SendError::Fatal(head_too_slow(&url, &req.what, &self.options))
-                            })?
-                            .map_err(SendError::Transport)?
-                    } else {
-                        rb.send().await.map_err(SendError::Transport)?
-                    }
+                    rb.send().await.map_err(SendError::Transport)?
                 }
             };
             let status = response.status();
@@ -1067,7 +1048,10 @@ impl Inner {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::CredentialsRefused {
                 registry: registry.into(),
-                user: secret.as_ref().and_then(Secret::username).map(str::to_string),
+                user: secret
+                    .as_ref()
+                    .and_then(Secret::username)
+                    .map(str::to_string),
                 detail: format!("login check /v2/ answered {status}"),
             });
         }

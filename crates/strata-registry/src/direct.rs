@@ -55,9 +55,9 @@ pub(crate) enum Outcome {
     Complete(reqwest::Response),
     /// Not something this path handles: send the request through reqwest.
     NotHandled(&'static str),
-    /// The head came in bytes but was not complete by its deadline: a server dribbling it.
-    /// Not retried, not handed to reqwest (it would only wait as long again).
-    HeadTooSlow,
+    /// No complete head within the read timeout (silence, or a server dribbling it). Not
+    /// handed to reqwest nor retried: it would only wait as long again.
+    HeadTimedOut,
 }
 
 /// The body of a direct GET: the bytes that came with the head, then the socket, limited to
@@ -139,29 +139,21 @@ pub(crate) async fn get(
     let mut head = request_head(url, headers, &options.user_agent);
     timed(options.read_timeout, stream.write_all(&head)).await?;
 
-    // Read until the head is complete: each read within the read timeout, the whole head
-    // within twice that (a server dribbling it byte by byte does not get a timeout per byte).
+    // Read until the head is complete; the whole head within one read timeout (a server
+    // dribbling it byte by byte does not get a timeout per byte), as reqwest does.
     head.clear();
-    let head_deadline = tokio::time::Instant::now() + crate::client::head_deadline(options);
+    let head_deadline = tokio::time::Instant::now() + options.read_timeout;
     let (status, response_headers, body_start) = loop {
         if head.len() >= MAX_HEAD {
             return Ok(Outcome::NotHandled("response head too large"));
         }
         let at = head.len();
         head.resize(at + HEAD_READ, 0);
-        let read_deadline = (tokio::time::Instant::now() + options.read_timeout).min(head_deadline);
-        let n = match tokio::time::timeout_at(read_deadline, stream.read(&mut head[at..])).await {
-            Ok(n) => n?,
-            Err(_) if at > 0 && tokio::time::Instant::now() >= head_deadline => {
-                return Ok(Outcome::HeadTooSlow);
-            }
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no complete response head",
-                ));
-            }
+        let Ok(n) = tokio::time::timeout_at(head_deadline, stream.read(&mut head[at..])).await
+        else {
+            return Ok(Outcome::HeadTimedOut);
         };
+        let n = n?;
         head.truncate(at + n);
         if n == 0 {
             return Err(io::Error::new(

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::RegistryError;
 use crate::client::{Answer, Follow, Host, Inner, Request, authority, backoff, error_from};
 use crate::direct::DirectBody;
-use crate::speed::SpeedCheck;
 use crate::source::blob_url;
+use crate::speed::SpeedCheck;
 
 /// Most resumes of one blob, whatever progress each made (a server dribbling a byte per
 /// connection must not keep us forever).
@@ -201,7 +201,8 @@ impl State {
             if self.finished || buf.remaining() == 0 {
                 return Step::Read;
             }
-            let drained = !matches!(&self.body, Some(Body::Stream { pending, .. }) if !pending.is_empty());
+            let drained =
+                !matches!(&self.body, Some(Body::Stream { pending, .. }) if !pending.is_empty());
             // Not when everything is in: there is nothing left to resume.
             if drained
                 && self.delivered < self.size

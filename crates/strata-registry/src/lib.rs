@@ -21,7 +21,7 @@
 //!   After the budget the error names host, status, registry error code and request id.
 //!   A refused connection, a host name that does not resolve and a TLS failure are not
 //!   retried (asking again will not change them; skopeo fails at once too), nor is a
-//!   response head still incomplete after twice the read timeout (a server dribbling it).
+//!   response head still incomplete after the read timeout (a stuck or dribbling server).
 //!   Bodies slower than [`LowSpeedLimit`] are given up like a stall.
 //! - **Downloads** stream (no whole-blob buffering) and resume after a broken body with
 //!   `Range: bytes=N-`, accepted only as a 206 whose `Content-Range` starts at N and ends at
@@ -195,10 +195,10 @@ pub struct RegistryOptions {
     /// `None`: each blob is one streamed PUT; `Some(n)`: PATCH chunks of `n` bytes.
     pub chunk_size: Option<u64>,
     pub user_agent: String,
-    /// A connection that sends nothing for this long is dropped (slow-loris, stalled socket),
-    /// and the request retried within the budget. A response head (status and headers) must
-    /// be complete within twice this, however its bytes trickle in; one that is not is not
-    /// asked for again.
+    /// A response head (status and headers) must be complete this long after the request
+    /// starts, however its bytes trickle in; one that is not fails the request without a
+    /// retry (silent or dribbling, the server would hold us as long again). A body that sends
+    /// nothing for this long is dropped (blobs resume).
     pub read_timeout: Duration,
     /// Bodies slower than this are given up (blobs resume with `Range`).
     pub low_speed: LowSpeedLimit,
