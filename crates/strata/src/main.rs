@@ -6,6 +6,7 @@ mod cmd;
 mod open;
 mod output;
 mod progress;
+mod terminal;
 
 use clap::Parser;
 

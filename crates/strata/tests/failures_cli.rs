@@ -1,0 +1,222 @@
+//! Failures as the user sees them: fast, naming the host, each cause once, hints chosen by
+//! what failed (not by words in the message), image strings that cannot drive the terminal.
+
+mod common;
+
+use common::Env;
+use strata_testkit::TestRegistry;
+
+/// Every line of `stderr` once (no cause printed twice).
+fn assert_no_repeated_lines(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        let text = l.trim_start().trim_start_matches("caused by: ");
+        assert!(
+            !lines[..i]
+                .iter()
+                .any(|p| p.trim_start().trim_start_matches("caused by: ") == text),
+            "line {l:?} printed twice:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn refused_connection_fails_at_once_naming_host_and_port() {
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let err = env.fails(&["inspect", &format!("docker://{host}/app:v1")]);
+    assert!(
+        err.contains(&format!("{host}: ping /v2/: connection refused")),
+        "{err}"
+    );
+    assert!(!err.contains("attempts"), "not retried: {err}");
+    assert!(
+        err.contains("hint: is the registry running, and is the host:port right?"),
+        "{err}"
+    );
+    assert_no_repeated_lines(&err);
+}
+
+#[test]
+fn unknown_host_fails_naming_it() {
+    let env = Env::new();
+    let host = "no-such-registry.strata-test.invalid";
+    let err = env.fails(&["inspect", &format!("docker://{host}/app:v1")]);
+    assert!(
+        err.contains(&format!("{host}: ping /v2/: unknown host")),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: is the registry host name spelled right?"),
+        "{err}"
+    );
+    assert_no_repeated_lines(&err);
+}
+
+#[test]
+fn wrong_password_says_the_credentials_were_refused() {
+    let env = Env::new();
+    let registry = TestRegistry::start_with_basic_auth("alice", "s3cret-pw");
+    let image = format!("docker://{}/app:v1", registry.host());
+    let err = env.fails(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "alice:wrong-pw",
+        &image,
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{}: the credentials of user \"alice\" were refused",
+            registry.host()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check the user name and password"),
+        "{err}"
+    );
+    assert!(!err.contains("log in with"), "{err}");
+    assert!(!err.contains("wrong-pw"), "{err}");
+    assert_no_repeated_lines(&err);
+    // No credentials at all: that is the "log in" case.
+    let err = env.fails(&["inspect", "--tls-verify=false", &image]);
+    assert!(
+        err.contains("hint: log in with `strata login REGISTRY`"),
+        "{err}"
+    );
+    // `strata login` with the wrong password says the same, and writes nothing.
+    let err = env.fails(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "nope",
+        &registry.host(),
+    ]);
+    assert!(
+        err.contains("the credentials of user \"alice\" were refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_login_hint_for_errors_that_merely_mention_401() {
+    let env = Env::new();
+    let registry = TestRegistry::start();
+    // A tag named 401 that does not exist: a 404, whatever its text says.
+    let err = env.fails(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/app401/x:401", registry.host()),
+    ]);
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(!err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn creds_without_password_and_no_terminal_says_how_to_pass_it() {
+    let env = Env::new();
+    let registry = TestRegistry::start_with_basic_auth("alice", "s3cret-pw");
+    let out = env
+        .strata()
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice",
+            &format!("docker://{}/app:v1", registry.host()),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--creds alice: no password, and standard input is not a terminal")
+            && err.contains("--creds alice:PASSWORD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_layout_manifest_gets_no_max_manifest_size_hint() {
+    let env = Env::new();
+    // The path says "manifests": words in the message must not pick the hint.
+    let src = env.path("manifests");
+    std::fs::rename(common::fixture_layout(&env), &src).unwrap();
+    // Replace the index's manifest blob with a 5 MiB one under its own (valid) digest.
+    let big = vec![b' '; 5 << 20];
+    let digest = common::sha256_hex(&big);
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::write(src.join("blobs/sha256").join(hex), &big).unwrap();
+    let index_path = src.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = digest.clone().into();
+    index["manifests"][0]["size"] = big.len().into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let err = env.fails(&["inspect", &format!("oci:{}:multi", src.display())]);
+    assert!(err.contains("larger than the limit"), "{err}");
+    assert!(!err.contains("--max-manifest-size"), "{err}");
+}
+
+#[test]
+fn ls_and_inspect_escape_control_characters_from_the_image() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A label and an Env value carrying escape sequences (clear screen, set the window
+    // title, colour).
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nLABEL evil=\"a\x1b[2J\x1b]0;pwned\x07b\"\nENV HACK=\"1\x1b[31m2\"\n",
+    )
+    .unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/evil:1",
+        ctx.to_str().unwrap(),
+    ]);
+    // And a tag with an ESC sequence and a newline, as a hostile layout may carry.
+    let index_path = env.path("data/strata/index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let evil_tag = "t\x1b[1A\x1b[2Kfake\nline";
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = evil_tag.into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let ls = env.ok(&["ls"]);
+    assert!(!ls.contains('\x1b'), "{ls:?}");
+    assert!(
+        ls.contains("t\\x1b[1A\\x1b[2Kfake\\nline  sha256:"),
+        "{ls:?}"
+    );
+    assert_eq!(ls.lines().count(), 2, "{ls:?}");
+    // JSON keeps the exact string (JSON escapes it).
+    let json = env.json(&["ls", "--format", "json"]);
+    assert_eq!(json[0]["tag"], evil_tag);
+
+    let layout = format!("oci:{}", env.path("data/strata").display());
+    let inspect = env.ok(&["inspect", &layout]);
+    assert!(
+        !inspect.contains('\x1b') && !inspect.contains('\x07'),
+        "{inspect:?}"
+    );
+    assert!(
+        inspect.contains("  evil=a\\x1b[2J\\x1b]0;pwned\\x07b\n"),
+        "{inspect}"
+    );
+    assert!(inspect.contains("  HACK=1\\x1b[31m2\n"), "{inspect}");
+    let json = env.json(&["inspect", "--format", "json", &layout]);
+    assert_eq!(json["labels"]["evil"], "a\x1b[2J\x1b]0;pwned\x07b");
+}
