@@ -29,6 +29,8 @@ use crate::{BaseResolver, BuildError, BuildOptions, BuildResult, Compression, Lo
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Largest Containerfile read (the parser holds it in memory).
 const MAX_CONTAINERFILE_BYTES: u64 = 16 * 1024 * 1024;
+/// A `--from` this many edits (or fewer) from a stage name is taken for a typo of it.
+const MAX_STAGE_TYPO_EDITS: usize = 2;
 /// Largest ignore file read.
 const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// A value computed once per build by whichever task asks first; the others wait for it.
@@ -130,6 +132,48 @@ impl Shared<'_> {
         }
         None
     }
+    /// Check a `--from` value that names no stage before it is taken for an image (which
+    /// would mean asking a registry for it): a stage number out of range, a name that is
+    /// not a valid image name, or a bare name one or two edits from a stage's (`buidler`
+    /// for `builder`) is [`BuildError::UnknownStage`]. Anything else may be an image and is
+    /// fine (an image named like a stage is written in full: `docker.io/library/buidler`).
+    pub(crate) fn check_from(&self, from: &str, at: &Location) -> Result<(), BuildError> {
+        if self.stage_index(from, true).is_some() {
+            return Ok(());
+        }
+        let unknown = |suggestion: String| {
+            Err(BuildError::UnknownStage {
+                at: at.clone(),
+                name: from.to_string(),
+                available: self.stage_names(),
+                suggestion,
+            })
+        };
+        if from.is_empty() || from.bytes().all(|b| b.is_ascii_digit()) {
+            return unknown(String::new());
+        }
+        if !from.contains(['/', ':', '@', '.']) {
+            let lower = from.to_ascii_lowercase();
+            let nearest = self
+                .file
+                .stages
+                .iter()
+                .filter_map(|s| s.from.alias.as_deref())
+                .map(|alias| (edit_distance(alias, &lower), alias))
+                .filter(|(d, alias)| *d <= MAX_STAGE_TYPO_EDITS && *d * 2 < alias.chars().count())
+                .min();
+            if let Some((_, alias)) = nearest {
+                return unknown(format!(
+                    "; did you mean {alias:?}? (an image of that name is written in full: docker.io/library/{lower})"
+                ));
+            }
+        }
+        if from.parse::<strata_copy::ImageName>().is_err() {
+            return unknown(" and it is not a valid image name either".into());
+        }
+        Ok(())
+    }
+
     pub(crate) fn stage_names(&self) -> String {
         let v: Vec<String> = self
             .file
@@ -492,6 +536,60 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             })
     }
 
+    /// [`Self::expand_in`] for a word that names a path (`what`: "the source", …): an empty
+    /// or unset variable that makes the path empty, or puts a `//` in it that the word did
+    /// not have, is an error naming that variable. (`TARGETVARIANT` and `BUILDVARIANT` are
+    /// empty for most platforms by design and are not blamed.)
+    pub(crate) fn expand_path_in(
+        &self,
+        st: &StageState,
+        word: &str,
+        at: &Location,
+        what: &'static str,
+    ) -> Result<String, BuildError> {
+        let looked: std::cell::RefCell<Vec<(String, Option<String>)>> = Default::default();
+        let lookup = |name: &str| {
+            let value = st.scope.lookup(name);
+            looked.borrow_mut().push((name.to_string(), value.clone()));
+            value
+        };
+        let expanded = strata_containerfile::expand(word, &lookup, self.shared.escape()).map_err(
+            |source| BuildError::Expand {
+                at: at.clone(),
+                source,
+            },
+        )?;
+        let broken = expanded.is_empty()
+            || (expanded.contains("//") && !word.contains("//") && !expanded.contains("://"));
+        if !broken {
+            return Ok(expanded);
+        }
+        let looked = looked.into_inner();
+        let culprit = looked.iter().find(|(name, value)| {
+            value.as_deref().unwrap_or("").is_empty()
+                && name != "TARGETVARIANT"
+                && name != "BUILDVARIANT"
+        });
+        let Some((name, value)) = culprit else {
+            return Ok(expanded);
+        };
+        let is_arg = st.scope.args().contains_key(name) || value.is_none();
+        Err(BuildError::EmptyVariable {
+            at: at.clone(),
+            kind: if is_arg { "ARG" } else { "ENV" },
+            name: name.clone(),
+            state: if value.is_some() { "empty" } else { "not set" },
+            what,
+            word: word.to_string(),
+            expanded,
+            advice: if is_arg {
+                format!("pass --build-arg {name}=VALUE or give the ARG a default")
+            } else {
+                format!("set ENV {name} to a value")
+            },
+        })
+    }
+
     pub(crate) fn shell_of(&self, st: &StageState) -> Vec<String> {
         st.config
             .config
@@ -579,7 +677,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 }
             }
             InstructionKind::Workdir(w) => {
-                let w = self.expand_in(st, w, at)?;
+                let w = self.expand_path_in(st, w, at, "WORKDIR")?;
                 let w = if st.windows {
                     crate::copyplan::normalise_windows_path(&w)
                 } else {
@@ -987,6 +1085,7 @@ pub async fn build(
         segments,
     };
     warn_unused_args(&shared);
+    check_copy_froms(&shared)?;
 
     let target = match &options.target {
         Some(t) => shared
@@ -1020,6 +1119,52 @@ pub async fn build(
     Ok(result)
 }
 
+/// Every literal `COPY/ADD --from` names a stage or may be an image ([`Shared::check_from`]),
+/// checked before any stage runs (so before any registry is asked for a base). Values with
+/// variables are checked when expanded.
+fn check_copy_froms(shared: &Shared<'_>) -> Result<(), BuildError> {
+    for stage in &shared.file.stages {
+        for instruction in &stage.instructions {
+            let copy = match &instruction.kind {
+                InstructionKind::Copy(c) => c,
+                InstructionKind::Add(a) => &a.copy,
+                _ => continue,
+            };
+            if let Some(from) = copy.from.as_deref().filter(|f| !f.contains('$')) {
+                shared.check_from(from, &shared.at(instruction.span.line))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Optimal string alignment distance (Levenshtein with adjacent transpositions): `buidler`
+/// is one edit from `builder`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        rows[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 fn warn_unused_args(shared: &Shared<'_>) {
     let unused = Scope::unused_build_args(&shared.file, &shared.build_args);
     if !unused.is_empty() {
@@ -1032,6 +1177,16 @@ fn warn_unused_args(shared: &Shared<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("builder", "builder"), 0);
+        assert_eq!(edit_distance("builder", "buidler"), 1);
+        assert_eq!(edit_distance("builder", "bulder"), 1);
+        assert_eq!(edit_distance("builder", "buildr2"), 2);
+        assert_eq!(edit_distance("alpine", "golang"), 6);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
 
     #[test]
     fn expose_words() {

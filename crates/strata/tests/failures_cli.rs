@@ -220,3 +220,40 @@ fn ls_and_inspect_escape_control_characters_from_the_image() {
     let json = env.json(&["inspect", "--format", "json", &layout]);
     assert_eq!(json["labels"]["evil"], "a\x1b[2J\x1b]0;pwned\x07b");
 }
+
+#[test]
+fn unreadable_context_sub_directory_is_named() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(ctx.join("src/locked")).unwrap();
+    std::fs::write(ctx.join("src/locked/secret"), "x").unwrap();
+    std::fs::write(ctx.join("src/ok"), "ok").unwrap();
+    std::fs::write(ctx.join("Containerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ctx.join("src/locked"), std::fs::Permissions::from_mode(0)).unwrap();
+    // Tests run as root: without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH mode 000 holds.
+    let out = std::process::Command::new("setpriv")
+        .arg("--bounding-set=-dac_override,-dac_read_search")
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["build", "-q", "-o"])
+        .arg(format!("oci:{}:x", env.path("out").display()))
+        .arg(&ctx)
+        .env("HOME", env.path("home"))
+        .env("XDG_DATA_HOME", env.path("data"))
+        .output()
+        .unwrap();
+    std::fs::set_permissions(
+        ctx.join("src/locked"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "error: {}: cannot open directory\n  caused by: Permission denied",
+            ctx.join("src/locked").display()
+        )),
+        "{err}"
+    );
+}
