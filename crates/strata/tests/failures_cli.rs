@@ -257,3 +257,79 @@ fn unreadable_context_sub_directory_is_named() {
         "{err}"
     );
 }
+
+/// Run `strata ARGS` on a pseudo-terminal (`script`), answer the prompt that starts with
+/// `prompt` with `answer` once it is shown (the echo is off by then), and return everything
+/// the terminal showed and whether strata succeeded.
+fn on_a_terminal(env: &Env, args: &[&str], prompt: &str, answer: &str) -> (String, bool) {
+    use std::io::{Read, Write};
+    let command = std::iter::once(env!("CARGO_BIN_EXE_strata"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("HOME", env.path("home"))
+        .env("XDG_RUNTIME_DIR", env.path("runtime"))
+        .env("XDG_CONFIG_HOME", env.path("config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut shown = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&shown).contains(prompt) {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&shown));
+        shown.extend_from_slice(&buf[..n]);
+    }
+    // Past the prompt the echo is being turned off; give it a moment before typing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    stdout.read_to_end(&mut shown).unwrap();
+    drop(stdin);
+    let ok = child.wait().unwrap().success();
+    (String::from_utf8_lossy(&shown).into_owned(), ok)
+}
+
+#[test]
+fn creds_without_password_prompts_on_the_terminal_without_echo() {
+    let env = Env::new();
+    let registry = TestRegistry::start_with_basic_auth("alice", "s3cret-pw");
+    // Accepted: the registry then says the image is not there (a 404, not a 401).
+    let (shown, ok) = on_a_terminal(
+        &env,
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "alice",
+            &format!("docker://{}/app:v1", registry.host()),
+        ],
+        "Password for alice: ",
+        "s3cret-pw",
+    );
+    assert!(!ok);
+    assert!(shown.contains("not found"), "{shown}");
+    assert!(!shown.contains("refused"), "{shown}");
+    assert!(!shown.contains("s3cret-pw"), "password echoed: {shown}");
+    // `strata login` asks the same way.
+    let (shown, ok) = on_a_terminal(
+        &env,
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "alice",
+            &registry.host(),
+        ],
+        "Password: ",
+        "s3cret-pw",
+    );
+    assert!(ok, "{shown}");
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(!shown.contains("s3cret-pw"), "password echoed: {shown}");
+}
