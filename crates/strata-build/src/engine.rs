@@ -574,19 +574,21 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             return Ok(expanded);
         };
         let is_arg = st.scope.args().contains_key(name) || value.is_none();
+        let (kind, advice) = if is_arg {
+            (
+                "ARG",
+                format!("pass --build-arg {name}=VALUE or give the ARG a default"),
+            )
+        } else {
+            ("ENV", format!("set ENV {name} to a value"))
+        };
+        let state = if value.is_some() { "empty" } else { "not set" };
         Err(BuildError::EmptyVariable {
             at: at.clone(),
-            kind: if is_arg { "ARG" } else { "ENV" },
             name: name.clone(),
-            state: if value.is_some() { "empty" } else { "not set" },
-            what,
-            word: word.to_string(),
-            expanded,
-            advice: if is_arg {
-                format!("pass --build-arg {name}=VALUE or give the ARG a default")
-            } else {
-                format!("set ENV {name} to a value")
-            },
+            message: format!(
+                "{kind} {name} is {state}, so {what} {word:?} expands to {expanded:?}; {advice}"
+            ),
         })
     }
 
@@ -1147,9 +1149,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in rows.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        rows[0][j] = j;
-    }
+    rows[0] = (0..=b.len()).collect();
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);

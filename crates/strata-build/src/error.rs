@@ -87,19 +87,13 @@ pub enum BuildError {
     },
     /// An empty (or unset) variable made a path empty or put `//` in it
     /// (`/build/$OS/$ARCH/app` → `/build/linux//app`): almost always a missing `--build-arg`.
-    #[error("{at}: {kind} {name} is {state}, so {what} {word:?} expands to {expanded:?}; {advice}")]
+    #[error("{at}: {message}")]
     EmptyVariable {
         at: Location,
-        /// `ARG` or `ENV`.
-        kind: &'static str,
+        /// The variable's name.
         name: String,
-        /// `empty` or `not set`.
-        state: &'static str,
-        /// `the destination`, `the source`, `WORKDIR`.
-        what: &'static str,
-        word: String,
-        expanded: String,
-        advice: String,
+        /// Which ARG/ENV, the word, what it expanded to, what to do.
+        message: String,
     },
     #[error("target stage {target:?} not found (stages: {available})")]
     TargetNotFound { target: String, available: String },

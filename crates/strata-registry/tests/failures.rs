@@ -1,4 +1,5 @@
-//! Fast, clear failures: what is not worth retrying fails at once and names the host; what
+//! Fast, clear failures (a refused connection: `faults.rs` F21): what is not worth retrying
+//! fails at once and names the host; what
 //! trickles is cut off (response heads, bodies below the low-speed limit, endless tag pages);
 //! refused credentials say so.
 
@@ -13,33 +14,9 @@ use strata_image::ImageError;
 use strata_registry::{
     Client, ConnectionFailure, CredentialSource, Credentials, LowSpeedLimit, RegistryError,
 };
-use strata_testkit::{Fault, FaultProxy, Rule, TestRegistry, random_image};
+use strata_spec::Descriptor;
+use strata_testkit::{Fault, FaultProxy, Rule, TestImage, TestRegistry, random_image};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[tokio::test]
-async fn connection_refused_fails_at_once_naming_host_and_port() {
-    // A port nothing listens on (bound, then closed).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
-    // The policy allows 4 tries; a refused connection gets one.
-    let err = client()
-        .source(&reference(&host, "x/y:z"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, RegistryError::Connection { attempts: 1, .. }),
-        "{err}"
-    );
-    assert_eq!(err.connection_failure(), Some(ConnectionFailure::Refused));
-    assert_eq!(
-        err.to_string(),
-        format!("{host}: ping /v2/: connection refused")
-    );
-}
 
 #[tokio::test]
 async fn unknown_host_fails_at_once_naming_it() {
@@ -137,7 +114,7 @@ async fn dribbled_blob_response_head_times_out_on_the_direct_path() {
         .source(&reference(&proxy.host(), "slow/app:v1"))
         .await
         .unwrap();
-    let err = source.fetch_blob(&image.layers()[0]).await.err().unwrap();
+    let err = source.fetch_blob(image.layers()[0]).await.err().unwrap();
     assert!(matches!(err, RegistryError::TooSlow { .. }), "{err}");
     assert_eq!(
         err.to_string(),
@@ -147,6 +124,16 @@ async fn dribbled_blob_response_head_times_out_on_the_direct_path() {
         )
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+/// `slow/app:v1` with one 64 kB layer, behind a proxy.
+async fn slow_app(seed: u64) -> (TestRegistry, FaultProxy, TestImage, Descriptor) {
+    let registry = TestRegistry::start();
+    let image = random_image(seed, &[64_000]);
+    strata_testkit::push_image_raw(&registry.host(), "slow/app", "v1", &image, None).await;
+    let proxy = FaultProxy::start(&registry.host()).await;
+    let layer = image.layers()[0].clone();
+    (registry, proxy, image, layer)
 }
 
 fn slow_options(bytes_per_second: u64) -> strata_registry::RegistryOptions {
@@ -160,11 +147,7 @@ fn slow_options(bytes_per_second: u64) -> strata_registry::RegistryOptions {
 
 #[tokio::test]
 async fn blob_body_below_the_speed_limit_is_abandoned_and_resumed_with_range() {
-    let registry = TestRegistry::start();
-    let image = random_image(70, &[64_000]);
-    strata_testkit::push_image_raw(&registry.host(), "slow/app", "v1", &image, None).await;
-    let proxy = FaultProxy::start(&registry.host()).await;
-    let layer = image.layers()[0].clone();
+    let (_registry, proxy, image, layer) = slow_app(70).await;
     // 50 bytes/s: without the limit this blob would take 21 minutes.
     proxy.add(Rule::new(
         "GET",
@@ -200,11 +183,7 @@ async fn blob_body_below_the_speed_limit_is_abandoned_and_resumed_with_range() {
 
 #[tokio::test]
 async fn a_body_always_below_the_speed_limit_fails_naming_the_rate() {
-    let registry = TestRegistry::start();
-    let image = random_image(71, &[64_000]);
-    strata_testkit::push_image_raw(&registry.host(), "slow/app", "v1", &image, None).await;
-    let proxy = FaultProxy::start(&registry.host()).await;
-    let layer = image.layers()[0].clone();
+    let (_registry, proxy, _image, layer) = slow_app(71).await;
     let slow = Fault::SlowBody {
         chunk: 1,
         delay: Duration::from_millis(20),

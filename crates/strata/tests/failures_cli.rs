@@ -23,12 +23,7 @@ fn assert_no_repeated_lines(stderr: &str) {
 #[test]
 fn refused_connection_fails_at_once_naming_host_and_port() {
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
+    let host = format!("127.0.0.1:{}", strata_testkit::closed_loopback_port());
     let err = env.fails(&["inspect", &format!("docker://{host}/app:v1")]);
     assert!(
         err.contains(&format!("{host}: ping /v2/: connection refused")),
@@ -230,7 +225,11 @@ fn unreadable_context_sub_directory_is_named() {
     std::fs::write(ctx.join("src/ok"), "ok").unwrap();
     std::fs::write(ctx.join("Containerfile"), "FROM scratch\nCOPY . /\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(ctx.join("src/locked"), std::fs::Permissions::from_mode(0)).unwrap();
+    std::fs::set_permissions(
+        ctx.join("src/locked"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     // Tests run as root: without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH mode 000 holds.
     let out = std::process::Command::new("setpriv")
         .arg("--bounding-set=-dac_override,-dac_read_search")
