@@ -13,6 +13,7 @@ use common::*;
 use strata_image::ImageError;
 use strata_registry::{
     Client, ConnectionFailure, CredentialSource, Credentials, LowSpeedLimit, RegistryError,
+    RegistrySource,
 };
 use strata_spec::Descriptor;
 use strata_testkit::{Fault, FaultProxy, Rule, TestImage, TestRegistry, random_image};
@@ -126,42 +127,47 @@ async fn dribbled_blob_response_head_times_out_on_the_direct_path() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
-/// `slow/app:v1` with one 64 kB layer, behind a proxy.
-async fn slow_app(seed: u64) -> (TestRegistry, FaultProxy, TestImage, Descriptor) {
+/// `slow/app:v1` with one 64 kB layer behind a proxy, and a source for it through the proxy
+/// with a low-speed limit of 1000 bytes/s over 300 ms.
+async fn slow_app(
+    seed: u64,
+) -> (
+    TestRegistry,
+    FaultProxy,
+    TestImage,
+    Descriptor,
+    RegistrySource,
+) {
     let registry = TestRegistry::start();
     let image = random_image(seed, &[64_000]);
     strata_testkit::push_image_raw(&registry.host(), "slow/app", "v1", &image, None).await;
     let proxy = FaultProxy::start(&registry.host()).await;
     let layer = image.layers()[0].clone();
-    (registry, proxy, image, layer)
-}
-
-fn slow_options(bytes_per_second: u64) -> strata_registry::RegistryOptions {
     let mut options = options();
     options.low_speed = LowSpeedLimit {
-        bytes_per_second,
+        bytes_per_second: 1000,
         time: Duration::from_millis(300),
     };
-    options
+    let source = Client::new(options)
+        .unwrap()
+        .source(&reference(&proxy.host(), "slow/app:v1"))
+        .await
+        .unwrap();
+    (registry, proxy, image, layer, source)
+}
+
+fn fifty_bytes_per_second() -> Fault {
+    Fault::SlowBody {
+        chunk: 1,
+        delay: Duration::from_millis(20),
+    }
 }
 
 #[tokio::test]
 async fn blob_body_below_the_speed_limit_is_abandoned_and_resumed_with_range() {
-    let (_registry, proxy, image, layer) = slow_app(70).await;
+    let (_registry, proxy, image, layer, source) = slow_app(70).await;
     // 50 bytes/s: without the limit this blob would take 21 minutes.
-    proxy.add(Rule::new(
-        "GET",
-        "/blobs/sha256:",
-        Fault::SlowBody {
-            chunk: 1,
-            delay: Duration::from_millis(20),
-        },
-    ));
-    let client = Client::new(slow_options(1000)).unwrap();
-    let source = client
-        .source(&reference(&proxy.host(), "slow/app:v1"))
-        .await
-        .unwrap();
+    proxy.add(Rule::new("GET", "/blobs/sha256:", fifty_bytes_per_second()));
     let bytes = fetch_verified(&source, &layer).await.unwrap();
     let expected = image
         .blobs()
@@ -183,16 +189,8 @@ async fn blob_body_below_the_speed_limit_is_abandoned_and_resumed_with_range() {
 
 #[tokio::test]
 async fn a_body_always_below_the_speed_limit_fails_naming_the_rate() {
-    let (_registry, proxy, _image, layer) = slow_app(71).await;
-    let slow = Fault::SlowBody {
-        chunk: 1,
-        delay: Duration::from_millis(20),
-    };
-    let client = Client::new(slow_options(1000)).unwrap();
-    let source = client
-        .source(&reference(&proxy.host(), "slow/app:v1"))
-        .await
-        .unwrap();
+    let (_registry, proxy, _image, layer, source) = slow_app(71).await;
+    let slow = fifty_bytes_per_second();
     // A manifest read into memory is cut off the same way (not resumed: it is small).
     proxy.add(Rule::new("GET", "/manifests/v1", slow.clone()));
     let err = source.fetch_manifest(None).await.unwrap_err();
