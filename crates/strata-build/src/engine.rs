@@ -1184,7 +1184,7 @@ mod tests {
         assert_eq!(edit_distance("builder", "buidler"), 1);
         assert_eq!(edit_distance("builder", "bulder"), 1);
         assert_eq!(edit_distance("builder", "buildr2"), 2);
-        assert_eq!(edit_distance("alpine", "golang"), 6);
+        assert_eq!(edit_distance("alpine", "golang"), 5);
         assert_eq!(edit_distance("", "ab"), 2);
     }
 
