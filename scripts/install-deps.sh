@@ -12,7 +12,8 @@ if [[ ${1:-} != --minimal ]]; then
   PKGS+=(docker-registry apache2-utils skopeo umoci oci-image-tool buildah podman runc
          qemu-user-static busybox-static strace tar gzip xz-utils bzip2 zstd file
          pigz python3 util-linux
-         uidmap)   # uidmap: newuidmap/newgidmap for strata-sandbox's rootless tests
+         uidmap    # uidmap: newuidmap/newgidmap for strata-sandbox's rootless tests
+         man-db)   # man -l renders the generated man pages in the CLI tests
 fi
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -23,7 +23,7 @@ mod transport;
 pub use convert::{ManifestFormat, convert_manifest};
 pub use pipeline::{
     CopiedManifest, CopyOptions, CopyReport, DEFAULT_CONCURRENCY, Progress, ProgressEvent,
-    Selection, copy_image, select_platform,
+    Selection, check_single_platform, copy_image, select_platform,
 };
 pub use transport::ImageName;
 
@@ -41,6 +41,13 @@ pub enum CopyError {
         source_name: String,
         wanted: Box<Platform>,
         available: String,
+    },
+    /// A single image was asked for with a platform its config does not have.
+    #[error("{source_name} is a single-platform image for {actual}, not {wanted}")]
+    PlatformMismatch {
+        source_name: String,
+        wanted: Box<Platform>,
+        actual: Box<Platform>,
     },
     #[error("{what}")]
     Unsupported { what: String },

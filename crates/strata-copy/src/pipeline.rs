@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use strata_image::{BlobReader, ImageError, ImageSink, ImageSource, RawManifest};
-use strata_spec::{Descriptor, Digest, Manifest, MediaType, Platform};
+use strata_image::{BlobReader, ImageError, ImageSink, ImageSource, RawManifest, read_blob_bytes};
+use strata_spec::{
+    Descriptor, Digest, ImageConfig, ImageManifest, MAX_CONFIG_BYTES, Manifest, MediaType, Platform,
+};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{CopyError, ManifestFormat, convert_manifest};
@@ -277,7 +279,24 @@ impl Planner<'_> {
 }
 
 /// Copy the image or index `source` points at into `sink`.
+///
+/// On failure the other blob transfers are stopped and the sink is abandoned
+/// ([`ImageSink::abandon`]) before the error is returned: no temp file or staging directory of
+/// this copy is left, and no manifest was written after the failure. A caller that drops the
+/// returned future instead (Ctrl-C) should call `sink.abandon()` itself.
 pub async fn copy_image(
+    source: &dyn ImageSource,
+    sink: &dyn ImageSink,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let result = copy_image_inner(source, sink, options).await;
+    if result.is_err() {
+        sink.abandon().await;
+    }
+    result
+}
+
+async fn copy_image_inner(
     source: &dyn ImageSource,
     sink: &dyn ImageSink,
     options: &CopyOptions,
@@ -337,6 +356,12 @@ pub async fn copy_image(
             planner
                 .visit(top.clone(), 0, None, Some(ps.as_slice()))
                 .await?
+        }
+        (Manifest::Image(m), Selection::Platforms(ps)) => {
+            for p in ps {
+                check_single_platform(source, m, p).await?;
+            }
+            planner.visit(top.clone(), 0, None, None).await?
         }
         (Manifest::Image(_), _) => planner.visit(top.clone(), 0, None, None).await?,
     };
@@ -446,6 +471,45 @@ pub async fn copy_image(
         blobs_copied,
         blobs_skipped: results.len() - blobs_copied,
         bytes_copied: results.iter().map(|r| r.1).sum(),
+    })
+}
+
+/// Refuse a single image asked for as `wanted` when its config says another platform (an
+/// artifact, whose config is not an image config, has no platform to check).
+pub async fn check_single_platform(
+    source: &dyn ImageSource,
+    manifest: &ImageManifest,
+    wanted: &Platform,
+) -> Result<(), CopyError> {
+    if !manifest.config.media_type.is_image_config() {
+        return Ok(());
+    }
+    let bytes = read_blob_bytes(source, &manifest.config, MAX_CONFIG_BYTES)
+        .await
+        .map_err(|e| {
+            CopyError::image(
+                format!(
+                    "{}: reading config {}",
+                    source.describe(),
+                    manifest.config.digest
+                ),
+                e,
+            )
+        })?;
+    let config = ImageConfig::parse(&bytes).map_err(|e| {
+        CopyError::image(
+            format!("{}: config {}", source.describe(), manifest.config.digest),
+            ImageError::Spec(e),
+        )
+    })?;
+    let actual = config.platform();
+    if wanted.matches(&actual) {
+        return Ok(());
+    }
+    Err(CopyError::PlatformMismatch {
+        source_name: source.describe(),
+        wanted: Box::new(wanted.clone()),
+        actual: Box::new(actual),
     })
 }
 

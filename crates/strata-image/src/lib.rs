@@ -177,6 +177,12 @@ pub trait ImageSink: Send + Sync {
     async fn finish(&self) -> Result<(), ImageError> {
         Ok(())
     }
+    /// The copy failed or was interrupted and its other transfers were dropped: refuse new
+    /// blobs and return once every blob write this sink started has ended and removed its
+    /// temp files (archives: also their staging directory). The sink is unusable afterwards.
+    /// Blobs already committed stay (unreferenced until gc); no manifest is written. Default:
+    /// nothing to clean up.
+    async fn abandon(&self) {}
     /// Does this sink accept this manifest media type? (`dir:`/archives accept all; a
     /// docker-archive only single images.)
     fn supports_index(&self) -> bool {

@@ -113,6 +113,17 @@ pub enum RegistryError {
     },
     #[error("{what} is not supported")]
     Unsupported { what: String },
+    /// The registry refuses to delete manifests (HTTP 405 `UNSUPPORTED`): deletion is off in
+    /// its configuration, which is the distribution registry's default.
+    #[error(
+        "{registry}: the registry does not allow deleting manifests of {repository} (HTTP 405); \
+         its operator must enable deletion (distribution: storage.delete.enabled: true, or \
+         REGISTRY_STORAGE_DELETE_ENABLED=true)"
+    )]
+    DeleteDisabled {
+        registry: String,
+        repository: String,
+    },
     #[error("invalid {what}: {source}")]
     Spec {
         what: String,
@@ -224,6 +235,7 @@ impl RegistryError {
         match self {
             RegistryError::Http { status, .. } => Some(*status),
             RegistryError::NotFound { .. } => Some(404),
+            RegistryError::DeleteDisabled { .. } => Some(405),
             _ => None,
         }
     }

@@ -60,6 +60,7 @@
 pub mod auth;
 mod challenge;
 mod client;
+mod delete;
 mod direct;
 mod download;
 mod error;

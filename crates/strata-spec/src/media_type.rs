@@ -57,6 +57,10 @@ impl MediaType {
     pub fn is_index(&self) -> bool {
         self.0 == Self::OCI_INDEX || self.0 == Self::DOCKER_MANIFEST_LIST
     }
+    /// An OCI or Docker image config (not an artifact's config).
+    pub fn is_image_config(&self) -> bool {
+        self.0 == Self::OCI_CONFIG || self.0 == Self::DOCKER_CONFIG
+    }
     /// Any manifest-like document that can be pushed to `/manifests/`.
     pub fn is_manifest(&self) -> bool {
         self.is_image_manifest() || self.is_index()

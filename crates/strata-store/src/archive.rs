@@ -24,6 +24,7 @@ use strata_spec::{
 use tokio::io::AsyncReadExt;
 
 use crate::layout::{COPY_CHUNK, fsync_dir, open_regular, resolve_in_index};
+use crate::staging::{Staging, staging_for};
 use crate::transport::LayoutSink;
 use crate::{MAX_INDEX_BYTES, OciLayout, StoreError};
 
@@ -506,36 +507,6 @@ impl ImageSource for OciArchiveSource {
     }
 }
 
-/// A temp directory removed on drop (staging for archive writers).
-struct Staging {
-    dir: PathBuf,
-}
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A staging directory beside `target` (same filesystem, so the final rename is atomic).
-fn staging_for(target: &Path) -> Result<Staging, StoreError> {
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, "cannot create directory", e))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let dir = parent.join(format!(
-        ".{name}.strata-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    fs::create_dir(&dir).map_err(|e| StoreError::io(&dir, "cannot create staging directory", e))?;
-    Ok(Staging { dir })
-}
-
 fn tar_header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
@@ -575,9 +546,20 @@ pub struct OciArchiveSink {
 
 impl OciArchiveSink {
     /// `oci-archive:PATH` (the tag comes with `put_manifest`). The archive appears only when
-    /// `finish` succeeds; an existing file there is replaced then.
+    /// `finish` succeeds; an existing file there is replaced then. Blobs are staged in a
+    /// hidden directory beside `PATH` (see [`OciArchiveSink::create_noted_in`]).
     pub fn create(target: &Path) -> Result<OciArchiveSink, StoreError> {
-        let staging = staging_for(target)?;
+        OciArchiveSink::create_with(target, None)
+    }
+
+    /// As [`OciArchiveSink::create`], and note the staging directory in `store`, whose
+    /// [`OciLayout::gc`] removes it should this process be killed before removing it itself.
+    pub fn create_noted_in(target: &Path, store: &OciLayout) -> Result<OciArchiveSink, StoreError> {
+        OciArchiveSink::create_with(target, Some(&store.staging_records()))
+    }
+
+    fn create_with(target: &Path, records: Option<&Path>) -> Result<OciArchiveSink, StoreError> {
+        let staging = staging_for(target, records)?;
         // Scratch: read back in `finish` and removed; only the archive is fsynced.
         let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?.into_scratch();
         let inner = LayoutSink::new(layout, format!("oci-archive:{}", target.display()))?;
@@ -602,6 +584,10 @@ impl ImageSink for OciArchiveSink {
     }
     async fn put_manifest(&self, m: &RawManifest, tag: Option<&str>) -> Result<(), ImageError> {
         self.inner.put_manifest(m, tag).await
+    }
+    async fn abandon(&self) {
+        self.inner.abandon().await;
+        self.staging.remove_now();
     }
     async fn finish(&self) -> Result<(), ImageError> {
         self.inner.finish().await?;
@@ -823,12 +809,31 @@ pub struct DockerArchiveSink {
 }
 
 impl DockerArchiveSink {
-    /// `docker-archive:PATH[:REF]`; `REF` becomes the image's `RepoTags` entry.
+    /// `docker-archive:PATH[:REF]`; `REF` becomes the image's `RepoTags` entry. Blobs are
+    /// staged in a hidden directory beside `PATH`.
     pub fn create(
         target: &Path,
         reference: Option<&Reference>,
     ) -> Result<DockerArchiveSink, StoreError> {
-        let staging = staging_for(target)?;
+        DockerArchiveSink::create_with(target, reference, None)
+    }
+
+    /// As [`DockerArchiveSink::create`], and note the staging directory in `store` (see
+    /// [`OciArchiveSink::create_noted_in`]).
+    pub fn create_noted_in(
+        target: &Path,
+        reference: Option<&Reference>,
+        store: &OciLayout,
+    ) -> Result<DockerArchiveSink, StoreError> {
+        DockerArchiveSink::create_with(target, reference, Some(&store.staging_records()))
+    }
+
+    fn create_with(
+        target: &Path,
+        reference: Option<&Reference>,
+        records: Option<&Path>,
+    ) -> Result<DockerArchiveSink, StoreError> {
+        let staging = staging_for(target, records)?;
         // Scratch: read back in `finish` and removed; only the archive is fsynced.
         let layout = OciLayout::create_or_open(&staging.dir.join("layout"))?.into_scratch();
         let inner = LayoutSink::new(layout, format!("docker-archive:{}", target.display()))?;
@@ -1043,6 +1048,10 @@ impl ImageSink for DockerArchiveSink {
     }
     async fn put_blob(&self, d: &Descriptor, data: BlobReader) -> Result<(), ImageError> {
         self.inner.put_blob(d, data).await
+    }
+    async fn abandon(&self) {
+        self.inner.abandon().await;
+        self.staging.remove_now();
     }
     async fn put_manifest(&self, m: &RawManifest, _tag: Option<&str>) -> Result<(), ImageError> {
         match m.parse()? {

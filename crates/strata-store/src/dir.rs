@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use strata_image::{
@@ -15,7 +15,7 @@ use crate::StoreError;
 use crate::layout::{
     BlobWriter, create_temp_named, fsync_dir, open_beneath, read_beneath_capped, write_atomic,
 };
-use crate::transport::pump_blob;
+use crate::transport::{InFlight, Tracked, pump_blob};
 
 const VERSION_FILE: &str = "version";
 const VERSION: &[u8] = b"Directory Transport Version: 1.1\n";
@@ -106,6 +106,7 @@ impl ImageSource for DirSource {
 pub struct DirSink {
     path: PathBuf,
     last: Mutex<Option<RawManifest>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl DirSink {
@@ -134,6 +135,7 @@ impl DirSink {
         Ok(DirSink {
             path: path.to_path_buf(),
             last: Mutex::new(None),
+            in_flight: Arc::default(),
         })
     }
 }
@@ -151,9 +153,15 @@ impl ImageSink for DirSink {
         if self.reuse_blob(d, None).await? {
             return Ok(());
         }
+        let token = self
+            .in_flight
+            .start(&format!("writing blob {}", d.digest))?;
         let (file, temp) = create_temp_named(&self.path, TEMP_PREFIX)?;
         let writer = BlobWriter::new(file, temp, self.path.join(blob_name(&d.digest)), d, None)?;
-        pump_blob(writer, data).await
+        pump_blob(Tracked::new(writer, token), data).await
+    }
+    async fn abandon(&self) {
+        self.in_flight.abandon().await;
     }
     async fn put_manifest(&self, m: &RawManifest, _tag: Option<&str>) -> Result<(), ImageError> {
         let actual = m.digest.same_algorithm_of(&m.bytes);

@@ -52,6 +52,9 @@ pub struct GcReport {
     pub blobs_removed: usize,
     pub bytes_removed: u64,
     pub temp_files_removed: usize,
+    /// Staging directories of archive writers that were killed (see
+    /// [`crate::OciArchiveSink::create_noted_in`]).
+    pub staging_dirs_removed: usize,
 }
 
 /// Held by a writer for as long as it writes: `gc` waits until every guard is dropped, so blobs
@@ -817,6 +820,11 @@ impl OciLayout {
         self.meta_dir().join(TEMP_DIR)
     }
 
+    /// Where archive writers note their staging directories for this layout's gc.
+    pub(crate) fn staging_records(&self) -> PathBuf {
+        self.meta_dir().join(crate::staging::RECORDS_DIR)
+    }
+
     fn lock(&self, name: &str, op: FlockOperation) -> Result<File, StoreError> {
         let dir = self.meta_dir();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, "cannot create directory", e))?;
@@ -1031,6 +1039,24 @@ impl OciLayout {
         Ok(())
     }
 
+    /// Remove every entry of `index.json` that `selected` picks (tagged or not) and return
+    /// them; one atomic update. Blobs stay until `gc`.
+    pub fn remove_entries(
+        &self,
+        selected: impl Fn(&Descriptor) -> bool,
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        let mut removed = Vec::new();
+        self.update_index(|index| {
+            let (gone, kept) = std::mem::take(&mut index.manifests)
+                .into_iter()
+                .partition(|d| selected(d));
+            index.manifests = kept;
+            removed = gone;
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
     /// Every entry of `index.json` with its tag (`None` for untagged entries).
     pub fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, StoreError> {
         Ok(self
@@ -1098,6 +1124,7 @@ impl OciLayout {
                 }
             }
         }
+        report.staging_dirs_removed = crate::staging::sweep_records(&self.staging_records())?;
         Ok(report)
     }
 

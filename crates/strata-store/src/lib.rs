@@ -15,7 +15,12 @@
 //!   see a torn file;
 //! - [`OciLayout::gc`] takes `.strata/gc.lock` exclusively while every writer holds it
 //!   shared ([`WriterGuard`]) until its blobs are referenced: in-flight writes survive, temp
-//!   files of dead writers are removed.
+//!   files of dead writers are removed, and so are the staging directories of killed archive
+//!   writers noted in `.strata/staging/` ([`OciArchiveSink::create_noted_in`]);
+//! - every sink counts its running blob writes: [`strata_image::ImageSink::abandon`] (a failed
+//!   or interrupted copy) refuses new ones and returns once each has removed its temp file;
+//! - archive sinks stage in a hidden directory beside the target, locked (`flock`) by the
+//!   live writer; the next sink for that target removes the ones whose writer is dead.
 //!
 //! Tags follow skopeo/umoci: the `org.opencontainers.image.ref.name` annotation of an
 //! `index.json` entry; setting a tag replaces its previous entry; untagged entries are
@@ -67,6 +72,7 @@ mod archive;
 mod dir;
 mod error;
 mod layout;
+mod staging;
 mod transport;
 
 pub use archive::{DockerArchiveSink, DockerArchiveSource, OciArchiveSink, OciArchiveSource};
@@ -76,6 +82,7 @@ pub use layout::{
     BlobWriter, GcReport, MAX_INDEX_BYTES, NewBlob, OciLayout, WriterGuard, ref_name_conforms,
     valid_tag,
 };
+pub use staging::STALE_UNLOCKED_AGE;
 pub use transport::{LayoutSink, LayoutSource};
 
 use std::path::PathBuf;

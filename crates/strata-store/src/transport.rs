@@ -2,7 +2,8 @@
 //! bridge every sink of this crate writes blobs through.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use strata_image::{
@@ -10,7 +11,7 @@ use strata_image::{
 };
 use strata_spec::{Descriptor, Digest, DigestHasher, MAX_MANIFEST_BYTES, Reference};
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::layout::{AlignedBuf, BlobWriter};
 use crate::{OciLayout, StoreError, WriterGuard};
@@ -28,6 +29,110 @@ enum Chunk {
     End(Box<DigestHasher>),
 }
 
+/// How long [`InFlight::abandon`] waits for blob writers to end. A writer ends within one
+/// chunk write once its reader is gone; this only bounds a disk that stopped answering.
+const ABANDON_WAIT: Duration = Duration::from_secs(30);
+
+/// The blob writes a sink has running. A write's blocking thread outlives the future that
+/// started it when that future is dropped (a failed or interrupted copy drops the other
+/// blobs' transfers): the thread then sees its channel close and removes its temp file, but
+/// only some time later. [`InFlight::abandon`] waits for exactly that, so a copy that fails or
+/// is interrupted exits with every temp file gone.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    state: Mutex<InFlightState>,
+    ended: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    running: usize,
+    abandoned: bool,
+}
+
+/// One running blob write; dropped after its writer (see [`Tracked`]).
+#[derive(Debug)]
+pub(crate) struct WriteToken {
+    flight: Arc<InFlight>,
+}
+
+impl Drop for WriteToken {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.flight.state.lock() {
+            s.running = s.running.saturating_sub(1);
+        }
+        self.flight.ended.notify_waiters();
+    }
+}
+
+/// A blob writer and its token: fields drop in order, so the temp file is removed before the
+/// write counts as ended.
+pub(crate) struct Tracked {
+    pub(crate) writer: BlobWriter,
+    _token: WriteToken,
+}
+
+impl InFlight {
+    /// Count a new blob write; refused once the sink was abandoned.
+    pub(crate) fn start(self: &Arc<Self>, what: &str) -> Result<WriteToken, ImageError> {
+        let mut s = self
+            .state
+            .lock()
+            .map_err(|_| ImageError::io(what, std::io::Error::other("poisoned lock")))?;
+        if s.abandoned {
+            return Err(ImageError::io(
+                what,
+                std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the copy was abandoned; no new blobs are written",
+                ),
+            ));
+        }
+        s.running += 1;
+        Ok(WriteToken {
+            flight: Arc::clone(self),
+        })
+    }
+
+    fn running(&self) -> usize {
+        self.state.lock().map(|s| s.running).unwrap_or(0)
+    }
+
+    /// Refuse new writes and wait (at most [`ABANDON_WAIT`]) until every running one has
+    /// ended and removed its temp file.
+    pub(crate) async fn abandon(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.abandoned = true;
+        }
+        let deadline = tokio::time::Instant::now() + ABANDON_WAIT;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so an end between check and wait is not missed.
+            ended.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                tracing::warn!(
+                    running = self.running(),
+                    "blob writers still running after {ABANDON_WAIT:?}"
+                );
+                return;
+            }
+        }
+    }
+}
+
+impl Tracked {
+    pub(crate) fn new(writer: BlobWriter, token: WriteToken) -> Tracked {
+        Tracked {
+            writer,
+            _token: token,
+        }
+    }
+}
+
 /// Feed an async stream into a [`BlobWriter`] running on a blocking thread (std::fs writes
 /// and fsync off the async workers, overlapped with reading). The reader hashes each read
 /// at once, while the bytes are still in its core's cache (3-7 % faster than hashing on the
@@ -35,30 +140,33 @@ enum Chunk {
 /// size+1) and, with the reader's hasher, the digest, and commits. On any failure,
 /// including the stream failing, the temp file is gone before this returns. Bytes are read
 /// straight into aligned buffers the writer can hand to `O_DIRECT` writes as they are.
-pub(crate) async fn pump_blob(
-    mut writer: BlobWriter,
-    mut data: BlobReader,
-) -> Result<(), ImageError> {
+pub(crate) async fn pump_blob(tracked: Tracked, mut data: BlobReader) -> Result<(), ImageError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(PIPE_DEPTH);
     let (back_tx, mut back_rx) = mpsc::channel::<AlignedBuf>(PIPE_DEPTH + 1);
-    let mut hasher = writer.detach_hasher();
+    let mut tracked = tracked;
+    let mut hasher = tracked.writer.detach_hasher();
     let worker = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        // Moved in whole (a closure would otherwise capture only the fields it names, and
+        // the token would stay behind in the dropped future): `tracked` drops writer first,
+        // token second, so the write counts as running until its temp file is gone, on every
+        // path out of this closure.
+        let mut tracked = tracked;
         while let Some(chunk) = rx.blocking_recv() {
             match chunk {
                 Chunk::Data(buf) => {
-                    writer.write(buf.filled())?;
+                    tracked.writer.write(buf.filled())?;
                     // The reader may be gone already; the buffer is then simply freed.
                     let _ = back_tx.try_send(buf);
                 }
                 Chunk::End(hasher) => {
-                    writer.attach_hasher(*hasher);
-                    return writer.commit();
+                    tracked.writer.attach_hasher(*hasher);
+                    return tracked.writer.commit();
                 }
             }
         }
         // The reader gave up: dropping the writer removes the temp file.
         Err(StoreError::io(
-            writer.destination().to_path_buf(),
+            tracked.writer.destination().to_path_buf(),
             "blob stream aborted",
             std::io::Error::from(std::io::ErrorKind::Interrupted),
         ))
@@ -225,6 +333,7 @@ pub struct LayoutSink {
     layout: OciLayout,
     name: String,
     last_manifest: Mutex<Option<(RawManifest, Option<String>)>>,
+    in_flight: Arc<InFlight>,
     // Held for the sink's lifetime: gc waits until the copy has tagged what it wrote.
     _guard: WriterGuard,
 }
@@ -249,6 +358,7 @@ impl LayoutSink {
             layout,
             name,
             last_manifest: Mutex::new(None),
+            in_flight: Arc::default(),
             _guard: guard,
         })
     }
@@ -263,22 +373,27 @@ impl LayoutSink {
     }
 }
 
-/// Stream `data` into `layout`, verified against `descriptor` (idempotent).
-pub(crate) async fn put_layout_blob(
+/// Stream `data` into `layout`, verified against `descriptor` (idempotent); the write is
+/// counted in `in_flight` from before its temp file exists until after it is gone.
+async fn put_layout_blob(
     layout: &OciLayout,
+    in_flight: &Arc<InFlight>,
     descriptor: &Descriptor,
     data: BlobReader,
 ) -> Result<(), ImageError> {
     if layout.has_blob(&descriptor.digest, Some(descriptor.size_u64()?)) {
         return Ok(());
     }
+    let token = in_flight.start(&format!("writing blob {}", descriptor.digest))?;
     let l = layout.clone();
     let d = descriptor.clone();
-    // Creating the temp file and taking the lock may block briefly (gc running).
-    let writer = tokio::task::spawn_blocking(move || l.blob_writer(&d))
-        .await
-        .map_err(|e| ImageError::io("blob writer", std::io::Error::other(e)))??;
-    pump_blob(writer, data).await
+    // Creating the temp file and taking the lock may block briefly (gc running). Should this
+    // future be dropped meanwhile, the writer and its token are dropped with the task's output.
+    let tracked =
+        tokio::task::spawn_blocking(move || l.blob_writer(&d).map(|w| Tracked::new(w, token)))
+            .await
+            .map_err(|e| ImageError::io("blob writer", std::io::Error::other(e)))??;
+    pump_blob(tracked, data).await
 }
 
 #[async_trait]
@@ -296,7 +411,7 @@ impl ImageSink for LayoutSink {
             .has_blob(&descriptor.digest, Some(descriptor.size_u64()?)))
     }
     async fn put_blob(&self, descriptor: &Descriptor, data: BlobReader) -> Result<(), ImageError> {
-        put_layout_blob(&self.layout, descriptor, data).await
+        put_layout_blob(&self.layout, &self.in_flight, descriptor, data).await
     }
     async fn put_manifest(
         &self,
@@ -314,6 +429,9 @@ impl ImageSink for LayoutSink {
             self.layout.set_tag(Some(t), &descriptor)?;
         }
         Ok(())
+    }
+    async fn abandon(&self) {
+        self.in_flight.abandon().await;
     }
     async fn finish(&self) -> Result<(), ImageError> {
         // A destination without a tag still needs its top document in index.json, or gc

@@ -23,6 +23,13 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
 }
 
+/// `storage.delete.enabled` in the registry's config.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deletion {
+    Enabled,
+    Disabled,
+}
+
 enum Auth<'a> {
     None,
     Basic(&'a str, &'a str),
@@ -32,20 +39,26 @@ enum Auth<'a> {
 impl TestRegistry {
     /// A registry without auth.
     pub fn start() -> TestRegistry {
-        Self::start_with(Auth::None)
+        Self::start_with(Auth::None, Deletion::Enabled)
+    }
+
+    /// A registry without auth whose manifest DELETE answers 405 `UNSUPPORTED`, the
+    /// distribution registry's default (`storage.delete.enabled: false`).
+    pub fn start_with_delete_disabled() -> TestRegistry {
+        Self::start_with(Auth::None, Deletion::Disabled)
     }
 
     /// A registry with htpasswd Basic auth for one user.
     pub fn start_with_basic_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::Basic(user, password))
+        Self::start_with(Auth::Basic(user, password), Deletion::Enabled)
     }
 
     /// A registry with Bearer token auth delegated to `tokens` (real JWT verification).
     pub fn start_with_token_auth(tokens: &TokenServer) -> TestRegistry {
-        Self::start_with(Auth::Token(tokens))
+        Self::start_with(Auth::Token(tokens), Deletion::Enabled)
     }
 
-    fn start_with(auth: Auth<'_>) -> TestRegistry {
+    fn start_with(auth: Auth<'_>, deletion: Deletion) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry (scripts/install-deps.sh)"
@@ -87,8 +100,9 @@ impl TestRegistry {
             };
             let port = free_port();
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{auth_yaml}",
                 root = dir.path().join("data").display(),
+                delete = deletion == Deletion::Enabled,
             );
             let config_path = dir.path().join("config.yml");
             std::fs::write(&config_path, config).expect("write registry config");

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
-    version,
+    version = env!("STRATA_VERSION"),
     about = "Build, copy, inspect and unpack OCI container images without a daemon",
     long_about = "Build, copy, inspect and unpack OCI container images without a daemon.\n\n\
 Images are named with a transport prefix, as skopeo names them:\n  \
@@ -16,7 +16,7 @@ oci:PATH[:TAG]                          an OCI image layout directory\n  \
 oci-archive:PATH[:TAG]                  a tar of an OCI image layout\n  \
 docker-archive:PATH[:REF]               a `docker save` tar\n  \
 dir:PATH                                a directory of manifest and blobs\n  \
-NAME[:TAG]                              strata's local store ($XDG_DATA_HOME/strata)"
+NAME[:TAG]                              strata's local store ($XDG_DATA_HOME/strata) if it\n                                        has the tag, else docker://NAME; as a destination,\n                                        always the local store"
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
@@ -29,28 +29,35 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build images from a Containerfile, for one or many platforms.
+    #[command(after_help = crate::help::BUILD)]
     Build(BuildArgs),
     /// Copy an image or index between registries, layouts, archives and directories.
+    #[command(after_help = crate::help::COPY)]
     Copy(CopyArgs),
     /// Show an image's digest, platforms, layers and config.
+    #[command(after_help = crate::help::INSPECT)]
     Inspect(InspectArgs),
     /// List the tags of a registry repository.
     Tags(TagsArgs),
     /// List the tags and platforms in an OCI image layout.
     Ls(LsArgs),
     /// Create, edit and push manifest lists (OCI indexes / Docker manifest lists).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::help::MANIFEST)]
     Manifest(ManifestCommand),
     /// Store credentials for a registry in the auth file.
     Login(LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(LogoutArgs),
-    /// Remove blobs no tag refers to from an OCI layout (default: the local store).
+    /// Remove images: local store or OCI layout tags, registry manifests (alias delete, rmi).
+    #[command(visible_aliases = ["delete", "rmi"], long_about = crate::cmd::rm::LONG_ABOUT)]
+    Rm(crate::cmd::rm::RmArgs),
+    /// Remove blobs no tag refers to, and leftovers of killed writers, from an OCI layout
+    /// (default: the local store).
     Gc(GcArgs),
     /// Remove build cache entries (default: the local store's cache).
     Prune(PruneArgs),
     /// Unpack an image into an OCI runtime bundle (rootfs + config.json), like `umoci unpack`.
-    #[command(long_about = crate::cmd::unpack::LONG_ABOUT)]
+    #[command(long_about = crate::cmd::unpack::LONG_ABOUT, after_help = crate::help::UNPACK)]
     Unpack(crate::cmd::unpack::UnpackArgs),
     /// Turn the changes made in an unpacked bundle's rootfs into a new layer and image.
     #[command(long_about = crate::cmd::repack::LONG_ABOUT)]
@@ -60,6 +67,11 @@ pub enum Command {
     Mount(crate::cmd::mount::MountArgs),
     /// Unmount what `strata mount` mounted.
     Umount(crate::cmd::mount::UmountArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = crate::cmd::completion::COMPLETION_AFTER_HELP)]
+    Completion(crate::cmd::completion::CompletionArgs),
+    /// Write the man pages (strata.1 and one per subcommand).
+    Man(crate::cmd::completion::ManArgs),
 }
 
 /// Output format of a command.
@@ -102,7 +114,8 @@ pub struct CopyArgs {
     #[arg(short, long, conflicts_with = "platform")]
     pub all: bool,
     /// Copy the images for these platforms (os/arch[/variant][:os.version], comma separated);
-    /// one platform copies that image alone, several copy an index of just those.
+    /// one platform copies that image alone, several copy an index of just those; a single
+    /// image must have the platform.
     #[arg(long, value_delimiter = ',', value_name = "PLATFORM")]
     pub platform: Vec<String>,
     /// Manifest format to write (oci, v2s2) and/or output format (text, json); repeatable
@@ -150,6 +163,7 @@ pub struct InspectArgs {
     /// For an index: inspect the image for this platform instead of the index.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -160,6 +174,7 @@ pub struct InspectArgs {
 pub struct TagsArgs {
     /// Repository: docker://REGISTRY/REPO or REGISTRY/REPO.
     pub repository: String,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -168,16 +183,21 @@ pub struct TagsArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// OCI layout directory (default: the local store).
+    /// OCI layout directory, DIR or oci:DIR (default: the local store).
     pub layout: Option<PathBuf>,
+    /// Print the local store's path and nothing else (for other tools' oci:PATH:NAME).
+    #[arg(long, conflicts_with = "layout")]
+    pub store_path: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
-    /// OCI layout directory (default: the local store).
+    /// OCI layout directory, DIR or oci:DIR (default: the local store).
     pub layout: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }
@@ -186,6 +206,7 @@ pub struct GcArgs {
 pub struct LoginArgs {
     /// Registry host (e.g. 127.0.0.1:5000, quay.io).
     pub registry: String,
+    /// User name (asked for on a terminal when missing).
     #[arg(short, long)]
     pub username: Option<String>,
     /// Password (prefer --password-stdin).
@@ -197,6 +218,7 @@ pub struct LoginArgs {
     /// Auth file to write (default ~/.docker/config.json, or $REGISTRY_AUTH_FILE).
     #[arg(long, value_name = "PATH")]
     pub authfile: Option<PathBuf>,
+    /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
 }
@@ -205,6 +227,7 @@ pub struct LoginArgs {
 pub struct LogoutArgs {
     /// Registry host.
     pub registry: String,
+    /// Auth file to remove the credentials from (default: as for login).
     #[arg(long, value_name = "PATH")]
     pub authfile: Option<PathBuf>,
 }
@@ -217,7 +240,7 @@ pub enum ManifestCommand {
     Add(ManifestAddArgs),
     /// Change the platform or annotations of one entry.
     Annotate(ManifestAnnotateArgs),
-    /// Remove an entry (by digest or platform).
+    /// Remove an entry (by digest or platform, matched as --platform matches).
     Remove(ManifestRemoveArgs),
     /// Print a list (or any manifest).
     Inspect(ManifestInspectArgs),
@@ -236,7 +259,7 @@ pub enum ListFormat {
 
 #[derive(Args, Debug)]
 pub struct ManifestCreateArgs {
-    /// Name of the list in the local store (e.g. localhost/app:v1).
+    /// Name of the list (kept in the store's manifest-lists layout, apart from images).
     pub list: String,
     /// Images to put in it (transport:reference; an index adds all of its entries).
     pub images: Vec<String>,
@@ -252,7 +275,9 @@ pub struct ManifestCreateArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestAddArgs {
+    /// Name of the list in the local store.
     pub list: String,
+    /// Images to add (transport:reference; an index adds all of its entries).
     pub images: Vec<String>,
     /// Set the entry's platform fields (overrides what the image config says).
     #[command(flatten)]
@@ -263,12 +288,16 @@ pub struct ManifestAddArgs {
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct PlatformFields {
+    /// Operating system of the entry (linux, windows, …).
     #[arg(long)]
     pub os: Option<String>,
+    /// CPU architecture of the entry (amd64, arm64, …).
     #[arg(long)]
     pub arch: Option<String>,
+    /// CPU variant of the entry (v7, v8, …).
     #[arg(long)]
     pub variant: Option<String>,
+    /// OS version of the entry (Windows: 10.0.17763.1757).
     #[arg(long)]
     pub os_version: Option<String>,
     /// OS features (comma separated).
@@ -281,8 +310,9 @@ pub struct PlatformFields {
 
 #[derive(Args, Debug)]
 pub struct ManifestAnnotateArgs {
+    /// Name of the list in the local store.
     pub list: String,
-    /// The entry: its digest, or an image reference whose digest is in the list.
+    /// The entry: its digest, its platform, or an image whose digest is in the list.
     pub entry: String,
     #[command(flatten)]
     pub platform: PlatformFields,
@@ -292,14 +322,15 @@ pub struct ManifestAnnotateArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestRemoveArgs {
+    /// Name of the list in the local store.
     pub list: String,
-    /// The entry's digest or platform (os/arch[/variant][:os.version]).
+    /// The entry's digest or platform (os/arch[/variant][:os.version], as --platform).
     pub entry: String,
 }
 
 #[derive(Args, Debug)]
 pub struct ManifestInspectArgs {
-    /// A list in the local store, or any image name (transport:reference).
+    /// A list made by `manifest create`, else any image name (transport:reference).
     pub list: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -307,16 +338,19 @@ pub struct ManifestInspectArgs {
 
 #[derive(Args, Debug)]
 pub struct ManifestPushArgs {
+    /// Name of the list in the local store.
     pub list: String,
     /// Destination (docker://…, oci:…); default: the list's own name on its registry.
     pub destination: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
-    /// Remove the list from the local store after a successful push.
+    /// Remove the list after a successful push.
     #[arg(long)]
     pub purge: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// No progress output.
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -449,6 +483,7 @@ pub struct PruneArgs {
     /// Keep entries used within this long (e.g. 24h, 7d); default: remove all.
     #[arg(long, value_name = "DURATION")]
     pub keep_used_within: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
 }

@@ -3,9 +3,11 @@
 
 mod cli;
 mod cmd;
+mod help;
 mod open;
 mod output;
 mod progress;
+mod resolve;
 mod terminal;
 
 use clap::Parser;
@@ -52,12 +54,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manifest(c) => cmd::manifest::run(c).await,
         Command::Login(a) => cmd::login::login(a).await,
         Command::Logout(a) => cmd::login::logout(a).await,
+        Command::Rm(a) => cmd::rm::run(a).await,
         Command::Gc(a) => cmd::ls::gc(a).await,
         Command::Prune(a) => cmd::build::prune(a).await,
         Command::Unpack(a) => cmd::unpack::run(a).await,
         Command::Repack(a) => cmd::repack::run(a).await,
         Command::Mount(a) => cmd::mount::mount(a).await,
         Command::Umount(a) => cmd::mount::umount(a).await,
+        Command::Completion(a) => cmd::completion::completion(a),
+        Command::Man(a) => cmd::completion::man(a),
     }
 }
 

@@ -189,35 +189,8 @@ pub fn store_path() -> anyhow::Result<PathBuf> {
     Ok(strata_store::default_store_path()?)
 }
 
-/// Remove `reference`'s tag from the local store (its blobs go at the next `strata gc`).
-pub fn remove_store_tag(reference: &Reference) -> anyhow::Result<()> {
-    let layout = strata_store::default_store()?;
-    layout.remove_tag(&store_tag(reference))?;
-    Ok(())
-}
-
-/// Open `name` for reading.
-/// Open `name` for reading and fetch its top manifest, checking it against the digest the
-/// name gives (if any).
-pub async fn source_and_top(
-    name: &ImageName,
-    side: &Side,
-) -> anyhow::Result<(Box<dyn ImageSource>, RawManifest)> {
-    let source = source(name, side).await?;
-    let top = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    if let Some(d) = name_digest(name) {
-        anyhow::ensure!(
-            top.digest == d,
-            "{name}: content has digest {}, not the one named",
-            top.digest
-        );
-    }
-    Ok((source, top))
-}
-
+/// Open `name` for reading (a bare name: the store only; `crate::resolve` applies the
+/// whole rule).
 pub async fn source(name: &ImageName, side: &Side) -> anyhow::Result<Box<dyn ImageSource>> {
     let source: Box<dyn ImageSource> = match name {
         ImageName::Registry(r) => Box::new(
@@ -265,9 +238,17 @@ pub async fn sink(name: &ImageName, side: &Side) -> anyhow::Result<Box<dyn Image
                 .with_context(|| format!("opening {name}"))?,
         ),
         ImageName::OciLayout { path, .. } => Box::new(LayoutSink::create(path)?),
-        ImageName::OciArchive { path, .. } => Box::new(OciArchiveSink::create(path)?),
+        // Staging is noted in the store, so `strata gc` finds it should this process be
+        // killed (best effort: without a usable store only the next copy there removes it).
+        ImageName::OciArchive { path, .. } => Box::new(match strata_store::default_store() {
+            Ok(store) => OciArchiveSink::create_noted_in(path, &store)?,
+            Err(_) => OciArchiveSink::create(path)?,
+        }),
         ImageName::DockerArchive { path, reference } => {
-            Box::new(DockerArchiveSink::create(path, reference.as_ref())?)
+            Box::new(match strata_store::default_store() {
+                Ok(store) => DockerArchiveSink::create_noted_in(path, reference.as_ref(), &store)?,
+                Err(_) => DockerArchiveSink::create(path, reference.as_ref())?,
+            })
         }
         ImageName::Dir { path } => Box::new(DirSink::create(path)?),
         ImageName::Store(_) => Box::new(LayoutSink::to_store()?),

@@ -14,7 +14,12 @@ use strata_store::StoreError;
 /// what to do.
 pub fn print_error(e: &anyhow::Error) {
     eprintln!("error: {}", error_lines(e).join("\n  caused by: "));
-    if let Some(h) = hint(e) {
+    // A bare name that was looked up and not found says where it looked.
+    let lookup_hint = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::resolve::NotFound>())
+        .and_then(crate::resolve::NotFound::hint);
+    for h in lookup_hint.into_iter().chain(hint(e).map(str::to_string)) {
         eprintln!("hint: {h}");
     }
 }
@@ -73,10 +78,18 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 _ => None,
             };
         }
-        if let Some(CopyError::PlatformNotFound { .. }) = cause.downcast_ref::<CopyError>() {
-            return Some(
-                "pick one of the available platforms with --platform, or copy everything with --all",
-            );
+        match cause.downcast_ref::<CopyError>() {
+            Some(CopyError::PlatformNotFound { .. }) => {
+                return Some(
+                    "pick one of the available platforms with --platform, or copy everything with --all",
+                );
+            }
+            Some(CopyError::PlatformMismatch { .. }) => {
+                return Some(
+                    "the image has one platform only: drop --platform to copy or inspect it as it is",
+                );
+            }
+            _ => {}
         }
         if let Some(ImageError::DigestMismatch { .. }) = cause.downcast_ref::<ImageError>() {
             return Some(DIGEST_HINT);

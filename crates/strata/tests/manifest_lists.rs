@@ -4,28 +4,8 @@
 
 mod common;
 
-use common::{Env, skopeo_raw};
-use strata_spec::Platform;
-use strata_testkit::{TestImage, TestRegistry, busybox_image, random_image_for_platform};
-
-fn windows(os_version: &str, seed: u64) -> TestImage {
-    let mut p = Platform::new("windows", "amd64");
-    p.os_version = Some(os_version.into());
-    random_image_for_platform(seed, &[1000], &p)
-}
-
-/// Push `image` to `docker://HOST/REPO:TAG` through an OCI layout.
-fn push(env: &Env, image: &TestImage, dest: &str) {
-    let dir = env.path(&format!("layout-{}", image.digest().encoded()));
-    image.write_oci_layout(&dir, "t").expect("layout");
-    env.ok(&[
-        "copy",
-        "-q",
-        "--tls-verify=false",
-        &format!("oci:{}:t", dir.display()),
-        dest,
-    ]);
-}
+use common::{Env, push_image, skopeo_raw, windows_image};
+use strata_testkit::{TestRegistry, busybox_image};
 
 fn entries(index: &serde_json::Value) -> Vec<(String, String, Option<String>)> {
     index["manifests"]
@@ -52,11 +32,11 @@ fn windows_and_linux_list_gets_os_version_from_configs_and_pushes() {
     let registry = TestRegistry::start();
     let host = registry.host();
     let linux = busybox_image("amd64");
-    let ltsc2019 = windows("10.0.17763.1757", 11);
-    let ltsc2022 = windows("10.0.20348.2113", 12);
-    push(&env, &linux, &format!("docker://{host}/app:linux-amd64"));
-    push(&env, &ltsc2019, &format!("docker://{host}/app:win-1809"));
-    push(
+    let ltsc2019 = windows_image("10.0.17763.1757", 11);
+    let ltsc2022 = windows_image("10.0.20348.2113", 12);
+    push_image(&env, &linux, &format!("docker://{host}/app:linux-amd64"));
+    push_image(&env, &ltsc2019, &format!("docker://{host}/app:win-1809"));
+    push_image(
         &env,
         &ltsc2022,
         &format!("docker://{host}/app:win-ltsc2022"),
@@ -157,10 +137,10 @@ fn add_replaces_the_entry_for_the_same_platform_and_remove_drops_it() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let host = registry.host();
-    let old = windows("10.0.17763.1757", 21);
-    let new = windows("10.0.17763.1757", 22); // a rebuilt image for the same platform
-    push(&env, &old, &format!("docker://{host}/w:old"));
-    push(&env, &new, &format!("docker://{host}/w:new"));
+    let old = windows_image("10.0.17763.1757", 21);
+    let new = windows_image("10.0.17763.1757", 22); // a rebuilt image for the same platform
+    push_image(&env, &old, &format!("docker://{host}/w:old"));
+    push_image(&env, &new, &format!("docker://{host}/w:new"));
     let list = format!("{host}/w:list");
     env.ok(&[
         "manifest",
@@ -241,7 +221,7 @@ fn docker_manifest_list_format_and_index_sources() {
     let platforms: Vec<String> = entries(&remote).into_iter().map(|e| e.1).collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     // OCI images cannot go into a Docker list: a clear error.
-    push(
+    push_image(
         &env,
         &busybox_image("amd64"),
         &format!("docker://{host}/bb:oci"),
@@ -261,12 +241,12 @@ fn push_to_an_oci_layout_and_missing_list_errors() {
     let env = Env::new();
     let registry = TestRegistry::start();
     let host = registry.host();
-    push(
+    push_image(
         &env,
         &busybox_image("amd64"),
         &format!("docker://{host}/a:amd64"),
     );
-    push(
+    push_image(
         &env,
         &busybox_image("arm64"),
         &format!("docker://{host}/a:arm64"),

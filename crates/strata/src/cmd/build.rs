@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_build::{
     BaseResolver, BuildError, BuildEvent, BuildOptions, BuildProgress, BuildResult, CachePolicy,
-    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, LocalResolver, Output,
-    PruneKeep, PruneOptions, PushOptions, SandboxExecutor, SecretSource, Squash, build,
-    default_cache_dir, prune_cache, push_result,
+    CancelFlag, Compression, ContainerfileSource, ImageFormat, LayerOrigin, Output, PruneKeep,
+    PruneOptions, PushOptions, SandboxExecutor, SecretSource, Squash, build, default_cache_dir,
+    prune_cache, push_result,
 };
 use strata_copy::{ImageName, ManifestFormat};
 use strata_image::{ImageError, ImageSource};
@@ -23,52 +23,32 @@ use crate::cmd::copy::split_formats;
 use crate::cmd::{EXIT_INTERRUPTED, Interrupts};
 use crate::open::{self, Side};
 use crate::output::{human_size, print_json, stderr_is_terminal, terminal_safe};
+use crate::resolve::{Lookup, NotFound, ShortNames, resolve, short_names};
 
-/// Opens `FROM` names the way `docker build` / `buildah bud` do: transport names as given,
-/// bare references from the local store or their registry according to `--pull`.
+/// Opens `FROM` names by the rule every command uses (`crate::resolve`); `--pull` says
+/// where a bare name may be looked up.
 struct CliResolver {
     side: Side,
-    pull: PullPolicy,
-    local: LocalResolver,
-}
-
-fn has_transport(name: &str) -> bool {
-    [
-        "docker://",
-        "oci:",
-        "oci-archive:",
-        "docker-archive:",
-        "dir:",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+    lookup: Lookup,
+    short_names: ShortNames,
 }
 
 #[async_trait]
 impl BaseResolver for CliResolver {
     async fn open(&self, image: &str) -> Result<Box<dyn ImageSource>, ImageError> {
-        let to_image_error = |e: anyhow::Error| ImageError::Unsupported(format!("{e:#}"));
-        if has_transport(image) {
-            let name: ImageName = image
-                .parse()
-                .map_err(|e| ImageError::Unsupported(format!("{image}: {e}")))?;
-            return open::source(&name, &self.side)
-                .await
-                .map_err(to_image_error);
-        }
-        let reference: Reference = image
-            .parse()
-            .map_err(|e| ImageError::Unsupported(format!("base image {image:?}: {e}")))?;
-        if self.pull != PullPolicy::Always {
-            match self.local.open(image).await {
-                Ok(source) => return Ok(source),
-                Err(e) if self.pull == PullPolicy::Never => return Err(e),
-                Err(_) => {}
+        match resolve(image, &self.side, &self.short_names, self.lookup).await {
+            Ok(resolved) => Ok(resolved.into_source()),
+            Err(e) => {
+                let hint = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<NotFound>())
+                    .and_then(NotFound::hint);
+                Err(ImageError::Unsupported(match hint {
+                    Some(h) => format!("{e:#} (hint: {h})"),
+                    None => format!("{e:#}"),
+                }))
             }
         }
-        open::source(&ImageName::Registry(reference), &self.side)
-            .await
-            .map_err(to_image_error)
     }
 }
 
@@ -293,8 +273,12 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
     }
     let resolver = CliResolver {
         side: side.clone(),
-        pull: a.pull,
-        local: LocalResolver::default(),
+        lookup: match a.pull {
+            PullPolicy::Missing => Lookup::StoreThenRegistry,
+            PullPolicy::Always => Lookup::RegistryOnly,
+            PullPolicy::Never => Lookup::StoreOnly,
+        },
+        short_names: short_names(),
     };
     let view = Arc::new(View::new(if a.quiet || out_format == OutputFormat::Json {
         ViewMode::Silent
@@ -657,13 +641,5 @@ mod tests {
         for bad in ["src=/x", "id=a,src=/x,env=V", "id=a,what=1", "id"] {
             assert!(secrets(&[bad.into()]).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn transports_are_recognised() {
-        assert!(has_transport("oci:/x:y"));
-        assert!(has_transport("docker://busybox"));
-        assert!(!has_transport("busybox"));
-        assert!(!has_transport("localhost:5000/x"));
     }
 }

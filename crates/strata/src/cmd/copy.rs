@@ -5,9 +5,11 @@ use strata_copy::{CopyOptions, ImageName, ManifestFormat, Selection, copy_image}
 use strata_spec::Platform;
 
 use crate::cli::{CopyArgs, OutputFormat};
+use crate::cmd::{EXIT_INTERRUPTED, Interrupts};
 use crate::open::{self, Side};
 use crate::output;
 use crate::progress::Bars;
+use crate::resolve::{self, Lookup, resolve};
 
 /// Split `--format` values into a manifest format and an output format.
 pub fn split_formats(values: &[String]) -> anyhow::Result<(Option<ManifestFormat>, OutputFormat)> {
@@ -39,8 +41,10 @@ pub fn parse_platforms(values: &[String]) -> anyhow::Result<Vec<Platform>> {
 }
 
 pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
+    // Watched from the start: from here on Ctrl-C / SIGTERM no longer kill the process
+    // before it has removed what it staged.
+    let mut interrupts = Interrupts::watch();
     let (format, out) = split_formats(&a.format)?;
-    let source: ImageName = a.source.parse()?;
     let destination: ImageName = a.destination.parse()?;
     let selection = if a.all {
         Selection::All
@@ -64,8 +68,24 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
         a.dest_authfile.as_deref(),
         a.dest_tls_verify,
     );
-    let src = open::source(&source, &src_side).await?;
-    let dst = open::sink(&destination, &dst_side).await?;
+    let open_both = async {
+        let resolved = resolve(
+            &a.source,
+            &src_side,
+            &resolve::short_names(),
+            Lookup::default(),
+        )
+        .await?;
+        let dst = open::sink(&destination, &dst_side).await?;
+        anyhow::Ok((resolved, dst))
+    };
+    let (resolved, dst) = tokio::select! {
+        opened = open_both => opened?,
+        // Whatever was opened (an archive's staging) is dropped, and so removed, first.
+        _ = interrupts.recv() => std::process::exit(EXIT_INTERRUPTED),
+    };
+    let source = resolved.name.clone();
+    let src = resolved.into_source();
     let options = CopyOptions {
         selection,
         format,
@@ -74,9 +94,25 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
         expected_digest: open::name_digest(&source),
         progress: Bars::new_if_terminal(a.quiet || out == OutputFormat::Json),
     };
-    let report = copy_image(src.as_ref(), dst.as_ref(), &options)
-        .await
-        .with_context(|| format!("copying {source} to {destination}"))?;
+    let mut copy = Box::pin(copy_image(src.as_ref(), dst.as_ref(), &options));
+    let outcome = tokio::select! {
+        result = &mut copy => Some(result),
+        _ = interrupts.recv() => None,
+    };
+    // Dropping the copy stops its transfers; their writers then remove their temp files.
+    drop(copy);
+    let Some(result) = outcome else {
+        eprintln!("interrupted: removing the partial copy (again to exit at once)");
+        tokio::spawn(async move {
+            interrupts.recv().await;
+            std::process::exit(EXIT_INTERRUPTED);
+        });
+        dst.abandon().await;
+        // Archive staging goes with the sink.
+        drop(dst);
+        std::process::exit(EXIT_INTERRUPTED);
+    };
+    let report = result.with_context(|| format!("copying {source} to {destination}"))?;
     match out {
         OutputFormat::Json => output::print_json(&report)?,
         OutputFormat::Text => {

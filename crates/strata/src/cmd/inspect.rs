@@ -5,13 +5,14 @@ use std::io::Write;
 
 use anyhow::Context;
 use serde::Serialize;
-use strata_copy::{ImageName, select_platform};
+use strata_copy::{check_single_platform, select_platform};
 use strata_image::{ImageSource, RawManifest, read_blob_bytes};
 use strata_spec::{Descriptor, ImageConfig, MAX_CONFIG_BYTES, Manifest, MediaType, Platform};
 
 use crate::cli::{InspectArgs, OutputFormat};
-use crate::open::{self, Side};
+use crate::open::Side;
 use crate::output::{human_size, print_json, terminal_safe as safe};
+use crate::resolve::{Lookup, resolve, short_names};
 
 #[derive(Serialize)]
 struct LayerInfo {
@@ -60,16 +61,25 @@ struct IndexInfo {
     annotations: BTreeMap<String, String>,
 }
 
-/// Resolve a document to an image manifest: an index is narrowed to `platform` (host by default).
+/// Resolve a document to an image manifest: an index is narrowed to `platform` (host by
+/// default). A single image asked for with a `platform` its config does not have is refused,
+/// as `build` refuses such a base.
 pub async fn resolve_image(
     source: &dyn ImageSource,
     top: RawManifest,
     platform: Option<&Platform>,
 ) -> anyhow::Result<(RawManifest, strata_spec::ImageManifest)> {
     let mut raw = top;
-    for _ in 0..4 {
+    for depth in 0..4 {
         match raw.parse()? {
-            Manifest::Image(m) => return Ok((raw, m)),
+            Manifest::Image(m) => {
+                if let Some(wanted) = platform
+                    && depth == 0
+                {
+                    check_single_platform(source, &m, wanted).await?;
+                }
+                return Ok((raw, m));
+            }
             Manifest::Index(i) => {
                 let want = platform.cloned().unwrap_or_else(Platform::host);
                 let entry = select_platform(&i.manifests, &want).with_context(|| {
@@ -105,14 +115,14 @@ pub async fn read_config(
 }
 
 pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let name: ImageName = a.image.parse()?;
     let side = Side::new(&a.registry, None, None, None);
     let platform = a
         .platform
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
-    let (source, top) = open::source_and_top(&name, &side).await?;
+    let resolved = resolve(&a.image, &side, &short_names(), Lookup::default()).await?;
+    let (name, source, top) = (resolved.name, resolved.source, resolved.top);
     let parsed = top.parse()?;
     let mut stdout = std::io::stdout().lock();
     if a.raw && platform.is_none() {

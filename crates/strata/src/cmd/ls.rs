@@ -1,9 +1,9 @@
 //! `strata ls [LAYOUT]` and `strata gc [LAYOUT]`
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Serialize;
 use strata_image::{ImageSource, RawManifest};
 use strata_spec::{Descriptor, MAX_MANIFEST_BYTES, Manifest};
@@ -23,11 +23,37 @@ struct Entry {
     size: u64,
 }
 
+/// The layout a `ls`/`gc` argument names: a directory, or `oci:DIR` as other commands spell it.
 fn layout_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(p) => Ok(p),
-        None => open::store_path(),
+    let Some(given) = given else {
+        return open::store_path();
+    };
+    let Some(text) = given.to_str() else {
+        return Ok(given);
+    };
+    if let Some(dir) = text.strip_prefix("oci:") {
+        if let Some((dir, tag)) = dir.split_once(':')
+            && !Path::new(text.trim_start_matches("oci:")).exists()
+        {
+            bail!(
+                "{text}: this command works on a whole layout, not one tag: name the directory (oci:{dir}), not its tag {tag:?}"
+            );
+        }
+        return Ok(PathBuf::from(dir));
     }
+    for transport in ["docker://", "oci-archive:", "docker-archive:", "dir:"] {
+        if text.starts_with(transport) {
+            bail!(
+                "{text}: this command works on OCI layout directories (DIR or oci:DIR){}",
+                if transport == "docker://" {
+                    "; list a registry repository's tags with `strata tags`"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(given)
 }
 
 /// Platforms of a tagged document: its index entries', or the image config's.
@@ -58,6 +84,10 @@ async fn platforms(
 }
 
 pub async fn run(a: LsArgs) -> anyhow::Result<()> {
+    if a.store_path {
+        println!("{}", open::store_path()?.display());
+        return Ok(());
+    }
     let path = layout_path(a.layout)?;
     let layout = OciLayout::open(&path)
         .with_context(|| format!("{} is not an OCI image layout", path.display()))?;
@@ -115,10 +145,11 @@ pub async fn gc(a: GcArgs) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
             println!(
-                "removed {} blobs ({}), {} temp files",
+                "removed {} blobs ({}), {} temp files, {} staging directories",
                 report.blobs_removed,
                 human_size(report.bytes_removed),
-                report.temp_files_removed
+                report.temp_files_removed,
+                report.staging_dirs_removed
             );
             Ok(())
         }

@@ -1,9 +1,12 @@
 //! `strata manifest create|add|annotate|remove|inspect|push`
 //!
-//! A list lives in the local store as a tagged index. Its entries are only references: the
+//! A list lives in its own OCI layout inside the store (`manifest-lists/`), tagged with the
+//! list's full name: never in the image namespace, so a list named like an image does not
+//! shadow that image for `inspect`, `copy` or `FROM`. Its entries are only references: the
 //! images stay where they are, and `push` copies each entry (by digest) to the destination
 //! before writing the list. Where each entry came from is kept beside the store in
-//! `manifest-sources.json` (digest → image name).
+//! `manifest-sources.json` (digest → image name). A list an older strata kept among the
+//! images (an index whose entries are not in the store) is moved here when first used.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +14,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use strata_copy::{CopyOptions, ImageName, Selection, copy_image};
 use strata_image::RawManifest;
-use strata_spec::{Descriptor, Digest, ImageIndex, Manifest, MediaType, Platform, Reference};
+use strata_spec::{
+    Descriptor, Digest, ImageIndex, MAX_MANIFEST_BYTES, Manifest, MediaType, Platform, Reference,
+};
+use strata_store::{OciLayout, store_tag};
 
 use crate::cli::{
     ListFormat, ManifestAddArgs, ManifestAnnotateArgs, ManifestCommand, ManifestCreateArgs,
@@ -22,8 +28,31 @@ use crate::cmd::inspect::read_config;
 use crate::open::{self, Side};
 use crate::output::print_json;
 use crate::progress::Bars;
+use crate::resolve::{Lookup, is_reference_list, resolve, short_names};
 
 const SOURCES_FILE: &str = "manifest-sources.json";
+/// The layout of manifest lists, inside the store directory.
+const LISTS_DIR: &str = "manifest-lists";
+/// Operating systems (Go's GOOS values): an entry argument starting with one of these is a
+/// platform, never an image name.
+const KNOWN_OSES: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
 
 pub async fn run(c: ManifestCommand) -> anyhow::Result<()> {
     match c {
@@ -65,9 +94,69 @@ fn save_sources(map: &BTreeMap<String, String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn lists_layout() -> anyhow::Result<OciLayout> {
+    let path = open::store_path()?.join(LISTS_DIR);
+    OciLayout::create_or_open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// The list `name` (its descriptor and bytes), if there is one. A list an older strata kept
+/// in the image store is moved to the lists layout first.
+fn find_list(name: &Reference) -> anyhow::Result<Option<RawManifest>> {
+    let tag = store_tag(name);
+    let lists = lists_layout()?;
+    let descriptor = match lists.resolve(Some(&tag)) {
+        Ok(d) => d,
+        Err(_) => match move_old_list(&lists, &tag)? {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    let bytes = lists.read_blob(&descriptor.digest, MAX_MANIFEST_BYTES)?;
+    Ok(Some(RawManifest {
+        bytes,
+        media_type: descriptor.media_type,
+        digest: descriptor.digest,
+    }))
+}
+
+/// Move the reference-only index tagged `tag` in the image store into `lists`.
+fn move_old_list(lists: &OciLayout, tag: &str) -> anyhow::Result<Option<Descriptor>> {
+    let Ok(store) = OciLayout::open(&open::store_path()?) else {
+        return Ok(None);
+    };
+    let Ok(old) = store.resolve(Some(tag)) else {
+        return Ok(None);
+    };
+    if !old.media_type.is_index() || !is_reference_list(&store, &old) {
+        return Ok(None);
+    }
+    let bytes = store.read_blob(&old.digest, MAX_MANIFEST_BYTES)?;
+    let _guard = lists.writer_guard()?;
+    let moved = lists.write_blob_bytes(old.media_type.as_str(), &bytes)?;
+    lists.set_tag(Some(tag), &moved)?;
+    store.remove_tag(tag)?;
+    eprintln!(
+        "note: moved manifest list {tag} out of the image store into {}",
+        lists.root().display()
+    );
+    Ok(Some(moved))
+}
+
 async fn load_list(name: &Reference) -> anyhow::Result<ImageIndex> {
-    let source = open::source(&ImageName::Store(name.clone()), &Side::default()).await?;
-    let raw = source.manifest(None).await.with_context(|| format!("manifest list {name} not found in the local store (create it with `strata manifest create`)"))?;
+    let Some(raw) = find_list(name)? else {
+        let hint = match OciLayout::open(&open::store_path()?)
+            .map(|s| s.resolve(Some(&store_tag(name))))
+        {
+            Ok(Ok(_)) => format!(
+                "; the local store has an image {name}: start a list from it with `strata manifest create {name} {name}`"
+            ),
+            _ => " (create it with `strata manifest create`)".to_string(),
+        };
+        bail!(
+            "manifest list {name} not found in {}{hint}",
+            lists_layout()?.root().display()
+        );
+    };
     match raw.parse()? {
         Manifest::Index(i) => Ok(i),
         Manifest::Image(_) => bail!("{name} is an image, not a manifest list"),
@@ -76,20 +165,11 @@ async fn load_list(name: &Reference) -> anyhow::Result<ImageIndex> {
 
 async fn save_list(name: &Reference, index: &ImageIndex) -> anyhow::Result<Digest> {
     let bytes = index.to_bytes();
-    let raw = RawManifest::new(bytes, index.media_type());
-    let sink = open::sink(&ImageName::Store(name.clone()), &Side::default()).await?;
-    sink.put_blob(
-        &raw.descriptor(),
-        Box::pin(std::io::Cursor::new(raw.bytes.clone())),
-    )
-    .await?;
-    sink.put_manifest(
-        &raw,
-        open::destination_tag(&ImageName::Store(name.clone())).as_deref(),
-    )
-    .await?;
-    sink.finish().await?;
-    Ok(raw.digest)
+    let lists = lists_layout()?;
+    let _guard = lists.writer_guard()?;
+    let descriptor = lists.write_blob_bytes(index.media_type().as_str(), &bytes)?;
+    lists.set_tag(Some(&store_tag(name)), &descriptor)?;
+    Ok(descriptor.digest)
 }
 
 fn same_platform(a: &Platform, b: &Platform) -> bool {
@@ -142,12 +222,9 @@ async fn entries_for(
     registry: &RegistryArgs,
     sources: &mut BTreeMap<String, String>,
 ) -> anyhow::Result<Vec<Descriptor>> {
-    let name: ImageName = image.parse()?;
-    let source = open::source(&name, &Side::new(registry, None, None, None)).await?;
-    let top = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
+    let side = Side::new(registry, None, None, None);
+    let resolved = resolve(image, &side, &short_names(), Lookup::default()).await?;
+    let (name, source, top) = (resolved.name, resolved.source, resolved.top);
     let mut out = Vec::new();
     match top.parse()? {
         Manifest::Index(i) => {
@@ -220,40 +297,68 @@ async fn add(a: ManifestAddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The entry `entry` names: a digest, a platform (matched as `--platform` matches:
+/// `linux/arm64/v8` = `linux/arm64`, `windows/amd64:10.0.17763` = `…:10.0.17763.1757`), or
+/// an image whose digest is in the list.
 async fn find_entry(
+    list: &Reference,
     index: &ImageIndex,
     entry: &str,
     registry: &RegistryArgs,
 ) -> anyhow::Result<usize> {
+    let entries = || Descriptor::platform_list(&index.manifests);
     if let Ok(d) = entry.parse::<Digest>() {
         return index
             .manifests
             .iter()
             .position(|m| m.digest == d)
-            .with_context(|| format!("no entry {d} in the list"));
+            .with_context(|| format!("no entry {d} in the list {list} (entries: {})", entries()));
     }
     if let Ok(p) = entry.parse::<Platform>()
-        && let Some(i) = index
-            .manifests
-            .iter()
-            .position(|m| m.platform.as_ref().is_some_and(|mp| same_platform(&p, mp)))
+        && KNOWN_OSES.contains(&p.os.as_str())
     {
-        return Ok(i);
+        let matching: Vec<usize> = (0..index.manifests.len())
+            .filter(|&i| {
+                index.manifests[i]
+                    .platform
+                    .as_ref()
+                    .is_some_and(|have| p.matches(have))
+            })
+            .collect();
+        return match matching.as_slice() {
+            [i] => Ok(*i),
+            [] => bail!(
+                "no entry for platform {p} in the list {list} (entries: {})",
+                entries()
+            ),
+            several => bail!(
+                "platform {p} matches {} entries of the list {list}: {}; name one by digest or with its full platform (os.version)",
+                several.len(),
+                Descriptor::platform_list(several.iter().map(|&i| &index.manifests[i]))
+            ),
+        };
     }
-    let name: ImageName = entry.parse()?;
-    let source = open::source(&name, &Side::new(registry, None, None, None)).await?;
-    let digest = source.manifest(None).await?.digest;
+    let side = Side::new(registry, None, None, None);
+    let digest = resolve(entry, &side, &short_names(), Lookup::default())
+        .await?
+        .top
+        .digest;
     index
         .manifests
         .iter()
         .position(|m| m.digest == digest)
-        .with_context(|| format!("{entry} ({digest}) is not in the list"))
+        .with_context(|| {
+            format!(
+                "{entry} ({digest}) is not in the list {list} (entries: {})",
+                entries()
+            )
+        })
 }
 
 async fn annotate(a: ManifestAnnotateArgs) -> anyhow::Result<()> {
     let name = list_name(&a.list)?;
     let mut index = load_list(&name).await?;
-    let i = find_entry(&index, &a.entry, &a.registry).await?;
+    let i = find_entry(&name, &index, &a.entry, &a.registry).await?;
     apply_fields(&mut index.manifests[i], &a.platform)?;
     println!("{}", save_list(&name, &index).await?);
     Ok(())
@@ -262,20 +367,28 @@ async fn annotate(a: ManifestAnnotateArgs) -> anyhow::Result<()> {
 async fn remove(a: ManifestRemoveArgs) -> anyhow::Result<()> {
     let name = list_name(&a.list)?;
     let mut index = load_list(&name).await?;
-    let i = find_entry(&index, &a.entry, &RegistryArgs::default()).await?;
+    let i = find_entry(&name, &index, &a.entry, &RegistryArgs::default()).await?;
     index.manifests.remove(i);
     println!("{}", save_list(&name, &index).await?);
     Ok(())
 }
 
 async fn inspect(a: ManifestInspectArgs) -> anyhow::Result<()> {
-    let name: ImageName = a.list.parse()?;
-    let source = open::source(&name, &Side::new(&a.registry, None, None, None)).await?;
-    let raw = source
-        .manifest(None)
-        .await
-        .with_context(|| format!("reading {name}"))?;
-    let value: serde_json::Value = serde_json::from_slice(&raw.bytes)?;
+    let list = match a.list.parse::<ImageName>() {
+        Ok(ImageName::Store(r)) => find_list(&r)?,
+        _ => None,
+    };
+    let bytes = match list {
+        Some(raw) => raw.bytes,
+        None => {
+            let side = Side::new(&a.registry, None, None, None);
+            resolve(&a.list, &side, &short_names(), Lookup::default())
+                .await?
+                .top
+                .bytes
+        }
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)?;
     print_json(&value)
 }
 
@@ -316,7 +429,7 @@ async fn push(a: ManifestPushArgs) -> anyhow::Result<()> {
         .with_context(|| format!("pushing list to {destination}"))?;
     sink.finish().await?;
     if a.purge {
-        open::remove_store_tag(&name)?;
+        lists_layout()?.remove_tag(&store_tag(&name))?;
     }
     match a.format {
         OutputFormat::Json => print_json(&serde_json::json!({

@@ -1,4 +1,5 @@
 pub mod build;
+pub mod completion;
 pub mod copy;
 pub mod inspect;
 pub mod login;
@@ -6,6 +7,7 @@ pub mod ls;
 pub mod manifest;
 pub mod mount;
 pub mod repack;
+pub mod rm;
 pub mod tags;
 pub mod unpack;
 

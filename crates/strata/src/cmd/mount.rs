@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
-use strata_copy::ImageName;
 use strata_image::mount::{LayerCache, mount_image, unmount_image};
 use strata_spec::Platform;
 
@@ -14,6 +13,7 @@ use crate::cli::RegistryArgs;
 use crate::cmd::inspect::resolve_image;
 use crate::cmd::unpack::{EXIT_INTERRUPTED, until_signal};
 use crate::open::{self, Side};
+use crate::resolve::{Lookup, resolve, short_names};
 
 /// `strata mount --help` text.
 pub const LONG_ABOUT: &str = "Mount an image read-only at DIR, like `podman image mount`.\n\n\
@@ -49,7 +49,6 @@ pub struct UmountArgs {
 }
 
 pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
-    let name: ImageName = a.image.parse()?;
     let side = Side::new(&a.registry, None, None, None);
     let platform = a
         .platform
@@ -57,7 +56,8 @@ pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
         .map(str::parse::<Platform>)
         .transpose()
         .context("--platform")?;
-    let (source, top) = open::source_and_top(&name, &side).await?;
+    let resolved = resolve(&a.image, &side, &short_names(), Lookup::default()).await?;
+    let (name, source, top) = (resolved.name, resolved.source, resolved.top);
     let (raw, _) = resolve_image(source.as_ref(), top, platform.as_ref()).await?;
     let cache = LayerCache::new(match a.cache {
         Some(c) => c,

@@ -49,6 +49,7 @@ pub struct RepackArgs {
     /// later changes), as umoci's --refresh-bundle.
     #[arg(long)]
     pub refresh_bundle: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// No summary line.

@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use strata_copy::ImageName;
 use strata_image::runtime::{DEFAULT_HOSTNAME, RuntimeMode, RuntimeOptions, Terminal, is_root};
 use strata_image::{ExistingBundle, Ownership, SyncMode, UnpackOptions, UnpackReport};
 use strata_spec::Platform;
 
 use crate::cli::{OutputFormat, RegistryArgs};
 use crate::cmd::inspect::resolve_image;
-use crate::open::{self, Side};
+use crate::open::Side;
 use crate::output::{human_size, print_json};
+use crate::resolve::{Lookup, resolve, short_names};
 
 pub use crate::cmd::EXIT_INTERRUPTED;
 use crate::cmd::Interrupts;
@@ -57,6 +57,7 @@ pub struct UnpackArgs {
     /// Flush the filesystem (syncfs) before marking the bundle complete.
     #[arg(long)]
     pub sync: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
     /// No summary line.
@@ -120,7 +121,6 @@ pub async fn until_signal<T>(
 }
 
 pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
-    let name: ImageName = a.image.parse()?;
     let side = Side::new(&a.registry, None, None, None);
     let platform = a
         .platform
@@ -128,7 +128,8 @@ pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
         .map(str::parse::<Platform>)
         .transpose()
         .context("--platform")?;
-    let (source, top) = open::source_and_top(&name, &side).await?;
+    let resolved = resolve(&a.image, &side, &short_names(), Lookup::default()).await?;
+    let (name, source, top) = (resolved.name, resolved.source, resolved.top);
     let (raw, _) = resolve_image(source.as_ref(), top, platform.as_ref()).await?;
     let rootless = a.rootless || !is_root();
     if rootless && !a.rootless {
@@ -165,7 +166,7 @@ pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
             },
         },
         cancel: Some(Arc::clone(&cancel)),
-        source_name: a.image.clone(),
+        source_name: name.to_string(),
         sync: if a.sync {
             SyncMode::Filesystem
         } else {

@@ -16,6 +16,27 @@ pub fn fixture_layout(env: &Env) -> PathBuf {
     src
 }
 
+/// A random one-layer Windows image with that `os.version`.
+pub fn windows_image(os_version: &str, seed: u64) -> strata_testkit::TestImage {
+    let mut p = strata_spec::Platform::new("windows", "amd64");
+    p.os_version = Some(os_version.into());
+    strata_testkit::random_image_for_platform(seed, &[1000], &p)
+}
+
+/// Push `image` (with every image of an index) to `dest` through an OCI layout.
+pub fn push_image(env: &Env, image: &strata_testkit::TestImage, dest: &str) {
+    let dir = env.path(&format!("layout-{}", image.digest().encoded()));
+    image.write_oci_layout(&dir, "t").expect("layout");
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        "--tls-verify=false",
+        &format!("oci:{}:t", dir.display()),
+        dest,
+    ]);
+}
+
 /// One test's world: a temp dir holding HOME, XDG dirs and scratch space.
 pub struct Env {
     pub dir: tempfile::TempDir,
