@@ -101,7 +101,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
     })
 }
 
-const DIGEST_HINT: &str = "the content does not match its digest: the source is corrupt or was changed; nothing was written";
+// Not "nothing was written": a failed copy may have stored other blobs already.
+const DIGEST_HINT: &str =
+    "the content does not match its digest: the source is corrupt or was changed";
 
 fn registry_hint(e: &RegistryError) -> Option<&'static str> {
     match e {
