@@ -159,7 +159,7 @@ impl Shared<'_> {
                 .stages
                 .iter()
                 .filter_map(|s| s.from.alias.as_deref())
-                .map(|alias| (edit_distance(alias, &lower), alias))
+                .map(|alias| (strata_spec::edit_distance(alias, &lower), alias))
                 .filter(|(d, alias)| *d <= MAX_STAGE_TYPO_EDITS && *d * 2 < alias.chars().count())
                 .min();
             if let Some((_, alias)) = nearest {
@@ -1140,31 +1140,6 @@ fn check_copy_froms(shared: &Shared<'_>) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Optimal string alignment distance (Levenshtein with adjacent transpositions): `buidler`
-/// is one edit from `builder`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    rows[0] = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
 fn warn_unused_args(shared: &Shared<'_>) {
     let unused = Scope::unused_build_args(&shared.file, &shared.build_args);
     if !unused.is_empty() {
@@ -1177,16 +1152,6 @@ fn warn_unused_args(shared: &Shared<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("builder", "builder"), 0);
-        assert_eq!(edit_distance("builder", "buidler"), 1);
-        assert_eq!(edit_distance("builder", "bulder"), 1);
-        assert_eq!(edit_distance("builder", "buildr2"), 2);
-        assert_eq!(edit_distance("alpine", "golang"), 5);
-        assert_eq!(edit_distance("", "ab"), 2);
-    }
 
     #[test]
     fn expose_words() {
