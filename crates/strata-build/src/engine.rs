@@ -45,6 +45,8 @@ fn grown(config_bytes: usize, key: &str, value: &str, old: Option<&str>) -> usiz
     }
 }
 
+/// A `--from` this many edits (or fewer) from a stage name is taken for a typo of it.
+const MAX_STAGE_TYPO_EDITS: usize = 2;
 /// Largest ignore file read.
 const MAX_IGNORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// A value computed once per build by whichever task asks first; the others wait for it.
@@ -160,6 +162,48 @@ impl Recipe {
         }
         None
     }
+    /// Check a `--from` value that names no stage before it is taken for an image (which
+    /// would mean asking a registry for it): a stage number out of range, a name that is
+    /// not a valid image name, or a bare name one or two edits from a stage's (`buidler`
+    /// for `builder`) is [`BuildError::UnknownStage`]. Anything else may be an image and is
+    /// fine (an image named like a stage is written in full: `docker.io/library/buidler`).
+    pub(crate) fn check_from(&self, from: &str, at: &Location) -> Result<(), BuildError> {
+        if self.stage_index(from, true).is_some() {
+            return Ok(());
+        }
+        let unknown = |suggestion: String| {
+            Err(BuildError::UnknownStage {
+                at: at.clone(),
+                name: from.to_string(),
+                available: self.stage_names(),
+                suggestion,
+            })
+        };
+        if from.is_empty() || from.bytes().all(|b| b.is_ascii_digit()) {
+            return unknown(String::new());
+        }
+        if !from.contains(['/', ':', '@', '.']) {
+            let lower = from.to_ascii_lowercase();
+            let nearest = self
+                .file
+                .stages
+                .iter()
+                .filter_map(|s| s.from.alias.as_deref())
+                .map(|alias| (strata_spec::edit_distance(alias, &lower), alias))
+                .filter(|(d, alias)| *d <= MAX_STAGE_TYPO_EDITS && *d * 2 < alias.chars().count())
+                .min();
+            if let Some((_, alias)) = nearest {
+                return unknown(format!(
+                    "; did you mean {alias:?}? (an image of that name is written in full: docker.io/library/{lower})"
+                ));
+            }
+        }
+        if from.parse::<strata_copy::ImageName>().is_err() {
+            return unknown(" and it is not a valid image name either".into());
+        }
+        Ok(())
+    }
+
     pub(crate) fn stage_names(&self) -> String {
         let v: Vec<String> = self
             .file
@@ -560,6 +604,62 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
             })
     }
 
+    /// [`Self::expand_in`] for a word that names a path (`what`: "the source", …): an empty
+    /// or unset variable that makes the path empty, or puts a `//` in it that the word did
+    /// not have, is an error naming that variable. (`TARGETVARIANT` and `BUILDVARIANT` are
+    /// empty for most platforms by design and are not blamed.)
+    pub(crate) fn expand_path_in(
+        &self,
+        st: &StageState,
+        word: &str,
+        at: &Location,
+        what: &'static str,
+    ) -> Result<String, BuildError> {
+        let looked: std::cell::RefCell<Vec<(String, Option<String>)>> = Default::default();
+        let lookup = |name: &str| {
+            let value = st.scope.lookup(name);
+            looked.borrow_mut().push((name.to_string(), value.clone()));
+            value
+        };
+        let expanded = strata_containerfile::expand(word, &lookup, self.recipe.escape()).map_err(
+            |source| BuildError::Expand {
+                at: at.clone(),
+                source,
+            },
+        )?;
+        let broken = expanded.is_empty()
+            || (expanded.contains("//") && !word.contains("//") && !expanded.contains("://"));
+        if !broken {
+            return Ok(expanded);
+        }
+        let looked = looked.into_inner();
+        let culprit = looked.iter().find(|(name, value)| {
+            value.as_deref().unwrap_or("").is_empty()
+                && name != "TARGETVARIANT"
+                && name != "BUILDVARIANT"
+        });
+        let Some((name, value)) = culprit else {
+            return Ok(expanded);
+        };
+        let is_arg = st.scope.args().contains_key(name) || value.is_none();
+        let (kind, advice) = if is_arg {
+            (
+                "ARG",
+                format!("pass --build-arg {name}=VALUE or give the ARG a default"),
+            )
+        } else {
+            ("ENV", format!("set ENV {name} to a value"))
+        };
+        let state = if value.is_some() { "empty" } else { "not set" };
+        Err(BuildError::EmptyVariable {
+            at: at.clone(),
+            name: name.clone(),
+            message: format!(
+                "{kind} {name} is {state}, so {what} {word:?} expands to {expanded:?}; {advice}"
+            ),
+        })
+    }
+
     pub(crate) fn shell_of(&self, st: &StageState) -> Vec<String> {
         st.config
             .config
@@ -674,7 +774,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 }
             }
             InstructionKind::Workdir(w) => {
-                let w = self.expand_in(st, w, at)?;
+                let w = self.expand_path_in(st, w, at, "WORKDIR")?;
                 let w = if st.windows {
                     crate::copyplan::normalise_windows_path(&w)
                 } else {
@@ -1213,6 +1313,7 @@ pub async fn build(
         segments,
     };
     warn_unused_args(&shared, &recipes);
+    check_copy_froms(&recipes)?;
 
     let mut builds: Vec<PlatformBuild<'_, '_>> = Vec::new();
     for r in &recipes {
@@ -1238,6 +1339,27 @@ pub async fn build(
             .map_err(|e| BuildError::io(path, "cannot write the iidfile", e))?;
     }
     Ok(result)
+}
+
+/// Every literal `COPY/ADD --from` names a stage or may be an image ([`Recipe::check_from`]),
+/// checked before any stage runs (so before any registry is asked for a base). Values with
+/// variables are checked when expanded.
+fn check_copy_froms(recipes: &[Recipe]) -> Result<(), BuildError> {
+    for recipe in recipes {
+        for stage in &recipe.file.stages {
+            for instruction in &stage.instructions {
+                let copy = match &instruction.kind {
+                    InstructionKind::Copy(c) => c,
+                    InstructionKind::Add(a) => &a.copy,
+                    _ => continue,
+                };
+                if let Some(from) = copy.from.as_deref().filter(|f| !f.contains('$')) {
+                    recipe.check_from(from, &recipe.at(instruction.span.line))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Warn about build args no ARG of any Containerfile they were given to consumes.

@@ -75,12 +75,25 @@ pub enum BuildError {
         path: String,
         ignore_file: String,
     },
-    /// `FROM`, `COPY --from` or `--target` name a stage that does not exist.
-    #[error("{at}: unknown stage {name:?} (stages: {available})")]
+    /// A `--from` names no stage and cannot be meant as an image: a stage number out of
+    /// range, not a valid image name, or a near miss of a stage name (`buidler`).
+    #[error("{at}: no stage {name:?} (stages: {available}){suggestion}")]
     UnknownStage {
         at: Location,
         name: String,
         available: String,
+        /// `; did you mean …?` with how to name an image of that name, or empty.
+        suggestion: String,
+    },
+    /// An empty (or unset) variable made a path empty or put `//` in it
+    /// (`/build/$OS/$ARCH/app` → `/build/linux//app`): almost always a missing `--build-arg`.
+    #[error("{at}: {message}")]
+    EmptyVariable {
+        at: Location,
+        /// The variable's name.
+        name: String,
+        /// Which ARG/ENV, the word, what it expanded to, what to do.
+        message: String,
     },
     #[error("target stage {target:?} not found (stages: {available})")]
     TargetNotFound { target: String, available: String },
@@ -304,6 +317,7 @@ impl BuildError {
             | BuildError::OutsideContext { at, .. }
             | BuildError::Ignored { at, .. }
             | BuildError::UnknownStage { at, .. }
+            | BuildError::EmptyVariable { at, .. }
             | BuildError::StageCycle { at, .. }
             | BuildError::Fetch { at, .. }
             | BuildError::ChecksumMismatch { at, .. }

@@ -337,11 +337,24 @@ pub(crate) fn gather(
                     exclude: req.exclude.as_ref(),
                 };
                 let children = req.root.walk(&m, &filter).map_err(|e| {
-                    BuildError::io(
-                        req.root.path().join(String::from_utf8_lossy(&m).as_ref()),
-                        "cannot read source directory",
-                        e,
-                    )
+                    // Name the directory that failed, which may be deep below the source.
+                    let failure = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<crate::source::WalkFailure>());
+                    match failure {
+                        Some(f) => BuildError::io(
+                            req.root
+                                .path()
+                                .join(String::from_utf8_lossy(&f.path).as_ref()),
+                            f.what,
+                            io::Error::new(f.source.kind(), f.source.to_string()),
+                        ),
+                        None => BuildError::io(
+                            req.root.path().join(String::from_utf8_lossy(&m).as_ref()),
+                            "cannot read source directory",
+                            e,
+                        ),
+                    }
                 })?;
                 let children = Arc::new(children.into_iter().map(|c| (c, None)).collect());
                 gathered.push(Gathered::Item(SourceItem::Dir {

@@ -316,8 +316,13 @@ impl SourceRoot {
     /// Walk the tree under `start` (not included), sorted, depth first, parents before
     /// children. Symlinks are entries, never followed. `start_rel_in_root` is `start` as a
     /// root-relative path (for the ignore matcher).
+    ///
+    /// A failure names the directory or entry it happened on: the error's payload is a
+    /// [`WalkFailure`] (an unreadable sub-directory is not blamed on `start`).
     pub(crate) fn walk(&self, start: &[u8], filter: &WalkFilter<'_>) -> io::Result<Vec<WalkEntry>> {
-        let fd = self.open_dir(start)?;
+        let fd = self
+            .open_dir(start)
+            .map_err(|e| WalkFailure::wrap(start, "cannot open directory", e))?;
         let mut out = Vec::new();
         self.walk_fd(&fd, start, b"", filter, &mut out)?;
         Ok(out)
@@ -331,7 +336,9 @@ impl SourceRoot {
         filter: &WalkFilter<'_>,
         out: &mut Vec<WalkEntry>,
     ) -> io::Result<()> {
-        for name in list_fd(dir)? {
+        let names =
+            list_fd(dir).map_err(|e| WalkFailure::wrap(root_rel, "cannot read directory", e))?;
+        for name in names {
             let in_root = join_rel(root_rel, &name);
             let in_src = join_rel(src_rel, &name);
             let st =
@@ -370,7 +377,7 @@ impl SourceRoot {
                         DIR_FLAGS | OFlags::NOFOLLOW,
                         Mode::empty(),
                     )
-                    .map_err(io::Error::from)?;
+                    .map_err(|e| WalkFailure::wrap(&in_root, "cannot open directory", e.into()))?;
                     self.walk_fd(&sub, &in_root, &in_src, filter, out)?;
                 }
                 continue;
@@ -378,7 +385,7 @@ impl SourceRoot {
             let link = if st.kind == FileKind::Symlink {
                 Some(
                     rustix::fs::readlinkat(dir, os(&name), Vec::new())
-                        .map_err(io::Error::from)?
+                        .map_err(|e| WalkFailure::wrap(&in_root, "cannot read link", e.into()))?
                         .into_bytes(),
                 )
             } else {
@@ -392,7 +399,9 @@ impl SourceRoot {
             if is_dir {
                 let sub =
                     rustix::fs::openat(dir, os(&name), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-                        .map_err(io::Error::from)?;
+                        .map_err(|e| {
+                            WalkFailure::wrap(&in_root, "cannot open directory", e.into())
+                        })?;
                 self.walk_fd(&sub, &in_root, &in_src, filter, out)?;
             }
         }
@@ -469,6 +478,38 @@ pub(crate) fn list_fd(fd: &OwnedFd) -> io::Result<Vec<Name>> {
     names.sort();
     Ok(names)
 }
+
+/// Where a [`SourceRoot::walk`] failed: carried inside the `io::Error` it returns.
+#[derive(Debug)]
+pub(crate) struct WalkFailure {
+    /// Root-relative path of the directory or entry at fault.
+    pub(crate) path: Vec<u8>,
+    pub(crate) what: &'static str,
+    pub(crate) source: io::Error,
+}
+
+impl WalkFailure {
+    fn wrap(path: &[u8], what: &'static str, source: io::Error) -> io::Error {
+        io::Error::new(
+            source.kind(),
+            WalkFailure {
+                path: path.to_vec(),
+                what,
+                source,
+            },
+        )
+    }
+}
+
+impl std::fmt::Display for WalkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = String::from_utf8_lossy(&self.path);
+        let path = if path.is_empty() { ".".into() } else { path };
+        write!(f, "{path}: {}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for WalkFailure {}
 
 /// Decode umoci's `user.rootlesscontainers` protobuf (`uint32 uid = 1; uint32 gid = 2;`).
 pub(crate) fn rootless_owner(record: Option<Vec<u8>>) -> (u64, u64) {

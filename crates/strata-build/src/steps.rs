@@ -488,6 +488,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                 kind: FromKind::Stage,
             });
         }
+        self.recipe.check_from(from, at)?;
         let image = shared.base_image(from, &st.platform).await?;
         let mut k = KeyHasher::new("image-root");
         k.str("manifest", &image.manifest_digest.to_string());
@@ -658,7 +659,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
         if add.is_some_and(|a| a.keep_git_dir) {
             return Err(bad("--keep-git-dir: git sources are not supported".into()));
         }
-        let dest = self.expand_in(st, &copy.dest, at)?;
+        let dest = self.expand_path_in(st, &copy.dest, at, "the destination")?;
         if dest.is_empty() {
             return Err(bad("no destination".into()));
         }
@@ -750,7 +751,7 @@ impl<'s, 'r> PlatformBuild<'s, 'r> {
                     }));
                 }
                 Source::Path(p) => {
-                    let p = self.expand_in(st, p, at)?;
+                    let p = self.expand_path_in(st, p, at, "the source")?;
                     if add.is_some() && from.is_none() && is_git(&p) {
                         return Err(bad(format!("{p}: git sources are not supported")));
                     }

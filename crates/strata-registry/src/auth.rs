@@ -127,6 +127,16 @@ pub(crate) enum Secret {
     },
 }
 
+impl Secret {
+    /// The user name, for messages (an identity token has none).
+    pub(crate) fn username(&self) -> Option<&str> {
+        match self {
+            Secret::Basic { username, .. } => Some(username),
+            Secret::IdentityToken { .. } => None,
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

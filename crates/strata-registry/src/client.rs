@@ -16,9 +16,11 @@ use url::Url;
 
 use crate::auth::{self, Secret};
 use crate::challenge::{self, Challenge};
+use crate::speed::SpeedCheck;
 use crate::{
-    CredentialSource, MAX_ERROR_BODY_BYTES, MAX_REDIRECTS, MAX_TAGS_PAGE_BYTES,
-    MAX_TOKEN_BODY_BYTES, RegistryError, RegistryOptions, RegistrySink, RegistrySource, TlsMode,
+    ConnectionFailure, CredentialSource, LowSpeedLimit, MAX_ERROR_BODY_BYTES, MAX_REDIRECTS,
+    MAX_TAGS_PAGE_BYTES, MAX_TOKEN_BODY_BYTES, RegistryError, RegistryOptions, RegistrySink,
+    RegistrySource, TlsMode,
 };
 
 /// Tokens without `expires_in` live this long (distribution token spec default).
@@ -186,8 +188,59 @@ fn retryable_status(s: StatusCode) -> bool {
 }
 
 pub(crate) fn retryable_error(e: &reqwest::Error) -> bool {
-    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode())
-        && !is_tls_error(e)
+    match connection_failure(e) {
+        // Asking again in a second will not make something listen there, the name resolve
+        // or the certificate verify: fail at once, as skopeo does (RELIABILITY F21). A
+        // connect that timed out, a reset or a broken body may well go away.
+        ConnectionFailure::Refused | ConnectionFailure::UnknownHost | ConnectionFailure::Tls => {
+            false
+        }
+        // reqwest's read timeout bounds the whole wait for the response head: a server that
+        // was silent that long, or dribbled the head (reqwest cannot tell which), would only
+        // hold us as long again on every try.
+        ConnectionFailure::Timeout => e.is_connect(),
+        ConnectionFailure::Other => {
+            e.is_connect() || e.is_request() || e.is_body() || e.is_decode()
+        }
+    }
+}
+
+/// What kind of failure a transport error is.
+pub(crate) fn connection_failure(e: &reqwest::Error) -> ConnectionFailure {
+    if is_tls_error(e) {
+        return ConnectionFailure::Tls;
+    }
+    if e.is_timeout() {
+        return ConnectionFailure::Timeout;
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return ConnectionFailure::Refused,
+                std::io::ErrorKind::TimedOut => return ConnectionFailure::Timeout,
+                _ => {}
+            }
+        }
+        // hyper-util's connect error type is private; its message for a failed name lookup
+        // is this fixed text (the resolver's own error below it has no usable kind).
+        if e.is_connect() && err.to_string() == "dns error" {
+            return ConnectionFailure::UnknownHost;
+        }
+        current = err.source();
+    }
+    ConnectionFailure::Other
+}
+
+fn head_timed_out(url: &Url, what: &str, options: &RegistryOptions) -> RegistryError {
+    RegistryError::TooSlow {
+        host: authority(url),
+        what: what.to_string(),
+        detail: format!(
+            "no complete response head within {}s (read timeout)",
+            options.read_timeout.as_secs_f32()
+        ),
+    }
 }
 
 /// A TLS failure (bad certificate, a plain-HTTP server on an https URL) will not go away by
@@ -560,27 +613,36 @@ impl Inner {
         let status = answer.response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = read_error(answer.response, MAX_ERROR_BODY_BYTES).await.1;
-            return Err(RegistryError::Unauthorized {
-                registry: host.registry.clone(),
-                detail: format!(
-                    "token server {realm_host} refused {} ({status}{})",
-                    if secret.is_some() {
-                        "the credentials"
-                    } else {
-                        "anonymous access"
-                    },
-                    if detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {detail}")
-                    }
-                ),
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            };
+            return Err(match &secret {
+                Some(secret) => RegistryError::CredentialsRefused {
+                    registry: host.registry.clone(),
+                    user: secret.username().map(str::to_string),
+                    detail: format!("token server {realm_host} answered {status}{detail}"),
+                },
+                None => RegistryError::Unauthorized {
+                    registry: host.registry.clone(),
+                    detail: format!(
+                        "token server {realm_host} refused anonymous access ({status}{detail})"
+                    ),
+                },
             });
         }
         if !status.is_success() {
             return Err(error_from(answer, &realm_host, &what, 1).await);
         }
-        let bytes = read_capped(answer.response, MAX_TOKEN_BODY_BYTES, &realm_host, &what).await?;
+        let bytes = read_capped(
+            answer.response,
+            MAX_TOKEN_BODY_BYTES,
+            self.options.low_speed,
+            &realm_host,
+            &what,
+        )
+        .await?;
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             #[serde(default)]
@@ -722,6 +784,29 @@ impl Inner {
                         }
                         return Err(error_from(answer, &target, &req.what, attempt).await);
                     }
+                    if status == StatusCode::UNAUTHORIZED
+                        && refreshed
+                        && auth_mode == AuthMode::Registry
+                        && host.same_origin(&answer.url)
+                        && host.challenge() == Some(Challenge::Basic)
+                        && let Some(Secret::Basic { username, .. }) = self.secret(host).await?
+                    {
+                        // Basic credentials went with both tries: they are wrong, not missing.
+                        let message = read_error(answer.response, MAX_ERROR_BODY_BYTES).await.1;
+                        return Err(RegistryError::CredentialsRefused {
+                            registry: host.registry.clone(),
+                            user: Some(username),
+                            detail: format!(
+                                "{}: {}",
+                                req.what,
+                                if message.is_empty() {
+                                    "HTTP 401"
+                                } else {
+                                    &message
+                                }
+                            ),
+                        });
+                    }
                     return Ok(answer);
                 }
             }
@@ -767,6 +852,13 @@ impl Inner {
                         direct = Some(Box::new(body));
                     }
                     Ok(crate::direct::Outcome::Complete(response)) => answered = Some(response),
+                    Ok(crate::direct::Outcome::HeadTimedOut) => {
+                        return Err(SendError::Fatal(head_timed_out(
+                            &url,
+                            &req.what,
+                            &self.options,
+                        )));
+                    }
                     Ok(crate::direct::Outcome::NotHandled(why)) => {
                         tracing::debug!(what = req.what, why, "direct GET not used");
                         host.direct_declined.store(true, Ordering::Relaxed);
@@ -893,6 +985,7 @@ impl Inner {
         let scopes = vec![format!("repository:{repository}:pull")];
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut total = 0u64;
         for _ in 0..MAX_TAG_PAGES {
             if !seen.insert(url.to_string()) {
                 return Err(RegistryError::protocol(
@@ -918,10 +1011,22 @@ impl Inner {
             let bytes = read_capped(
                 answer.response,
                 MAX_TAGS_PAGE_BYTES,
+                self.options.low_speed,
                 &host.host_port(),
                 &what,
             )
             .await?;
+            total += bytes.len() as u64;
+            if total > self.options.max_tags_bytes {
+                return Err(RegistryError::TooLarge {
+                    what: format!(
+                        "{what} from {} ({} pages so far)",
+                        host.host_port(),
+                        seen.len()
+                    ),
+                    limit: self.options.max_tags_bytes,
+                });
+            }
             #[derive(serde::Deserialize)]
             struct Page {
                 #[serde(default)]
@@ -988,9 +1093,13 @@ impl Inner {
             return Ok(());
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RegistryError::Unauthorized {
+            return Err(RegistryError::CredentialsRefused {
                 registry: registry.into(),
-                detail: "the registry refused the credentials".into(),
+                user: secret
+                    .as_ref()
+                    .and_then(Secret::username)
+                    .map(str::to_string),
+                detail: format!("login check /v2/ answered {status}"),
             });
         }
         Err(error_from(answer, &host.host_port(), "login check /v2/", 1).await)
@@ -1079,9 +1188,11 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Read a body into memory, failing past `limit` bytes (the `Content-Length` is checked first).
+/// A body slower than `low_speed` is given up ([`RegistryError::TooSlow`]).
 pub(crate) async fn read_capped(
     response: reqwest::Response,
     limit: u64,
+    low_speed: LowSpeedLimit,
     host: &str,
     what: &str,
 ) -> Result<Vec<u8>, RegistryError> {
@@ -1093,13 +1204,25 @@ pub(crate) async fn read_capped(
     }
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    let mut speed = SpeedCheck::new(low_speed);
+    loop {
+        speed.waiting();
+        let Some(chunk) = stream.next().await else {
+            break;
+        };
         let chunk = chunk.map_err(|e| RegistryError::Connection {
             host: host.to_string(),
             what: what.to_string(),
             attempts: 1,
             source: e.without_url(),
         })?;
+        speed
+            .arrived(chunk.len() as u64)
+            .map_err(|detail| RegistryError::TooSlow {
+                host: host.to_string(),
+                what: what.to_string(),
+                detail,
+            })?;
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(RegistryError::TooLarge {
                 what: format!("{what} from {host}"),

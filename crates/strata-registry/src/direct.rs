@@ -55,6 +55,9 @@ pub(crate) enum Outcome {
     Complete(reqwest::Response),
     /// Not something this path handles: send the request through reqwest.
     NotHandled(&'static str),
+    /// No complete head within the read timeout (silence, or a server dribbling it). Not
+    /// handed to reqwest nor retried: it would only wait as long again.
+    HeadTimedOut,
 }
 
 /// The body of a direct GET: the bytes that came with the head, then the socket, limited to
@@ -137,7 +140,7 @@ pub(crate) async fn get(
     timed(options.read_timeout, stream.write_all(&head)).await?;
 
     // Read until the head is complete; the whole head within one read timeout (a server
-    // dribbling it byte by byte does not get a timeout per byte).
+    // dribbling it byte by byte does not get a timeout per byte), as reqwest does.
     head.clear();
     let head_deadline = tokio::time::Instant::now() + options.read_timeout;
     let (status, response_headers, body_start) = loop {
@@ -146,9 +149,11 @@ pub(crate) async fn get(
         }
         let at = head.len();
         head.resize(at + HEAD_READ, 0);
-        let n = tokio::time::timeout_at(head_deadline, stream.read(&mut head[at..]))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no complete response head"))??;
+        let Ok(n) = tokio::time::timeout_at(head_deadline, stream.read(&mut head[at..])).await
+        else {
+            return Ok(Outcome::HeadTimedOut);
+        };
+        let n = n?;
         head.truncate(at + n);
         if n == 0 {
             return Err(io::Error::new(

@@ -18,6 +18,7 @@ use crate::RegistryError;
 use crate::client::{Answer, Follow, Host, Inner, Request, authority, backoff, error_from};
 use crate::direct::DirectBody;
 use crate::source::blob_url;
+use crate::speed::SpeedCheck;
 
 /// Most resumes of one blob, whatever progress each made (a server dribbling a byte per
 /// connection must not keep us forever).
@@ -62,6 +63,14 @@ struct State {
     resumes: u32,
     last_cause: String,
     finished: bool,
+    /// The current body's rate against the low-speed limit.
+    speed: SpeedCheck,
+    /// Set when the current body fell below the low-speed limit: it is dropped (and the
+    /// blob resumed) once the bytes already received are handed out.
+    abandon: Option<String>,
+    /// Bodies given up for the low-speed limit; bytes arriving do not reset this (a slow
+    /// server sends some on every connection).
+    slow_aborts: u32,
 }
 
 /// What one step of reading the current body gave.
@@ -115,6 +124,7 @@ pub(crate) async fn open(
     if !answer.response.status().is_success() {
         return Err(error_from(answer, &host.host_port(), &what, 1).await);
     }
+    let inner_low_speed = inner.options.low_speed;
     let mut state = State {
         inner,
         host,
@@ -128,6 +138,9 @@ pub(crate) async fn open(
         resumes: 0,
         last_cause: String::new(),
         finished: false,
+        speed: SpeedCheck::new(inner_low_speed),
+        abandon: None,
+        slow_aborts: 0,
     };
     state.accept(answer)?;
     Ok(Box::pin(Download {
@@ -188,6 +201,17 @@ impl State {
             if self.finished || buf.remaining() == 0 {
                 return Step::Read;
             }
+            let drained =
+                !matches!(&self.body, Some(Body::Stream { pending, .. }) if !pending.is_empty());
+            // Not when everything is in: there is nothing left to resume.
+            if drained
+                && self.delivered < self.size
+                && let Some(cause) = self.abandon.take()
+            {
+                self.last_cause = cause;
+                self.slow_aborts += 1;
+                self.body = None;
+            }
             match self.body.as_mut() {
                 None => return Step::Resume,
                 Some(Body::Direct(body)) => {
@@ -197,7 +221,10 @@ impl State {
                     }
                     let before = buf.filled().len();
                     match Pin::new(body.as_mut()).poll_read(cx, buf) {
-                        Poll::Pending => return Step::Pending,
+                        Poll::Pending => {
+                            self.speed.waiting();
+                            return Step::Pending;
+                        }
                         Poll::Ready(Ok(())) => {
                             let n = (buf.filled().len() - before) as u64;
                             if n == 0 {
@@ -207,6 +234,7 @@ impl State {
                             }
                             self.delivered += n;
                             self.failures = 0;
+                            self.abandon = self.speed.arrived(n).err();
                             return Step::Read;
                         }
                         Poll::Ready(Err(e)) => {
@@ -223,7 +251,10 @@ impl State {
                         return Step::Read;
                     }
                     match stream.as_mut().poll_next(cx) {
-                        Poll::Pending => return Step::Pending,
+                        Poll::Pending => {
+                            self.speed.waiting();
+                            return Step::Pending;
+                        }
                         Poll::Ready(Some(Ok(chunk))) => {
                             let len = chunk.len() as u64;
                             if self.delivered + len > self.size {
@@ -240,6 +271,7 @@ impl State {
                                 self.failures = 0;
                             }
                             *pending = chunk;
+                            self.abandon = self.speed.arrived(len).err();
                         }
                         Poll::Ready(Some(Err(e))) => {
                             self.last_cause = format!("body broke: {}", e.without_url());
@@ -265,6 +297,16 @@ impl State {
         let policy = &self.inner.options.retry;
         self.failures += 1;
         self.resumes += 1;
+        if self.slow_aborts >= policy.max_attempts.max(1) {
+            return Err(RegistryError::TooSlow {
+                host: host_port,
+                what: format!("blob {} in {}", self.digest, self.repository),
+                detail: format!(
+                    "{} on {} connection(s) in a row; gave up at byte {} of {}",
+                    self.last_cause, self.slow_aborts, self.delivered, self.size
+                ),
+            });
+        }
         if self.failures >= policy.max_attempts.max(1) || self.resumes > MAX_RESUMES {
             return Err(RegistryError::protocol(
                 &host_port,
@@ -360,6 +402,8 @@ impl State {
             });
         }
         self.body = Some(Body::of(answer));
+        self.speed = SpeedCheck::new(self.inner.options.low_speed);
+        self.abandon = None;
         Ok(())
     }
 }

@@ -16,9 +16,19 @@ pub enum RegistryError {
     /// The manifest, blob or repository does not exist (HTTP 404 / `*_UNKNOWN`).
     #[error("{what} not found on {host}")]
     NotFound { host: String, what: String },
-    /// Credentials are missing or were refused.
+    /// The registry answered 401: credentials are needed and none were sent (or a token
+    /// for the request could not be had anonymously).
     #[error("{registry}: unauthorized: {detail}")]
     Unauthorized { registry: String, detail: String },
+    /// Credentials were sent and the registry (or its token server) refused them: a wrong
+    /// user name or password, an expired token, a revoked identity token.
+    #[error("{registry}: the credentials{} were refused: {detail}", user.as_ref().map(|u| format!(" of user {u:?}")).unwrap_or_default())]
+    CredentialsRefused {
+        registry: String,
+        /// The user name, when the credentials have one (never the password or token).
+        user: Option<String>,
+        detail: String,
+    },
     /// Authenticated, but not allowed (HTTP 403 / `DENIED`).
     #[error("{host}: access to {what} denied: {detail}")]
     Denied {
@@ -37,6 +47,10 @@ pub enum RegistryError {
     },
     #[error("{what} is larger than the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
+    /// A manifest or index larger than [`crate::RegistryOptions::max_manifest_bytes`] (the
+    /// one limit a user can raise).
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    ManifestTooLarge { what: String, limit: u64 },
     /// The declared `Content-Type` and the document's own `mediaType` disagree (RELIABILITY M2).
     #[error("{what}: Content-Type {declared} disagrees with the document's mediaType {document}")]
     MediaTypeMismatch {
@@ -55,14 +69,24 @@ pub enum RegistryError {
         request_id: Option<String>,
         attempts: u32,
     },
-    /// The connection failed (refused, reset, timed out, TLS), after the retry budget.
-    #[error("{host}: {what}: connection failed after {attempts} attempt(s)")]
+    /// The connection failed (refused, unknown host, reset, timed out, TLS); retryable
+    /// failures after the retry budget.
+    #[error("{host}: {what}: {}", ConnectionDetail { source, attempts: *attempts })]
     Connection {
         host: String,
         what: String,
         attempts: u32,
         #[source]
         source: reqwest::Error,
+    },
+    /// The server answers, but too slowly to ever finish: a response head still incomplete
+    /// at its deadline, or a body below the low-speed limit on every try
+    /// ([`crate::LowSpeedLimit`]).
+    #[error("{host}: {what}: {detail}")]
+    TooSlow {
+        host: String,
+        what: String,
+        detail: String,
     },
     /// The registry broke the protocol (bad redirect, bad `Location`, bad `Content-Range`,
     /// refused downgrade, redirect loop).
@@ -118,12 +142,50 @@ pub enum RegistryError {
     Source(#[source] ImageError),
 }
 
+/// What went wrong with a connection ([`RegistryError::connection_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionFailure {
+    /// Nothing listens on that host and port.
+    Refused,
+    /// The host name does not resolve.
+    UnknownHost,
+    /// The TLS handshake failed (bad certificate, or not a TLS server: a plain-HTTP
+    /// registry on an https URL).
+    Tls,
+    /// No answer within the connect or read timeout.
+    Timeout,
+    /// Reset, closed early, or anything else.
+    Other,
+}
+
 struct HttpDetail<'a> {
     status: u16,
     code: &'a Option<String>,
     message: &'a str,
     request_id: &'a Option<String>,
     attempts: u32,
+}
+
+struct ConnectionDetail<'a> {
+    source: &'a reqwest::Error,
+    attempts: u32,
+}
+
+impl fmt::Display for ConnectionDetail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match crate::client::connection_failure(self.source) {
+            ConnectionFailure::Refused => "connection refused",
+            ConnectionFailure::UnknownHost => "unknown host (the name does not resolve)",
+            ConnectionFailure::Tls => "TLS handshake failed",
+            ConnectionFailure::Timeout => "timed out",
+            ConnectionFailure::Other => "connection failed",
+        })?;
+        if self.attempts > 1 {
+            write!(f, " after {} attempts", self.attempts)?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for HttpDetail<'_> {
@@ -164,6 +226,13 @@ impl RegistryError {
             message: message.into(),
         }
     }
+    /// Why a connection failed, for a [`RegistryError::Connection`].
+    pub fn connection_failure(&self) -> Option<ConnectionFailure> {
+        let RegistryError::Connection { source, .. } = self else {
+            return None;
+        };
+        Some(crate::client::connection_failure(source))
+    }
     /// True when the thing asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, RegistryError::NotFound { .. })
@@ -203,6 +272,8 @@ impl From<RegistryError> for ImageError {
             RegistryError::Unsupported { what } => {
                 ImageError::Unsupported(format!("{what} is not supported"))
             }
+            // Kept as the source: the limit it names is the one a user can raise.
+            e @ RegistryError::ManifestTooLarge { .. } => ImageError::transport(e.to_string(), e),
             // Keep the original (verification) error of the stream we were given.
             RegistryError::Source(inner) => inner,
             other => ImageError::transport(other.to_string(), other),

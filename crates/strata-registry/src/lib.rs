@@ -15,10 +15,14 @@
 //!   to the token realm it names; a realm on a link-local address, or a private address for
 //!   a public registry, or plain HTTP without [`TlsMode::Insecure`], is refused.
 //! - **Retries**: every request, manifest PUTs included, is retried on 408/429/500/502/503/504,
-//!   connection failures and broken bodies with jittered exponential backoff, honouring
+//!   timeouts, resets and broken bodies with jittered exponential backoff, honouring
 //!   `Retry-After` (seconds or HTTP date, capped by [`RetryPolicy::max_backoff`]). A request
 //!   body is re-sent only when it can be replayed (bytes in memory, or the upload spool).
 //!   After the budget the error names host, status, registry error code and request id.
+//!   A refused connection, a host name that does not resolve and a TLS failure are not
+//!   retried (asking again will not change them; skopeo fails at once too), nor is a
+//!   response head still incomplete after the read timeout (a stuck or dribbling server).
+//!   Bodies slower than [`LowSpeedLimit`] are given up like a stall.
 //! - **Downloads** stream (no whole-blob buffering) and resume after a broken body with
 //!   `Range: bytes=N-`, accepted only as a 206 whose `Content-Range` starts at N and ends at
 //!   the blob's last byte; anything else fails rather than splicing two representations.
@@ -63,6 +67,7 @@ mod download;
 mod error;
 mod sink;
 mod source;
+mod speed;
 pub mod tls;
 mod upload;
 
@@ -71,7 +76,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::Client;
-pub use error::RegistryError;
+pub use error::{ConnectionFailure, RegistryError};
 pub use sink::RegistrySink;
 pub use source::RegistrySource;
 
@@ -83,6 +88,28 @@ pub const MAX_TOKEN_BODY_BYTES: u64 = 1024 * 1024;
 pub const MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
 /// Largest page of a tag list read (a page of 10,000 long tags fits).
 pub const MAX_TAGS_PAGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest tag list read over all its pages (a registry paging forever with large pages
+/// must not grow us to gigabytes): a million 60-byte tags fit.
+pub const MAX_TAGS_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// curl's `--speed-limit`/`--speed-time`: a body that arrives slower than `bytes_per_second`,
+/// averaged over `time` spent waiting for it, is given up (a blob download then resumes
+/// with `Range` on a new connection). A total stall is the read timeout's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowSpeedLimit {
+    pub bytes_per_second: u64,
+    pub time: Duration,
+}
+
+impl Default for LowSpeedLimit {
+    fn default() -> Self {
+        // 1 KiB/s over 30 s: far below any working link, long enough for a slow start.
+        LowSpeedLimit {
+            bytes_per_second: 1024,
+            time: Duration::from_secs(30),
+        }
+    }
+}
 
 /// How to treat TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,12 +202,18 @@ pub struct RegistryOptions {
     /// `None`: each blob is one streamed PUT; `Some(n)`: PATCH chunks of `n` bytes.
     pub chunk_size: Option<u64>,
     pub user_agent: String,
-    /// A connection that sends nothing for this long is dropped (slow-loris, stalled socket),
-    /// and the request retried within the budget.
+    /// A response head (status and headers) must be complete this long after the request
+    /// starts, however its bytes trickle in; one that is not fails the request without a
+    /// retry (silent or dribbling, the server would hold us as long again). A body that sends
+    /// nothing for this long is dropped (blobs resume).
     pub read_timeout: Duration,
+    /// Bodies slower than this are given up (blobs resume with `Range`).
+    pub low_speed: LowSpeedLimit,
     pub connect_timeout: Duration,
     /// `n` of tag-list requests (page size); `None` lets the registry choose.
     pub tags_page_size: Option<u32>,
+    /// Most bytes of tag-list pages read in all (default [`MAX_TAGS_TOTAL_BYTES`]).
+    pub max_tags_bytes: u64,
     pub upload_spool: UploadSpool,
     /// Where `docker-credential-*` helpers are looked for; empty: `PATH`.
     pub credential_helper_dirs: Vec<PathBuf>,
@@ -202,8 +235,10 @@ impl Default for RegistryOptions {
             chunk_size: None,
             user_agent: format!("strata/{}", env!("CARGO_PKG_VERSION")),
             read_timeout: Duration::from_secs(60),
+            low_speed: LowSpeedLimit::default(),
             connect_timeout: Duration::from_secs(30),
             tags_page_size: None,
+            max_tags_bytes: MAX_TAGS_TOTAL_BYTES,
             upload_spool: UploadSpool::TempDir,
             credential_helper_dirs: Vec::new(),
             registries: Default::default(),

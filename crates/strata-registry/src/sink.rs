@@ -130,7 +130,7 @@ impl RegistrySink {
         };
         let what = format!("manifest {}:{selector}", self.repository());
         if manifest.bytes.len() as u64 > limit {
-            return Err(RegistryError::TooLarge { what, limit });
+            return Err(RegistryError::ManifestTooLarge { what, limit });
         }
         let actual = manifest.digest.same_algorithm_of(&manifest.bytes);
         if actual != manifest.digest {

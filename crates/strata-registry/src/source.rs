@@ -157,7 +157,20 @@ impl RegistrySource {
             });
         }
         let limit = self.inner.options.max_manifest_bytes;
-        let bytes = read_capped(answer.response, limit, &host_port, &what).await?;
+        let bytes = read_capped(
+            answer.response,
+            limit,
+            self.inner.options.low_speed,
+            &host_port,
+            &what,
+        )
+        .await
+        .map_err(|e| match e {
+            RegistryError::TooLarge { what, limit } => {
+                RegistryError::ManifestTooLarge { what, limit }
+            }
+            e => e,
+        })?;
         let actual = match expected {
             Some(d) => d.same_algorithm_of(&bytes),
             None => Digest::sha256_of(&bytes),

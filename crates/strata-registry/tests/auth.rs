@@ -47,7 +47,10 @@ async fn basic_auth_push_pull_and_wrong_password() {
 
     let bad = with_creds(USER, "wrong");
     let err = bad.check_login(&registry.host()).await.unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::CredentialsRefused { .. }),
+        "{err}"
+    );
     let err = bad
         .source(&r)
         .await
@@ -55,7 +58,10 @@ async fn basic_auth_push_pull_and_wrong_password() {
         .fetch_manifest(None)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::CredentialsRefused { .. }),
+        "{err}"
+    );
     let anonymous = client_anonymous();
     let err = anonymous.check_login(&registry.host()).await.unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
@@ -160,7 +166,7 @@ async fn bearer_token_flow_with_real_jwt_verification() {
     // Cached per scope set: one login token, one push token, one pull token.
     assert_eq!(log.len(), 3, "{log:#?}");
 
-    // Wrong password: the token server refuses, the error says unauthorized.
+    // Wrong password: the token server refuses, the error says the credentials were.
     let err = with_creds(USER, "nope")
         .source(&r)
         .await
@@ -168,12 +174,18 @@ async fn bearer_token_flow_with_real_jwt_verification() {
         .fetch_manifest(None)
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::CredentialsRefused { .. }),
+        "{err}"
+    );
     let err = with_creds(USER, "nope")
         .check_login(&registry.host())
         .await
         .unwrap_err();
-    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(
+        matches!(err, RegistryError::CredentialsRefused { .. }),
+        "{err}"
+    );
     // Anonymous: a token without access, then the registry's 401.
     let err = client_anonymous()
         .source(&r)

@@ -37,7 +37,7 @@ pub use error::SpecError;
 pub use manifest::{ImageIndex, ImageManifest, MAX_INDEX_ENTRIES, Manifest};
 pub use media_type::{LayerCompression, MediaType};
 pub use platform::{KNOWN_OSES, Platform};
-pub use reference::{DOCKER_HUB_REGISTRY, Reference};
+pub use reference::{DOCKER_HUB_REGISTRY, Reference, edit_distance};
 pub use user::{ExecUser, resolve_user};
 
 /// Largest manifest, index or config document read from outside, in bytes.

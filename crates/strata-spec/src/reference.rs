@@ -252,6 +252,31 @@ impl fmt::Debug for Reference {
     }
 }
 
+/// Optimal string alignment distance (Levenshtein with adjacent transpositions), for
+/// near-miss names: `buidler` is one edit from `builder`, `busybx` from `busybox`.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    rows[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = d;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +341,15 @@ mod tests {
         }
         let long = format!("example.com/{}", "a".repeat(260));
         assert!(long.parse::<Reference>().is_err());
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(super::edit_distance("builder", "builder"), 0);
+        assert_eq!(super::edit_distance("builder", "buidler"), 1);
+        assert_eq!(super::edit_distance("builder", "bulder"), 1);
+        assert_eq!(super::edit_distance("builder", "buildr2"), 2);
+        assert_eq!(super::edit_distance("alpine", "golang"), 5);
+        assert_eq!(super::edit_distance("", "ab"), 2);
     }
 }

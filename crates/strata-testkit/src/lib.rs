@@ -43,6 +43,14 @@ pub use fixtures::{
     TestImage, image_from_layers, index_of, random_image, random_image_for_platform, random_index,
 };
 pub use processes::processes_with;
+
+/// A loopback port nothing listens on (bound, then closed): connecting is refused.
+pub fn closed_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
 pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
 pub use registry::{TestRegistry, push_image_raw};
 pub use token::{TokenRequest, TokenServer};

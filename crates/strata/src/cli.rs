@@ -87,7 +87,8 @@ pub enum OutputFormat {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryArgs {
-    /// Credentials USER[:PASSWORD] for both source and destination registries.
+    /// Credentials USER[:PASSWORD] for both source and destination registries (without
+    /// :PASSWORD it is asked for on the terminal).
     #[arg(long, value_name = "USER[:PASS]")]
     pub creds: Option<String>,
     /// Auth file (Docker config.json or containers auth.json); default $REGISTRY_AUTH_FILE,

@@ -9,6 +9,7 @@ mod open;
 mod output;
 mod progress;
 mod resolve;
+mod terminal;
 
 use clap::Parser;
 

@@ -134,17 +134,45 @@ pub async fn source_at_digest(
     }))
 }
 
-/// Parse `USER[:PASSWORD]` (skopeo's `--creds`); a missing password is an empty one.
+/// Parse `USER[:PASSWORD]` (skopeo's `--creds`). Without `:PASSWORD` the password is asked
+/// for on the terminal, without echo, once per user name for the whole command; when stdin
+/// is not a terminal that is an error saying how to pass it.
 pub fn parse_creds(value: &str) -> anyhow::Result<Credentials> {
-    let (username, password) = value.split_once(':').unwrap_or((value, ""));
+    let (username, password) = match value.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (value, None),
+    };
     anyhow::ensure!(
         !username.is_empty(),
         "--creds: the user name is empty (expected USER[:PASSWORD])"
     );
+    let password = match password {
+        Some(p) => p.to_string(),
+        None => prompted_password(username)?,
+    };
     Ok(Credentials {
         username: username.to_string(),
-        password: password.to_string(),
+        password,
     })
+}
+
+/// Passwords asked for so far, by user name (source and destination may share one).
+static PROMPTED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn prompted_password(username: &str) -> anyhow::Result<String> {
+    let mut prompted = PROMPTED
+        .lock()
+        .map_err(|_| anyhow::anyhow!("password prompt state poisoned"))?;
+    if let Some((_, p)) = prompted.iter().find(|(u, _)| u == username) {
+        return Ok(p.clone());
+    }
+    anyhow::ensure!(
+        crate::terminal::can_prompt(),
+        "--creds {username}: no password, and standard input is not a terminal to ask on; pass --creds {username}:PASSWORD, or store it with `strata login --password-stdin`"
+    );
+    let password = crate::terminal::read_secret(&format!("Password for {username}: "))?;
+    prompted.push((username.to_string(), password.clone()));
+    Ok(password)
 }
 
 impl Side {

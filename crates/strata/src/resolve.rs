@@ -413,7 +413,7 @@ fn store_suggestions(layout: &OciLayout, wanted: &[Reference]) -> Vec<String> {
             .filter(|t| {
                 wanted
                     .iter()
-                    .any(|r| edit_distance(t, &store_tag(r)) <= MAX_NEAR_MISS_DISTANCE)
+                    .any(|r| strata_spec::edit_distance(t, &store_tag(r)) <= MAX_NEAR_MISS_DISTANCE)
             })
             .map(String::as_str)
             .take(MAX_SUGGESTED_TAGS)
@@ -475,25 +475,6 @@ fn root_cause(e: &anyhow::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                previous
-            } else {
-                1 + previous.min(row[j]).min(row[j + 1])
-            };
-            previous = current;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,10 +522,10 @@ mod tests {
 
     #[test]
     fn distances() {
-        assert_eq!(edit_distance("busybox", "busybox"), 0);
-        assert_eq!(edit_distance("busybx", "busybox"), 1);
-        assert_eq!(edit_distance("app:v1", "app:v2"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(strata_spec::edit_distance("busybox", "busybox"), 0);
+        assert_eq!(strata_spec::edit_distance("busybx", "busybox"), 1);
+        assert_eq!(strata_spec::edit_distance("app:v1", "app:v2"), 1);
+        assert_eq!(strata_spec::edit_distance("", "abc"), 3);
         assert_eq!(split_suffix("host:5000/a/b:t"), ("host:5000/a/b", ":t"));
         assert_eq!(split_suffix("a"), ("a", ""));
     }

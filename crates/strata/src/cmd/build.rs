@@ -24,7 +24,7 @@ use crate::cli::{BuildArgs, CompressionKind, OutputFormat, PruneArgs, PullPolicy
 use crate::cmd::copy::split_formats;
 use crate::cmd::{EXIT_INTERRUPTED, Interrupts};
 use crate::open::{self, Side};
-use crate::output::{human_size, print_json, stderr_is_terminal};
+use crate::output::{human_size, print_json, stderr_is_terminal, terminal_safe};
 use crate::resolve::{Lookup, NotFound, ShortNames, resolve, short_names};
 
 /// Opens `FROM` names by the rule every command uses (`crate::resolve`); `--pull` says
@@ -600,7 +600,10 @@ impl View {
         }
     }
 
+    /// One line of progress; it may carry image-provided text (platforms, RUN output), so it
+    /// is printed terminal-safe.
     fn line(&self, text: String) {
+        let text = terminal_safe(&text).into_owned();
         match (&self.mode, &self.multi) {
             (ViewMode::Silent, _) => {}
             (ViewMode::Live, Some(m)) => {
@@ -644,7 +647,7 @@ impl BuildProgress for View {
         if self.mode == ViewMode::Silent {
             if let BuildEvent::Warning { message } = event {
                 // Warnings matter even when quiet: they go to stderr, never stdout.
-                eprintln!("warning: {message}");
+                eprintln!("warning: {}", terminal_safe(&message));
             }
             return;
         }
@@ -734,7 +737,7 @@ impl BuildProgress for View {
             } => {
                 let stage = stage_label(&stage);
                 match self.bar(&platform) {
-                    Some(b) => b.set_message(format!("{stage} {step}| {line}")),
+                    Some(b) => b.set_message(format!("{stage} {step}| {}", terminal_safe(&line))),
                     None => self.line(format!("[{platform}] {stage} {step}| {line}")),
                 }
             }

@@ -11,7 +11,7 @@ use strata_spec::{Descriptor, ImageConfig, MAX_CONFIG_BYTES, Manifest, MediaType
 
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::open::Side;
-use crate::output::{human_size, print_json};
+use crate::output::{human_size, print_json, terminal_safe as safe};
 use crate::resolve::{Lookup, resolve, short_names};
 
 #[derive(Serialize)]
@@ -150,16 +150,16 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
         if a.format == OutputFormat::Json {
             return print_json(&info);
         }
-        writeln!(stdout, "Name:       {}", info.name)?;
+        writeln!(stdout, "Name:       {}", safe(&info.name))?;
         writeln!(stdout, "Digest:     {}", info.digest)?;
-        writeln!(stdout, "MediaType:  {}", info.media_type)?;
+        writeln!(stdout, "MediaType:  {}", safe(info.media_type.as_str()))?;
         writeln!(stdout, "Manifests:")?;
         for m in &info.manifests {
             writeln!(
                 stdout,
                 "  {}  {:<32} {}",
                 m.digest,
-                m.platform.as_deref().unwrap_or("(no platform)"),
+                safe(m.platform.as_deref().unwrap_or("(no platform)")),
                 human_size(m.size as u64)
             )?;
         }
@@ -211,17 +211,18 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
     if a.format == OutputFormat::Json {
         return print_json(&info);
     }
-    writeln!(stdout, "Name:        {}", info.name)?;
+    // Everything below but digests and sizes comes from the image: printed terminal-safe.
+    writeln!(stdout, "Name:        {}", safe(&info.name))?;
     writeln!(stdout, "Digest:      {}", info.digest)?;
     if let Some(i) = &info.index_digest {
         writeln!(stdout, "Index:       {i}")?;
     }
-    writeln!(stdout, "MediaType:   {}", info.media_type)?;
-    writeln!(stdout, "Platform:    {}", info.platform)?;
+    writeln!(stdout, "MediaType:   {}", safe(info.media_type.as_str()))?;
+    writeln!(stdout, "Platform:    {}", safe(&info.platform))?;
     writeln!(
         stdout,
         "Created:     {}",
-        info.created.as_deref().unwrap_or("-")
+        safe(info.created.as_deref().unwrap_or("-"))
     )?;
     let total: i64 = info.layers.iter().map(|l| l.size).sum();
     writeln!(
@@ -236,7 +237,7 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
             "  {}  {:>10}  {}",
             l.digest,
             human_size(l.size.max(0) as u64),
-            l.media_type
+            safe(l.media_type.as_str())
         )?;
     }
     let join = |v: &Option<Vec<String>>| {
@@ -249,24 +250,28 @@ pub async fn run(a: InspectArgs) -> anyhow::Result<()> {
     writeln!(
         stdout,
         "WorkingDir:  {}",
-        info.working_dir.as_deref().unwrap_or("-")
+        safe(info.working_dir.as_deref().unwrap_or("-"))
     )?;
     writeln!(
         stdout,
         "User:        {}",
-        info.user.as_deref().unwrap_or("-")
+        safe(info.user.as_deref().unwrap_or("-"))
     )?;
     writeln!(stdout, "Env:")?;
     for e in &info.env {
-        writeln!(stdout, "  {e}")?;
+        writeln!(stdout, "  {}", safe(e))?;
     }
     if !info.exposed_ports.is_empty() {
-        writeln!(stdout, "Ports:       {}", info.exposed_ports.join(" "))?;
+        writeln!(
+            stdout,
+            "Ports:       {}",
+            safe(&info.exposed_ports.join(" "))
+        )?;
     }
     if !info.labels.is_empty() {
         writeln!(stdout, "Labels:")?;
         for (k, v) in &info.labels {
-            writeln!(stdout, "  {k}={v}")?;
+            writeln!(stdout, "  {}={}", safe(k), safe(v))?;
         }
     }
     Ok(())

@@ -1,12 +1,13 @@
 //! `strata login REGISTRY` and `strata logout REGISTRY`
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::BufRead;
 
 use anyhow::{Context, bail};
 use strata_registry::{Credentials, auth};
 
 use crate::cli::{LoginArgs, LogoutArgs, RegistryArgs};
 use crate::open::Side;
+use crate::terminal;
 
 /// `docker.io` and its aliases are stored under Docker's legacy key, like `docker login`.
 fn registry_host(given: &str) -> String {
@@ -26,15 +27,6 @@ fn auth_file(given: Option<std::path::PathBuf>) -> anyhow::Result<std::path::Pat
     }
 }
 
-fn prompt(question: &str) -> anyhow::Result<String> {
-    let mut err = std::io::stderr();
-    write!(err, "{question}")?;
-    err.flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
 pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
     let registry = registry_host(&a.registry);
     if a.password.is_some() && a.password_stdin {
@@ -42,7 +34,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
     }
     let username = match a.username {
         Some(u) => u,
-        None if std::io::stdin().is_terminal() => prompt("Username: ")?,
+        None if terminal::can_prompt() => terminal::read_line("Username: ")?,
         None => bail!("--username is required when standard input is not a terminal"),
     };
     let password = if a.password_stdin {
@@ -51,8 +43,8 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
         line.trim_end_matches(['\n', '\r']).to_string()
     } else if let Some(p) = a.password {
         p
-    } else if std::io::stdin().is_terminal() {
-        prompt("Password: ")?
+    } else if terminal::can_prompt() {
+        terminal::read_secret("Password: ")?
     } else {
         bail!("no password: pass --password-stdin and pipe it in");
     };

@@ -12,7 +12,7 @@ use strata_store::{LayoutSource, OciLayout};
 use crate::cli::{GcArgs, LsArgs, OutputFormat};
 use crate::cmd::inspect::read_config;
 use crate::open;
-use crate::output::{human_size, print_json};
+use crate::output::{human_size, print_json, terminal_safe};
 
 #[derive(Serialize)]
 struct Entry {
@@ -109,9 +109,11 @@ pub async fn run(a: LsArgs) -> anyhow::Result<()> {
         return print_json(&entries);
     }
     let mut out = std::io::stdout().lock();
+    // Tags and platform strings come from the layout (an image may carry anything).
+    let tag = |e: &Entry| terminal_safe(e.tag.as_deref().unwrap_or("<none>")).into_owned();
     let width = entries
         .iter()
-        .map(|e| e.tag.as_deref().unwrap_or("<none>").len())
+        .map(|e| tag(e).chars().count())
         .max()
         .unwrap_or(3)
         .max(3);
@@ -125,10 +127,10 @@ pub async fn run(a: LsArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:<width$}  {:<19}  {:>10}  {}",
-            e.tag.as_deref().unwrap_or("<none>"),
+            tag(e),
             short,
             human_size(e.size),
-            e.platforms.join(", ")
+            terminal_safe(&e.platforms.join(", "))
         )?;
     }
     Ok(())

@@ -5,7 +5,7 @@ use strata_spec::Reference;
 
 use crate::cli::{OutputFormat, TagsArgs};
 use crate::open::Side;
-use crate::output::print_json;
+use crate::output::{print_json, terminal_safe};
 
 pub async fn run(a: TagsArgs) -> anyhow::Result<()> {
     let name = a
@@ -33,7 +33,7 @@ pub async fn run(a: TagsArgs) -> anyhow::Result<()> {
         })),
         OutputFormat::Text => {
             for t in tags {
-                println!("{t}");
+                println!("{}", terminal_safe(&t));
             }
             Ok(())
         }
