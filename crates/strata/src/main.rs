@@ -1,12 +1,13 @@
 //! The `strata` command: argument parsing, settings, printing and exit codes. All image logic
 //! lives in the library crates; this crate only wires them together and prints.
 
+#[macro_use]
+mod output;
 mod cli;
 mod cmd;
 mod config;
 mod help;
 mod open;
-mod output;
 mod progress;
 mod resolve;
 mod terminal;
@@ -40,6 +41,9 @@ fn main() {
     };
     let result = runtime.block_on(run(cli));
     if let Err(e) = result {
+        if output::is_closed_stdout(&e) {
+            std::process::exit(output::EXIT_BROKEN_PIPE);
+        }
         output::print_error(&e);
         std::process::exit(cmd::build::exit_code(&e).unwrap_or(EXIT_FAILURE));
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::Env;
 
@@ -26,6 +26,8 @@ const SUBCOMMANDS: &[&str] = &[
     "umount",
     "completion",
     "man",
+    "rm",
+    "config",
 ];
 const MANIFEST_SUBCOMMANDS: &[&str] = &["create", "add", "annotate", "remove", "inspect", "push"];
 
@@ -245,4 +247,35 @@ fn man_into_a_file_names_the_path_at_fault() {
         stderr.contains(&format!("man page directory {}", file.display())),
         "{stderr}"
     );
+}
+
+/// A reader that stops early (`strata … | head`) ends strata quietly, as it ends other Unix
+/// tools: no panic ("failed printing to stdout"), no error line, exit 0 or SIGPIPE's 141.
+#[test]
+fn a_closed_standard_output_ends_strata_quietly() {
+    let env = Env::new();
+    let commands: [&[&str]; 4] = [
+        &["config", "--format", "json"],
+        &["config"],
+        &["man"],
+        &["completion", "bash"],
+    ];
+    for args in commands {
+        let mut child = env
+            .strata()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strata");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for strata");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 141)),
+            "strata {args:?} with its output closed: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "strata {args:?} printed: {stderr}");
+    }
 }

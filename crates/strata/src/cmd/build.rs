@@ -508,7 +508,7 @@ fn print_result(
             eprintln!("pushed {d}");
         }
     }
-    println!("{}", result.digest);
+    outln!("{}", result.digest);
     Ok(())
 }
 
@@ -530,7 +530,7 @@ pub async fn prune(a: PruneArgs) -> anyhow::Result<()> {
     match a.format {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "removed {} cache entries ({} kept, {} files), {} extracted layers, {} RUN cache mounts; run `strata gc {}` to free unreferenced layers",
                 report.entries_removed,
                 report.entries_kept,

@@ -169,7 +169,7 @@ fn origin_of(v: &Value) -> String {
 
 fn print_host(h: &Value, indent: &str) {
     let verify = h["tls_verify"].as_bool().unwrap_or(true);
-    println!(
+    outln!(
         "{indent}{}: TLS {}{}",
         h["host"].as_str().unwrap_or_default(),
         if verify {
@@ -187,7 +187,7 @@ fn print_host(h: &Value, indent: &str) {
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!(
+        outln!(
             "{indent}  certificates from {d}: CA {}; client certificate {}",
             if cas.is_empty() {
                 "none".to_string()
@@ -218,12 +218,12 @@ fn print_text(r: &Value) {
             items.join(", ")
         }
     };
-    println!("strata config files: {}", joined(&r["files"]["strata"]));
-    println!(
+    outln!("strata config files: {}", joined(&r["files"]["strata"]));
+    outln!(
         "registries.conf files: {}",
         joined(&r["files"]["registries_conf"])
     );
-    println!("settings:");
+    outln!("settings:");
     for key in ["retry_times", "jobs", "compression", "platforms", "store"] {
         let s = &r["settings"][key];
         let value = match &s["value"] {
@@ -236,7 +236,7 @@ fn print_text(r: &Value) {
             Value::String(v) => v.clone(),
             v => v.to_string(),
         };
-        println!(
+        outln!(
             "  {:<12} {value:<24} {}",
             key.replace('_', "-"),
             origin_of(s)
@@ -244,29 +244,29 @@ fn print_text(r: &Value) {
     }
     if let Some(map) = r["settings"]["tls_verify"].as_object() {
         for (host, v) in map {
-            println!("  tls-verify   {host} = {}   {}", v["value"], origin_of(v));
+            outln!("  tls-verify   {host} = {}   {}", v["value"], origin_of(v));
         }
     }
     let rc = &r["registries_conf"];
     let search = &rc["unqualified_search_registries"];
-    println!(
+    outln!(
         "unqualified-search-registries: {}   {}",
         joined(&search["value"]),
         origin_of(search)
     );
     let mode = &rc["short_name_mode"];
-    println!(
+    outln!(
         "short-name-mode: {}   {}",
         mode["value"].as_str().unwrap_or("permissive"),
         origin_of(mode)
     );
-    println!(
+    outln!(
         "aliases: {} (listed by --format json)",
         rc["aliases"].as_object().map(|m| m.len()).unwrap_or(0)
     );
     let empty = Vec::new();
     let registries = rc["registries"].as_array().unwrap_or(&empty);
-    println!("[[registry]] entries: {}", registries.len());
+    outln!("[[registry]] entries: {}", registries.len());
     for e in registries {
         let mut flags = Vec::new();
         if e["insecure"] == true {
@@ -293,7 +293,7 @@ fn print_text(r: &Value) {
                 }
             ));
         }
-        println!(
+        outln!(
             "  {} -> {}{}   {}",
             e["prefix"].as_str().unwrap_or_default(),
             e["location"]
@@ -313,23 +313,23 @@ fn print_text(r: &Value) {
         return;
     }
     if let Some(h) = image.get("host") {
-        println!("registry host:");
+        outln!("registry host:");
         print_host(h, "  ");
         return;
     }
-    println!("image {}:", image["reference"].as_str().unwrap_or_default());
+    outln!("image {}:", image["reference"].as_str().unwrap_or_default());
     if let Some(b) = image["blocked"].as_str() {
-        println!("  pull refused: {b}");
+        outln!("  pull refused: {b}");
         return;
     }
-    println!("  pulls try, in order:");
+    outln!("  pulls try, in order:");
     for (i, p) in image["pull_sources"]
         .as_array()
         .unwrap_or(&empty)
         .iter()
         .enumerate()
     {
-        println!(
+        outln!(
             "  {}. {}{}",
             i + 1,
             p["reference"].as_str().unwrap_or_default(),
@@ -337,7 +337,7 @@ fn print_text(r: &Value) {
         );
         print_host(&p["host"], "     ");
     }
-    println!("  pushes go to:");
+    outln!("  pushes go to:");
     print_host(&image["push"], "     ");
 }
 

@@ -131,7 +131,7 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
                     report.blobs_skipped
                 );
             }
-            println!("{}", report.digest);
+            outln!("{}", report.digest);
         }
     }
     Ok(())

@@ -85,7 +85,7 @@ async fn platforms(
 
 pub async fn run(a: LsArgs) -> anyhow::Result<()> {
     if a.store_path {
-        println!("{}", open::store_path()?.display());
+        outln!("{}", open::store_path()?.display());
         return Ok(());
     }
     let path = layout_path(a.layout)?;
@@ -144,7 +144,7 @@ pub async fn gc(a: GcArgs) -> anyhow::Result<()> {
     match a.format {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "removed {} blobs ({}), {} temp files, {} staging directories",
                 report.blobs_removed,
                 human_size(report.bytes_removed),

@@ -248,7 +248,7 @@ async fn create(a: ManifestCreateArgs) -> anyhow::Result<()> {
         }
     }
     save_sources(&sources)?;
-    println!("{}", save_list(&name, &index).await?);
+    outln!("{}", save_list(&name, &index).await?);
     Ok(())
 }
 
@@ -273,7 +273,7 @@ async fn add(a: ManifestAddArgs) -> anyhow::Result<()> {
         }
     }
     save_sources(&sources)?;
-    println!("{}", save_list(&name, &index).await?);
+    outln!("{}", save_list(&name, &index).await?);
     Ok(())
 }
 
@@ -340,7 +340,7 @@ async fn annotate(a: ManifestAnnotateArgs) -> anyhow::Result<()> {
     let mut index = load_list(&name).await?;
     let i = find_entry(&name, &index, &a.entry, &a.registry).await?;
     apply_fields(&mut index.manifests[i], &a.platform)?;
-    println!("{}", save_list(&name, &index).await?);
+    outln!("{}", save_list(&name, &index).await?);
     Ok(())
 }
 
@@ -349,7 +349,7 @@ async fn remove(a: ManifestRemoveArgs) -> anyhow::Result<()> {
     let mut index = load_list(&name).await?;
     let i = find_entry(&name, &index, &a.entry, &RegistryArgs::default()).await?;
     index.manifests.remove(i);
-    println!("{}", save_list(&name, &index).await?);
+    outln!("{}", save_list(&name, &index).await?);
     Ok(())
 }
 
@@ -417,7 +417,7 @@ async fn push(a: ManifestPushArgs) -> anyhow::Result<()> {
             "digest": raw.digest.to_string(),
             "manifests": index.manifests.len(),
         }))?,
-        OutputFormat::Text => println!("{}", raw.digest),
+        OutputFormat::Text => outln!("{}", raw.digest),
     }
     Ok(())
 }

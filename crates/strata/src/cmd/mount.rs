@@ -81,7 +81,7 @@ pub async fn mount(a: MountArgs) -> anyhow::Result<()> {
     }
     let report = result.with_context(|| format!("mounting {name} at {}", a.dir.display()))?;
     if !a.quiet {
-        println!(
+        outln!(
             "mounted {} ({}) read-only at {}: {} layers ({} extracted, {} from the cache)",
             name,
             raw.digest,

@@ -178,7 +178,7 @@ pub async fn run(a: RepackArgs) -> anyhow::Result<()> {
         return print_json(&summary);
     }
     if !a.quiet {
-        println!(
+        outln!(
             "repacked {} into {} ({}): layer {} ({}): {} added, {} modified, {} deleted",
             a.bundle.display(),
             summary.image,

@@ -79,7 +79,7 @@ pub async fn run(a: RmArgs) -> anyhow::Result<()> {
 
 fn report(lines: &[String]) {
     for l in lines {
-        println!("{l}");
+        outln!("{l}");
     }
 }
 

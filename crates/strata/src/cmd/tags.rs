@@ -33,7 +33,7 @@ pub async fn run(a: TagsArgs) -> anyhow::Result<()> {
         })),
         OutputFormat::Text => {
             for t in tags {
-                println!("{}", terminal_safe(&t));
+                outln!("{}", terminal_safe(&t));
             }
             Ok(())
         }

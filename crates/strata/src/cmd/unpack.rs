@@ -219,7 +219,7 @@ pub async fn run(a: UnpackArgs) -> anyhow::Result<()> {
         return print_json(&summary);
     }
     if !a.quiet {
-        println!(
+        outln!(
             "unpacked {} ({}) into {}: {} layers, {} entries, {}{}",
             summary.image,
             summary.digest,
