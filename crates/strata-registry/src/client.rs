@@ -52,7 +52,13 @@ impl std::fmt::Debug for Client {
 }
 
 pub(crate) struct Inner {
+    /// Pings, tokens, manifests, tags, upload sessions: HTTP/2 when the registry offers it.
     pub(crate) http: reqwest::Client,
+    /// Blob bodies (uploads, and GETs the direct path does not take): HTTP/1.1 only, so
+    /// every blob in flight has a connection of its own (see [`Lane`]).
+    blob_http: reqwest::Client,
+    /// The TLS configuration of direct blob GETs (the blob client's, `http/1.1` only).
+    blob_tls: Arc<rustls::ClientConfig>,
     pub(crate) options: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Host>>>>>,
 }
@@ -132,6 +138,20 @@ pub(crate) enum Body {
     Once(Option<reqwest::Body>),
 }
 
+/// Which connections a request goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The pooled client (HTTP/2 when offered): small requests share connections.
+    Pooled,
+    /// A blob body: an HTTP/1.1 connection of its own while it is in flight. Over one HTTP/2
+    /// connection a single task decrypts and frames every blob; over TLS that task was the
+    /// bottleneck of a copy (one core), whatever the number of blobs in flight.
+    Blob,
+    /// A blob GET whose body may be read straight from the socket ([`crate::direct`]), on
+    /// the blob lane otherwise; the body then comes back in [`Answer::direct`].
+    BlobDirect,
+}
+
 /// Who gets which `Authorization`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Follow {
@@ -146,9 +166,7 @@ pub(crate) struct Request {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Body,
     pub(crate) follow: Follow,
-    /// A blob GET whose body may be read straight from the socket (plain HTTP; see
-    /// [`crate::direct`]); the body then comes back in [`Answer::direct`].
-    pub(crate) direct: bool,
+    pub(crate) lane: Lane,
     /// For messages: `manifest base/busybox:latest`.
     pub(crate) what: String,
 }
@@ -162,7 +180,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: Body::Empty,
             follow: Follow::No,
-            direct: false,
+            lane: Lane::Pooled,
             what,
         }
     }
@@ -172,7 +190,7 @@ impl Request {
 pub(crate) struct Answer {
     pub(crate) response: reqwest::Response,
     pub(crate) url: Url,
-    /// The body of a 200/206 to a [`Request::direct`] GET read from the socket; when set,
+    /// The body of a 200/206 to a [`Lane::BlobDirect`] GET read from the socket; when set,
     /// `response` carries only the status and headers.
     pub(crate) direct: Option<Box<crate::direct::DirectBody>>,
 }
@@ -707,7 +725,7 @@ impl Inner {
             };
             let mut direct = None;
             let mut answered = None;
-            if req.direct
+            if req.lane == Lane::BlobDirect
                 && method == Method::GET
                 && !host.direct_declined.load(Ordering::Relaxed)
                 && crate::direct::eligible(&url)
@@ -717,7 +735,7 @@ impl Inner {
                     headers.insert(header::AUTHORIZATION, v.clone());
                 }
                 tracing::trace!(url = %redact_url(&url), hop = hops, "direct request");
-                match crate::direct::get(&url, &headers, &self.options).await {
+                match crate::direct::get(&url, &headers, &self.options, &self.blob_tls).await {
                     Ok(crate::direct::Outcome::Body(response, body)) => {
                         answered = Some(response);
                         direct = Some(Box::new(body));
@@ -735,7 +753,11 @@ impl Inner {
             let response = match answered {
                 Some(r) => r,
                 None => {
-                    let mut rb = self.http.request(method.clone(), url.clone());
+                    let http = match req.lane {
+                        Lane::Pooled => &self.http,
+                        Lane::Blob | Lane::BlobDirect => &self.blob_http,
+                    };
+                    let mut rb = http.request(method.clone(), url.clone());
                     for (k, v) in &req.headers {
                         rb = rb.header(k, v);
                     }
@@ -1178,23 +1200,36 @@ pub(crate) async fn error_from(
 impl Client {
     /// A client with its own connection pool; nothing is contacted until first use.
     pub fn new(options: RegistryOptions) -> Result<Client, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(options.user_agent.clone())
-            .read_timeout(options.read_timeout)
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_adaptive_window(true)
-            .tcp_nodelay(true);
-        if options.tls == TlsMode::Insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let http = builder.build().map_err(|e| {
-            RegistryError::config(None, format!("cannot build the HTTP client: {e}"))
-        })?;
+        let tls = crate::tls::configs(&options)?;
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(options.user_agent.clone())
+                .read_timeout(options.read_timeout)
+                .connect_timeout(options.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+        };
+        let built = |b: reqwest::ClientBuilder| {
+            b.build().map_err(|e| {
+                RegistryError::config(None, format!("cannot build the HTTP client: {e}"))
+            })
+        };
+        let http = built(
+            builder()
+                .http2_adaptive_window(true)
+                .tls_backend_preconfigured(tls.pooled),
+        )?;
+        let blob_http = built(
+            builder()
+                .http1_only()
+                .tls_backend_preconfigured((*tls.blob).clone()),
+        )?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                blob_http,
+                blob_tls: tls.blob,
                 options,
                 hosts: tokio::sync::Mutex::new(HashMap::new()),
             }),

@@ -61,6 +61,7 @@ mod download;
 mod error;
 mod sink;
 mod source;
+mod tls;
 mod upload;
 
 use std::fmt;
@@ -161,6 +162,9 @@ pub enum UploadSpool {
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
     pub tls: TlsMode,
+    /// skopeo's `--cert-dir`: `*.crt` files are trusted CA certificates (on top of the
+    /// system's), `NAME.cert` + `NAME.key` a client certificate.
+    pub cert_dir: Option<PathBuf>,
     pub credentials: CredentialSource,
     pub retry: RetryPolicy,
     /// Largest manifest or index read (default [`strata_spec::MAX_MANIFEST_BYTES`]).
@@ -183,6 +187,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             tls: TlsMode::Verify,
+            cert_dir: None,
             credentials: CredentialSource::Default,
             retry: RetryPolicy::default(),
             max_manifest_bytes: strata_spec::MAX_MANIFEST_BYTES,

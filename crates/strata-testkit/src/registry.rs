@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::TokenServer;
 use crate::fixtures::TestImage;
+use crate::{TestCertificates, TokenServer};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// How long the registry may take to answer `/v2/` after start.
@@ -21,6 +21,8 @@ pub struct TestRegistry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 enum Auth<'a> {
@@ -32,20 +34,26 @@ enum Auth<'a> {
 impl TestRegistry {
     /// A registry without auth.
     pub fn start() -> TestRegistry {
-        Self::start_with(Auth::None)
+        Self::start_with(Auth::None, None)
+    }
+
+    /// A registry without auth serving HTTPS only (HTTP/2 and HTTP/1.1 offered by ALPN, as
+    /// Go's server does) with the server certificate of `certificates`.
+    pub fn start_tls(certificates: &TestCertificates) -> TestRegistry {
+        Self::start_with(Auth::None, Some(certificates))
     }
 
     /// A registry with htpasswd Basic auth for one user.
     pub fn start_with_basic_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_with(Auth::Basic(user, password))
+        Self::start_with(Auth::Basic(user, password), None)
     }
 
     /// A registry with Bearer token auth delegated to `tokens` (real JWT verification).
     pub fn start_with_token_auth(tokens: &TokenServer) -> TestRegistry {
-        Self::start_with(Auth::Token(tokens))
+        Self::start_with(Auth::Token(tokens), None)
     }
 
-    fn start_with(auth: Auth<'_>) -> TestRegistry {
+    fn start_with(auth: Auth<'_>, tls: Option<&TestCertificates>) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install the Debian package docker-registry (scripts/install-deps.sh)"
@@ -86,8 +94,16 @@ impl TestRegistry {
                 _ => String::new(),
             };
             let port = free_port();
+            let tls_yaml = match tls {
+                Some(c) => format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    c.server_cert().display(),
+                    c.server_key().display()
+                ),
+                None => String::new(),
+            };
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-testkit-secret\n{tls_yaml}{auth_yaml}",
                 root = dir.path().join("data").display(),
             );
             let config_path = dir.path().join("config.yml");
@@ -101,7 +117,13 @@ impl TestRegistry {
                 .stderr(log)
                 .spawn()
                 .expect("start docker-registry");
-            let mut reg = TestRegistry { child, port, dir };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let mut reg = TestRegistry {
+                child,
+                port,
+                dir,
+                scheme,
+            };
             match reg.wait_ready() {
                 Ok(()) => return reg,
                 Err(e) => {
@@ -148,9 +170,9 @@ impl TestRegistry {
     pub fn port(&self) -> u16 {
         self.port
     }
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        format!("{}://{}", self.scheme, self.host())
     }
     /// The registry's storage root (`docker/registry/v2/...` below it).
     pub fn storage(&self) -> PathBuf {

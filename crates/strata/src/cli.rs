@@ -82,6 +82,10 @@ pub struct RegistryArgs {
     /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
+    /// Directory of certificates: *.crt are trusted CAs, NAME.cert + NAME.key a client
+    /// certificate (skopeo's --cert-dir).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
     /// Attempts for a failing request (408, 429, 5xx, resets) before giving up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub retry_times: u32,
@@ -128,6 +132,12 @@ pub struct CopyArgs {
     /// TLS verification for the destination registry only.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub dest_tls_verify: Option<bool>,
+    /// Certificate directory for the source registry only.
+    #[arg(long, value_name = "DIR")]
+    pub src_cert_dir: Option<PathBuf>,
+    /// Certificate directory for the destination registry only.
+    #[arg(long, value_name = "DIR")]
+    pub dest_cert_dir: Option<PathBuf>,
     /// Blobs transferred at once.
     #[arg(short, long, default_value_t = strata_copy::DEFAULT_CONCURRENCY, value_name = "N")]
     pub jobs: usize,
@@ -198,6 +208,10 @@ pub struct LoginArgs {
     pub authfile: Option<PathBuf>,
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
+    /// Directory of certificates: *.crt are trusted CAs, NAME.cert + NAME.key a client
+    /// certificate.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -23,6 +23,8 @@ pub struct Side {
     pub authfile: Option<PathBuf>,
     /// `Some(false)`: plain HTTP and unverified TLS allowed.
     pub tls_verify: Option<bool>,
+    /// `--cert-dir`: trusted CAs and a client certificate.
+    pub cert_dir: Option<PathBuf>,
     pub retry_times: u32,
     pub max_manifest_size: u64,
 }
@@ -41,6 +43,7 @@ impl Side {
                 .map(Path::to_path_buf)
                 .or_else(|| shared.authfile.clone()),
             tls_verify: tls_verify.or(shared.tls_verify),
+            cert_dir: shared.cert_dir.clone(),
             retry_times: if shared.retry_times == 0 {
                 5
             } else {
@@ -138,6 +141,7 @@ impl Side {
         if self.tls_verify == Some(false) {
             options.tls = TlsMode::Insecure;
         }
+        options.cert_dir = self.cert_dir.clone();
         options.credentials = match (&self.creds, &self.authfile) {
             (Some(c), _) => CredentialSource::Explicit(parse_creds(c)?),
             (None, Some(path)) => CredentialSource::AuthFile(path.clone()),

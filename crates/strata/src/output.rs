@@ -21,10 +21,14 @@ pub fn print_error(e: &anyhow::Error) {
 
 fn hint(msg: &str) -> Option<&'static str> {
     let m = msg.to_ascii_lowercase();
-    if m.contains("http response to https")
+    if m.contains("invalid peer certificate") {
+        Some(
+            "to trust the registry's CA put it in DIR/ca.crt and pass --cert-dir DIR; \
+             --tls-verify=false skips the check",
+        )
+    } else if m.contains("http response to https")
         || m.contains("invalid http version")
         || m.contains("tls handshake")
-        || m.contains("invalid peer certificate")
         || m.contains("record overflow")
         || m.contains("corrupt message")
     {

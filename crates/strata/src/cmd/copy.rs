@@ -52,18 +52,24 @@ pub async fn run(a: CopyArgs) -> anyhow::Result<()> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let src_side = Side::new(
-        &a.registry,
-        a.src_creds.as_deref(),
-        a.src_authfile.as_deref(),
-        a.src_tls_verify,
-    );
-    let dst_side = Side::new(
-        &a.registry,
-        a.dest_creds.as_deref(),
-        a.dest_authfile.as_deref(),
-        a.dest_tls_verify,
-    );
+    let src_side = Side {
+        cert_dir: a.src_cert_dir.clone().or(a.registry.cert_dir.clone()),
+        ..Side::new(
+            &a.registry,
+            a.src_creds.as_deref(),
+            a.src_authfile.as_deref(),
+            a.src_tls_verify,
+        )
+    };
+    let dst_side = Side {
+        cert_dir: a.dest_cert_dir.clone().or(a.registry.cert_dir.clone()),
+        ..Side::new(
+            &a.registry,
+            a.dest_creds.as_deref(),
+            a.dest_authfile.as_deref(),
+            a.dest_tls_verify,
+        )
+    };
     let src = open::source(&source, &src_side).await?;
     let dst = open::sink(&destination, &dst_side).await?;
     let options = CopyOptions {
