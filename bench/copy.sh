@@ -14,10 +14,15 @@
 #     ~1 GiB uncompressed in 8 gzip layers (~400 MiB compressed) from local files (~1-2 min);
 #   - starts two CNCF distribution registries (`docker-registry`) on free loopback ports with
 #     storage under $W, loads the fixture into the first as bench/big:latest with skopeo,
-#     and stops them (by PID) at the end.
+#     and stops them (by PID) at the end;
+#   - and a third serving HTTPS only (HTTP/2 and HTTP/1.1, as Go offers them) with a server
+#     certificate signed by a CA made here with openssl ($W/tls/ca/ca.crt): the "(TLS)" rows,
+#     where both tools verify the certificate against that CA (--src-cert-dir/--dest-cert-dir
+#     for skopeo, --cert-dir for strata).
 #
 # usage: bench/copy.sh [-r RUNS] [--only REGEX] [--skip REGEX] [--no-build]
 # env:   W   work directory (default /tmp/strata-bench; registries, outputs)
+#        CARGO_TARGET_DIR  where the release build is (default ./target)
 #        BIG the fixture layout (default $W/big; e.g. BIG=/tmp/fixtures/oci/big to reuse one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,11 +32,11 @@ RUNS=5; ONLY=""; SKIP=""; BUILD=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     -r) RUNS=$2; shift;; --only) ONLY=$2; shift;; --skip) SKIP=$2; shift;; --no-build) BUILD=0;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac; shift
 done
-for t in docker-registry skopeo jq curl; do
+for t in docker-registry skopeo jq curl openssl; do
   command -v $t >/dev/null || { echo "missing $t: run scripts/install-deps.sh" >&2; exit 1; }
 done
 [[ -x /usr/bin/time ]] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; } ||
@@ -39,7 +44,7 @@ done
 mkdir -p "$W"
 
 if [[ $BUILD == 1 ]]; then cargo build --release --quiet -p strata; fi
-STRATA=$PWD/target/release/strata
+STRATA=${CARGO_TARGET_DIR:-$PWD/target}/release/strata
 [[ -x $STRATA ]] || { echo "no $STRATA (run without --no-build)" >&2; exit 1; }
 [[ -f $BIG/index.json ]] || bench/make-big.sh "$BIG"
 
@@ -47,10 +52,29 @@ STRATA=$PWD/target/release/strata
 PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-# start_registry NAME -> prints 127.0.0.1:PORT of a registry started with storage in $W/NAME
+# A CA (kept in $W/tls/ca, the directory both tools are given) and a server certificate it
+# signed for 127.0.0.1 / localhost, for the TLS registry.
+make_certs() {
+  local t=$W/tls
+  rm -rf "$t"; mkdir -p "$t/ca"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$t/ca.key" -out "$t/ca/ca.crt" -days 2 \
+    -subj /CN=strata-bench-ca -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req "${ec[@]}" -keyout "$t/server.key" -out "$t/server.csr" -subj /CN=127.0.0.1 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$t/server.ext"
+  openssl x509 -req -in "$t/server.csr" -CA "$t/ca/ca.crt" -CAkey "$t/ca.key" -CAcreateserial \
+    -out "$t/server.crt" -days 2 -extfile "$t/server.ext" 2>/dev/null
+}
+# start_registry NAME [tls] -> prints 127.0.0.1:PORT of a registry started with storage in
+# $W/NAME (serving HTTPS with $W/tls/server.crt when "tls")
 start_registry() {
-  local dir=$W/$1 port pid _
+  local dir=$W/$1 tls=${2:-} port pid _ scheme=http tls_yaml=""
   rm -rf "$dir"; mkdir -p "$dir/data"
+  if [[ $tls == tls ]]; then
+    scheme=https
+    tls_yaml=", tls: {certificate: $W/tls/server.crt, key: $W/tls/server.key}"
+  fi
   for _ in $(seq 1 20); do
     port=$((20000 + RANDOM % 40000))
     curl -s -o /dev/null --max-time 0.5 "http://127.0.0.1:$port/" && continue
@@ -62,12 +86,12 @@ storage:
   delete: {enabled: true}
   cache: {blobdescriptor: inmemory}
   maintenance: {uploadpurging: {enabled: false}}
-http: {addr: "127.0.0.1:$port", secret: strata-bench}
+http: {addr: "127.0.0.1:$port", secret: strata-bench$tls_yaml}
 EOF
     docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 < /dev/null &
     pid=$!
     for _ in $(seq 1 100); do
-      if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/v2/"; then
+      if curl -sf -o /dev/null --max-time 1 --cacert "$W/tls/ca/ca.crt" "$scheme://127.0.0.1:$port/v2/"; then
         echo "$pid" > "$dir/registry.pid"; echo "127.0.0.1:$port"; return 0
       fi
       kill -0 "$pid" 2>/dev/null || break
@@ -78,17 +102,25 @@ EOF
   echo "cannot start docker-registry; log:" >&2; cat "$dir/registry.log" >&2; return 1
 }
 # $(...) runs start_registry in a subshell: the PIDs come back through the pid files.
+make_certs
 REG=$(start_registry reg-a) || exit 1
 PIDS+=("$(cat "$W/reg-a/registry.pid")")
 REG2=$(start_registry reg-b) || exit 1
 PIDS+=("$(cat "$W/reg-b/registry.pid")")
+REGT=$(start_registry reg-tls tls) || exit 1
+PIDS+=("$(cat "$W/reg-tls/registry.pid")")
+CA=$W/tls/ca
 skopeo copy -q --dest-tls-verify=false "oci:$BIG:latest" "docker://$REG/bench/big:latest"
+skopeo copy -q --dest-cert-dir "$CA" "oci:$BIG:latest" "docker://$REGT/bench/big:latest"
 
 # ---------------------------------------------------------------- measuring
 BIC=/var/lib/containers/cache/blob-info-cache-v1.boltdb   # skopeo's blob-info cache
 SK="skopeo copy -q --src-tls-verify=false --dest-tls-verify=false"
 ST="$STRATA copy -q --tls-verify=false"
 SRC=docker://$REG/bench/big:latest
+SKT="skopeo copy -q --src-cert-dir $CA --dest-cert-dir $CA"
+STT="$STRATA copy -q --cert-dir $CA"
+SRCT=docker://$REGT/bench/big:latest
 WANT=$(jq -r '.manifests[0].digest' "$BIG/index.json")   # every copy keeps this digest
 
 # run_one CMD -> "wall_s cpu_s maxrss_kib"; CMD is split on blanks (no shell in between)
@@ -159,6 +191,12 @@ workload "registry → OCI layout" "≥ 2.5×" "rm -rf $OUT; $NOBIC" \
 workload "OCI layout → registry, new repo" "≥ 1.3×" "$NOBIC" \
   "$SK oci:$BIG:latest docker://$REG/bench/from-oci-{u}:latest" \
   "$ST oci:$BIG:latest docker://$REG/bench/from-oci-{u}:latest" "docker://$REG/bench/from-oci-{u}:latest"
+workload "registry → OCI layout (TLS)" "≥ 2.5×" "rm -rf $OUT; $NOBIC" \
+  "$SKT $SRCT oci:$OUT:latest" "$STT $SRCT oci:$OUT:latest" "oci:$OUT:latest"
+workload "OCI layout → registry, new repo (TLS)" "≥ 1.5×" "$NOBIC" \
+  "$SKT oci:$BIG:latest docker://$REGT/bench/from-oci-{u}:latest" \
+  "$STT oci:$BIG:latest docker://$REGT/bench/from-oci-{u}:latest" \
+  "docker://$REGT/bench/from-oci-{u}:latest"
 workload "registry → same registry and tag, everything present" "≥ 1×" "" \
   "$SK $SRC docker://$REG/bench/again:latest" "$ST $SRC docker://$REG/bench/again:latest"
 workload "registry → OCI layout, everything present" "≥ 1×" "" \

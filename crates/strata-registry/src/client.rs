@@ -54,11 +54,12 @@ impl std::fmt::Debug for Client {
 }
 
 pub(crate) struct Inner {
-    /// For hosts without TLS settings of their own.
-    pub(crate) http: reqwest::Client,
+    /// For hosts without TLS settings of their own: a pooled client (HTTP/2 when the
+    /// registry offers it) and the HTTP/1.1 blob client and TLS config (see [`Lane`]).
+    shared: Arc<crate::tls::HostClients>,
     /// Clients of hosts with their own TLS settings (insecure, certs.d), by `host[:port]`;
-    /// `None`: the host uses `http`.
-    per_host: Mutex<HashMap<String, Option<reqwest::Client>>>,
+    /// `None`: the host uses `shared`.
+    per_host: Mutex<HashMap<String, Option<Arc<crate::tls::HostClients>>>>,
     pub(crate) options: RegistryOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Host>>>>>,
 }
@@ -138,6 +139,20 @@ pub(crate) enum Body {
     Once(Option<reqwest::Body>),
 }
 
+/// Which connections a request goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The pooled client (HTTP/2 when offered): small requests share connections.
+    Pooled,
+    /// A blob body: an HTTP/1.1 connection of its own while it is in flight. Over one HTTP/2
+    /// connection a single task decrypts and frames every blob; over TLS that task was the
+    /// bottleneck of a copy (one core), whatever the number of blobs in flight.
+    Blob,
+    /// A blob GET whose body may be read straight from the socket ([`crate::direct`]), on
+    /// the blob lane otherwise; the body then comes back in [`Answer::direct`].
+    BlobDirect,
+}
+
 /// Who gets which `Authorization`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Follow {
@@ -152,9 +167,7 @@ pub(crate) struct Request {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Body,
     pub(crate) follow: Follow,
-    /// A blob GET whose body may be read straight from the socket (plain HTTP; see
-    /// [`crate::direct`]); the body then comes back in [`Answer::direct`].
-    pub(crate) direct: bool,
+    pub(crate) lane: Lane,
     /// For messages: `manifest base/busybox:latest`.
     pub(crate) what: String,
 }
@@ -168,7 +181,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: Body::Empty,
             follow: Follow::No,
-            direct: false,
+            lane: Lane::Pooled,
             what,
         }
     }
@@ -178,7 +191,7 @@ impl Request {
 pub(crate) struct Answer {
     pub(crate) response: reqwest::Response,
     pub(crate) url: Url,
-    /// The body of a 200/206 to a [`Request::direct`] GET read from the socket; when set,
+    /// The body of a 200/206 to a [`Lane::BlobDirect`] GET read from the socket; when set,
     /// `response` carries only the status and headers.
     pub(crate) direct: Option<Box<crate::direct::DirectBody>>,
 }
@@ -297,14 +310,14 @@ impl Inner {
         crate::tls::host_insecure(&self.options, host)
     }
 
-    /// The HTTP client for `url`'s host: the shared one, or one with that host's TLS
+    /// The HTTP clients for `url`'s host: the shared ones, or ones with that host's TLS
     /// settings (built once).
-    fn http_for(&self, url: &Url) -> Result<reqwest::Client, RegistryError> {
+    fn clients_for(&self, url: &Url) -> Result<Arc<crate::tls::HostClients>, RegistryError> {
         let host = authority(url);
         if let Ok(cache) = self.per_host.lock()
             && let Some(c) = cache.get(&host)
         {
-            return Ok(c.clone().unwrap_or_else(|| self.http.clone()));
+            return Ok(c.clone().unwrap_or_else(|| Arc::clone(&self.shared)));
         }
         let tls = crate::tls::host_tls(&self.options, &host)?;
         let shared = crate::tls::HostTls {
@@ -321,12 +334,12 @@ impl Inner {
                 client_cert = tls.client_cert.is_some(),
                 "TLS settings of the host's own"
             );
-            Some(crate::tls::http_client(&self.options, &tls)?)
+            Some(Arc::new(crate::tls::host_clients(&self.options, &tls)?))
         };
         if let Ok(mut cache) = self.per_host.lock() {
             cache.insert(host, own.clone());
         }
-        Ok(own.unwrap_or_else(|| self.http.clone()))
+        Ok(own.unwrap_or_else(|| Arc::clone(&self.shared)))
     }
 
     /// The pinged host for `registry`, pinging it the first time.
@@ -836,7 +849,7 @@ impl Inner {
             };
             let mut direct = None;
             let mut answered = None;
-            if req.direct
+            if req.lane == Lane::BlobDirect
                 && method == Method::GET
                 && !host.direct_declined.load(Ordering::Relaxed)
                 && crate::direct::eligible(&url)
@@ -846,7 +859,8 @@ impl Inner {
                     headers.insert(header::AUTHORIZATION, v.clone());
                 }
                 tracing::trace!(url = %redact_url(&url), hop = hops, "direct request");
-                match crate::direct::get(&url, &headers, &self.options).await {
+                let clients = self.clients_for(&url).map_err(SendError::Fatal)?;
+                match crate::direct::get(&url, &headers, &self.options, &clients.blob_tls).await {
                     Ok(crate::direct::Outcome::Body(response, body)) => {
                         answered = Some(response);
                         direct = Some(Box::new(body));
@@ -871,10 +885,12 @@ impl Inner {
             let response = match answered {
                 Some(r) => r,
                 None => {
-                    let mut rb = self
-                        .http_for(&url)
-                        .map_err(SendError::Fatal)?
-                        .request(method.clone(), url.clone());
+                    let clients = self.clients_for(&url).map_err(SendError::Fatal)?;
+                    let http = match req.lane {
+                        Lane::Pooled => &clients.pooled,
+                        Lane::Blob | Lane::BlobDirect => &clients.blob,
+                    };
+                    let mut rb = http.request(method.clone(), url.clone());
                     for (k, v) in &req.headers {
                         rb = rb.header(k, v);
                     }
@@ -1352,10 +1368,10 @@ impl Client {
             insecure: options.tls == TlsMode::Insecure,
             ..Default::default()
         };
-        let http = crate::tls::http_client(&options, &shared)?;
+        let shared = Arc::new(crate::tls::host_clients(&options, &shared)?);
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                shared,
                 per_host: Mutex::new(HashMap::new()),
                 options,
                 hosts: tokio::sync::Mutex::new(HashMap::new()),

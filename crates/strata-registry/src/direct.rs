@@ -1,27 +1,35 @@
-//! Blob GETs to plain-HTTP registries, read from the socket straight into the caller's buffer.
+//! Blob GETs read from the socket straight into the caller's buffer, over plain HTTP or TLS.
 //!
 //! reqwest (hyper) reads a body into buffers of its own and hands out `Bytes`, which a blob
 //! sink then copies into the aligned buffers it writes with `O_DIRECT`. For a registry on
-//! loopback or a LAN over plain HTTP that copy, with the page faults of hyper's fresh
-//! buffers, was a fifth of the CPU a registry → OCI layout copy spent (`bench/copy.sh`).
-//! Here the request goes out by hand on a fresh connection (`Connection: close`), the
-//! response head is parsed with `httparse`, and the body of a 200/206 with a
-//! `Content-Length` is read by the caller itself, never more than that length.
+//! loopback or a LAN that copy, with the page faults of hyper's fresh buffers, was a fifth of
+//! the CPU a registry → OCI layout copy spent (`bench/copy.sh`). Here the request goes out by
+//! hand on a fresh connection of its own (`Connection: close`; over TLS with the client's
+//! [`rustls::ClientConfig`] offering only `http/1.1`, so a registry that speaks HTTP/2 does
+//! not put every blob on one connection), the response head is parsed with `httparse`, and
+//! the body of a 200/206 with a `Content-Length` is read by the caller itself, never more
+//! than that length. Each blob in flight thus has its own connection, decrypted on the task
+//! that consumes it.
 //!
 //! Everything else keeps reqwest's behaviour: a response with another status is read
 //! whole (it is small: an error document, a redirect) and handed back as a
 //! `reqwest::Response`, so 401 refresh, retries with `Retry-After`, redirects and error
-//! bodies work unchanged; TLS, proxies, chunked or unframed bodies, oversized heads and any
-//! failure before the body starts go through reqwest instead ([`Outcome::NotHandled`]).
+//! bodies work unchanged; proxies, chunked or unframed bodies, oversized heads and any
+//! failure before the body starts (a refused certificate included: reqwest then fails the
+//! same way, and that error is the one the retry rules know) go through reqwest instead
+//! ([`Outcome::NotHandled`]).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use url::Url;
 
@@ -34,17 +42,100 @@ const MAX_SMALL_BODY: u64 = 64 * 1024;
 /// Reads of the head: small, so few body bytes are copied out of the leftover.
 const HEAD_READ: usize = 8 * 1024;
 const MAX_HEADERS: usize = 96;
+/// Socket reads under TLS: rustls asks for 4 KiB at a time; a buffer in between turns that
+/// into a quarter of the system calls at ~16 KiB, and one per several records at this size.
+const TLS_SOCKET_BUFFER: usize = 256 * 1024;
 
-/// Can this GET take the direct path? Plain HTTP only, and never when a proxy is
-/// configured (reqwest honours the proxy variables; a direct connection would not).
+/// Can this GET take the direct path? HTTP or HTTPS, and never when a proxy is configured
+/// (reqwest honours the proxy variables; a direct connection would not).
 pub(crate) fn eligible(url: &Url) -> bool {
-    url.scheme() == "http" && !proxy_configured() && url.host().is_some()
+    matches!(url.scheme(), "http" | "https") && !proxy_configured(url) && url.host().is_some()
 }
 
-fn proxy_configured() -> bool {
-    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+fn proxy_configured(url: &Url) -> bool {
+    let scheme_vars: &[&str] = if url.scheme() == "https" {
+        &["https_proxy", "HTTPS_PROXY"]
+    } else {
+        &["http_proxy", "HTTP_PROXY"]
+    };
+    scheme_vars
         .iter()
+        .chain(&["all_proxy", "ALL_PROXY"])
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+/// The connection of one direct GET.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<BufReader<TcpStream>>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// TCP to `url`'s host, then the TLS handshake for `https` (SNI and certificate checks for
+/// that host), all within the connect timeout.
+async fn connect(url: &Url, tls: &Arc<rustls::ClientConfig>) -> io::Result<Conn> {
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| io::Error::other("no port"))?;
+    let (tcp, server_name) = match url.host() {
+        Some(url::Host::Domain(d)) => (
+            TcpStream::connect((d, port)).await,
+            ServerName::try_from(d.to_string()).map_err(io::Error::other),
+        ),
+        Some(url::Host::Ipv4(a)) => (TcpStream::connect((a, port)).await, Ok(a.into())),
+        Some(url::Host::Ipv6(a)) => (TcpStream::connect((a, port)).await, Ok(a.into())),
+        None => return Err(io::Error::other("no host")),
+    };
+    let tcp = tcp?;
+    tcp.set_nodelay(true)?;
+    if url.scheme() != "https" {
+        return Ok(Conn::Plain(tcp));
+    }
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = connector
+        .connect(
+            server_name?,
+            BufReader::with_capacity(TLS_SOCKET_BUFFER, tcp),
+        )
+        .await?;
+    Ok(Conn::Tls(Box::new(stream)))
 }
 
 pub(crate) enum Outcome {
@@ -65,7 +156,7 @@ pub(crate) enum Outcome {
 /// ([`io::ErrorKind::TimedOut`]); a connection that ends early reads as end of file, and the
 /// caller, counting bytes, resumes.
 pub(crate) struct DirectBody {
-    reader: tokio::io::Chain<io::Cursor<Bytes>, tokio::io::Take<TcpStream>>,
+    reader: tokio::io::Chain<io::Cursor<Bytes>, tokio::io::Take<Conn>>,
     len: u64,
     read_timeout: Duration,
     /// Runs while a read is waiting: time spent by the caller between reads is not a stall.
@@ -119,25 +210,18 @@ pub(crate) async fn get(
     url: &Url,
     headers: &HeaderMap,
     options: &RegistryOptions,
+    tls: &Arc<rustls::ClientConfig>,
 ) -> io::Result<Outcome> {
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| io::Error::other("no port"))?;
-    let connect = async {
-        match url.host() {
-            Some(url::Host::Domain(d)) => TcpStream::connect((d, port)).await,
-            Some(url::Host::Ipv4(a)) => TcpStream::connect((a, port)).await,
-            Some(url::Host::Ipv6(a)) => TcpStream::connect((a, port)).await,
-            None => Err(io::Error::other("no host")),
-        }
-    };
-    let mut stream = tokio::time::timeout(options.connect_timeout, connect)
+    let mut stream = tokio::time::timeout(options.connect_timeout, connect(url, tls))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
 
     let mut head = request_head(url, headers, &options.user_agent);
-    timed(options.read_timeout, stream.write_all(&head)).await?;
+    timed(options.read_timeout, async {
+        stream.write_all(&head).await?;
+        stream.flush().await
+    })
+    .await?;
 
     // Read until the head is complete; the whole head within one read timeout (a server
     // dribbling it byte by byte does not get a timeout per byte), as reqwest does.
@@ -340,7 +424,9 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_is_eligible() {
-        assert!(!eligible(&Url::parse("https://r.example/v2/").unwrap()));
+    fn http_and_https_are_eligible() {
+        assert!(eligible(&Url::parse("https://r.example/v2/").unwrap()));
+        assert!(eligible(&Url::parse("http://127.0.0.1:5000/v2/").unwrap()));
+        assert!(!eligible(&Url::parse("ftp://r.example/v2/").unwrap()));
     }
 }

@@ -15,7 +15,7 @@ use strata_spec::{Descriptor, Digest};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::RegistryError;
-use crate::client::{Answer, Follow, Host, Inner, Request, authority, backoff, error_from};
+use crate::client::{Answer, Follow, Host, Inner, Lane, Request, authority, backoff, error_from};
 use crate::direct::DirectBody;
 use crate::source::blob_url;
 use crate::speed::SpeedCheck;
@@ -119,7 +119,7 @@ pub(crate) async fn open(
         what.clone(),
     );
     req.follow = Follow::Redirects;
-    req.direct = true;
+    req.lane = Lane::BlobDirect;
     let answer = inner.send(&host, req).await?;
     if !answer.response.status().is_success() {
         return Err(error_from(answer, &host.host_port(), &what, 1).await);
@@ -334,7 +334,7 @@ impl State {
             what.clone(),
         );
         req.follow = Follow::Redirects;
-        req.direct = true;
+        req.lane = Lane::BlobDirect;
         if self.delivered > 0 {
             let range = format!("bytes={}-", self.delivered);
             req.headers.insert(

@@ -1,6 +1,7 @@
 //! The OCI distribution client strata uses for every `docker://` image.
 //!
-//! [`Client`] holds one HTTP connection pool (HTTP/1.1 and HTTP/2), the registries it has
+//! [`Client`] holds an HTTP connection pool (HTTP/2 when offered) for small requests, HTTP/1.1
+//! connections of their own for blob bodies (see `tls.rs` and `direct.rs`), the registries it has
 //! pinged and their bearer tokens; it is cheap to clone and meant to be shared by every
 //! repository one side of a copy touches. From it come [`RegistrySource`] (an
 //! [`strata_image::ImageSource`]) and [`RegistrySink`] (an [`strata_image::ImageSink`]).

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use url::Url;
 
 use crate::client::{
-    Answer, Body, Host, Inner, Request, authority, backoff, error_from, redact_url,
+    Answer, Body, Host, Inner, Lane, Request, authority, backoff, error_from, redact_url,
 };
 use crate::{RegistryError, UploadSpool};
 
@@ -541,6 +541,7 @@ impl Upload<'_> {
             Method::PATCH
         };
         let mut req = Request::new(method, url, self.scopes(), what.clone());
+        req.lane = Lane::Blob;
         req.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),

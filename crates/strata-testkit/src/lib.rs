@@ -3,7 +3,8 @@
 //! - [`TestRegistry`]: the CNCF distribution registry (`/usr/bin/docker-registry`, Debian
 //!   package `docker-registry`) on a free loopback port with storage in a temp dir, optionally
 //!   with htpasswd Basic auth or real Bearer token auth against a [`TokenServer`]; killed by
-//!   PID on drop. A missing binary is a panic, not a skip: tests must fail in CI.
+//!   PID on drop; [`TestRegistry::start_tls`] serves HTTPS with a [`TestCertificates`]
+//!   certificate. A missing binary is a panic, not a skip: tests must fail in CI.
 //! - [`TokenServer`]: a token endpoint that signs JWTs (RS256, `x5c` chain) with a key and
 //!   certificate made by `openssl` at start, which the registry verifies through its
 //!   `rootcertbundle` — the same protocol as Docker Hub's auth service.
@@ -35,6 +36,7 @@ mod processes;
 mod proxy;
 mod registry;
 pub mod schema;
+mod tls;
 mod token;
 
 pub use busybox::{busybox_image, busybox_index};
@@ -53,4 +55,5 @@ pub fn closed_loopback_port() -> u16 {
 }
 pub use proxy::{Fault, FaultProxy, RecordedRequest, Rule};
 pub use registry::{TestRegistry, push_image_raw};
+pub use tls::TestCertificates;
 pub use token::{TokenRequest, TokenServer};

@@ -1,7 +1,9 @@
-//! A fault-injecting HTTP/1.1 proxy in front of a registry.
+//! A fault-injecting HTTP/1.1 proxy in front of a registry; with TLS it offers HTTP/2 and
+//! HTTP/1.1 by ALPN, as a registry behind Go's HTTPS server does.
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -160,6 +162,10 @@ pub struct RecordedRequest {
     pub content_range: Option<String>,
     /// The answer's status (None when the connection was dropped before one).
     pub status: Option<u16>,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// Which client connection carried it (numbered from 1 in accept order).
+    pub connection_id: u64,
     /// The fault applied, if any (its Debug form).
     pub fault: Option<String>,
 }
@@ -170,6 +176,10 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<RecordedRequest>>,
     http: reqwest::Client,
+    connections: AtomicU64,
+    /// Serving HTTPS: the registry is told (`X-Forwarded-Proto`), so the upload `Location`s
+    /// it makes are `https://` URLs of this proxy.
+    tls: bool,
 }
 
 /// The proxy; stops when dropped.
@@ -187,6 +197,16 @@ impl Drop for FaultProxy {
 impl FaultProxy {
     /// Listen on a free loopback port and forward to `upstream` (`host:port`).
     pub async fn start(upstream: &str) -> FaultProxy {
+        Self::start_with(upstream, None).await
+    }
+
+    /// Like [`FaultProxy::start`], serving HTTPS with `certificates`' server certificate and
+    /// offering `h2` and `http/1.1` by ALPN (the upstream is still spoken to in plain HTTP).
+    pub async fn start_tls(upstream: &str, certificates: &crate::TestCertificates) -> FaultProxy {
+        Self::start_with(upstream, Some(tls_acceptor(certificates))).await
+    }
+
+    async fn start_with(upstream: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
@@ -202,6 +222,8 @@ impl FaultProxy {
                 .http1_only()
                 .build()
                 .expect("proxy client"),
+            connections: AtomicU64::new(0),
+            tls: tls.is_some(),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -210,12 +232,33 @@ impl FaultProxy {
                     continue;
                 };
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
+                    let id = st.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                    let service =
+                        hyper::service::service_fn(move |req| handle(st.clone(), id, req));
+                    let Some(tls) = tls else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        return;
+                    };
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
                 });
             }
         });
@@ -232,6 +275,10 @@ impl FaultProxy {
     }
     pub fn port(&self) -> u16 {
         self.state.port
+    }
+    /// Client connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
     pub fn add(&self, rule: Rule) {
         self.state.rules.lock().expect("rules").push(rule);
@@ -274,8 +321,28 @@ fn io_err(msg: &str) -> std::io::Error {
     std::io::Error::other(msg.to_string())
 }
 
+fn tls_acceptor(certificates: &crate::TestCertificates) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(certificates.server_cert())
+        .expect("server certificate")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(certificates.server_key()).expect("server key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server TLS config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 async fn handle(
     state: Arc<State>,
+    connection_id: u64,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::io::Error> {
     let method = req.method().to_string();
@@ -290,7 +357,10 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let host = header("host").unwrap_or_default();
+    // HTTP/2 carries the host in the request's authority, not in a `Host` header.
+    let host = header("host")
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
     let record = RecordedRequest {
         method: method.clone(),
         path: path.clone(),
@@ -303,6 +373,8 @@ async fn handle(
         content_range: header("content-range"),
         status: None,
         fault: None,
+        version: format!("{:?}", req.version()),
+        connection_id,
     };
     let fault = {
         let mut rules = state.rules.lock().expect("rules");
@@ -448,6 +520,11 @@ async fn handle(
             continue;
         }
         rb = rb.header(k, v);
+    }
+    if state.tls {
+        rb = rb
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", &host);
     }
     let has_body = parts
         .headers

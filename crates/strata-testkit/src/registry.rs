@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::TokenServer;
 use crate::fixtures::TestImage;
+use crate::{TestCertificates, TokenServer};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// How long the registry may take to answer `/v2/` after start.
@@ -61,6 +61,16 @@ impl TestRegistry {
             Auth::None,
             Deletion::Enabled,
             Some((certificate, key, client_ca)),
+        )
+    }
+
+    /// A registry without auth serving HTTPS only (HTTP/2 and HTTP/1.1 offered by ALPN, as
+    /// Go's server does) with the server certificate of `certificates`.
+    pub fn start_tls(certificates: &TestCertificates) -> TestRegistry {
+        Self::start_with_tls(
+            &certificates.server_cert(),
+            &certificates.server_key(),
+            None,
         )
     }
 
@@ -198,7 +208,7 @@ impl TestRegistry {
     pub fn port(&self) -> u16 {
         self.port
     }
-    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_with_tls`]).
+    /// `http://127.0.0.1:PORT` (`https://` for [`TestRegistry::start_with_tls`] and [`TestRegistry::start_tls`]).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.host())

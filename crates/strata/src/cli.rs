@@ -235,6 +235,10 @@ pub struct LoginArgs {
     /// Require HTTPS and verify certificates (false: allow plain HTTP, for local registries).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub tls_verify: Option<bool>,
+    /// Directory of certificates: *.crt are trusted CAs, NAME.cert + NAME.key a client
+    /// certificate.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -332,3 +332,75 @@ fn f3_retries_503_on_manifest_and_blob_then_succeeds() {
     );
     strata_testkit::schema::assert_layout_valid(&out);
 }
+
+#[test]
+fn tls_registry_trusted_through_cert_dir_and_judged_by_skopeo() {
+    // The real registry over HTTPS (HTTP/2 offered): push with --dest-cert-dir, pull back with
+    // --src-cert-dir into a layout; without the CA the certificate is refused with a hint.
+    let env = Env::new();
+    let certificates = strata_testkit::TestCertificates::new();
+    let registry = TestRegistry::start_tls(&certificates);
+    let ca = certificates.ca_dir();
+    let src = fixture_layout(&env);
+    let dest = format!("docker://{}/app:v1", registry.host());
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        "--dest-cert-dir",
+        ca.to_str().unwrap(),
+        &format!("oci:{}:multi", src.display()),
+        &dest,
+    ]);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            ca.to_str().unwrap(),
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, busybox_index().manifest);
+
+    let back = env.path("back");
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        "--src-cert-dir",
+        ca.to_str().unwrap(),
+        &dest,
+        &format!("oci:{}:v1", back.display()),
+    ]);
+    assert_eq!(layout_digest(&back, "v1"), layout_digest(&src, "multi"));
+
+    let err = env.fails(&[
+        "copy",
+        "--all",
+        &dest,
+        &format!("oci:{}:v2", back.display()),
+    ]);
+    assert!(err.contains(&registry.host()), "{err}");
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.contains("hint:") && err.contains("certs.d/HOST:PORT/ca.crt or pass --cert-dir"),
+        "{err}"
+    );
+    env.ok(&[
+        "copy",
+        "-q",
+        "--all",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:v3", back.display()),
+    ]);
+    assert_eq!(layout_digest(&back, "v3"), layout_digest(&src, "multi"));
+    assert_eq!(layout_tags(&back), vec!["v1".to_string(), "v3".to_string()]);
+}

@@ -56,6 +56,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
     let side = Side {
         creds: Some(format!("{username}:{password}")),
         tls_verify: a.tls_verify,
+        cert_dir: a.cert_dir.clone(),
         ..Side::new(&RegistryArgs::default(), None, None, None)
     };
     side.client()?
