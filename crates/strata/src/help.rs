@@ -2,9 +2,10 @@
 
 pub const BUILD: &str = "\
 Examples:
-  # Build ./Containerfile (or ./Dockerfile) into the local store, then run it with podman
+  # Build ./Containerfile (or ./Dockerfile) into the local store
   strata build -t localhost/app:1 .
-  podman run --rm oci:$HOME/.local/share/strata:localhost/app:1
+  # Build into an OCI layout and run it with podman (no archive in between)
+  strata build -o oci:/tmp/app:1 . && podman run --rm oci:/tmp/app:1
   # Another Containerfile, a build argument, the result in an OCI layout directory
   strata build -f Containerfile.prod --build-arg VERSION=2 -o oci:out:app .
   # One index for two platforms, pushed to a registry
