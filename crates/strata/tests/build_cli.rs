@@ -172,6 +172,20 @@ fn pushes_to_a_registry_and_writes_archives() {
         common::sha256_hex(&skopeo_raw(&format!("docker://{tag}"))),
         digest.trim()
     );
+    // `docker://` is accepted on a pushed tag, as on any image name.
+    let prefixed = format!("docker://{host}/app:v2");
+    let digest = env.ok(&[
+        "build",
+        "-q",
+        "--tls-verify=false",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        &prefixed,
+        "--push",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(common::sha256_hex(&skopeo_raw(&prefixed)), digest.trim());
     // docker-archive of one platform, loadable.
     let archive = env.path("app.tar");
     env.ok(&[
@@ -186,6 +200,20 @@ fn pushes_to_a_registry_and_writes_archives() {
     ]);
     let info = skopeo_info(&format!("docker-archive:{}", archive.display()));
     assert_eq!(info["Architecture"], "amd64");
+    // A tag --push cannot use fails before anything is built (the base below does not exist,
+    // and is never asked for).
+    let missing = context(&env, "FROM localhost/never/built:1\nCOPY app/hello.txt /\n");
+    let err = env.fails(&[
+        "build",
+        "-t",
+        "Not A Name",
+        "--push",
+        missing.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("--tag Not A Name") && !err.contains("never/built"),
+        "{err}"
+    );
 }
 
 #[test]

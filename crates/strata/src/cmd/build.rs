@@ -354,13 +354,26 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
     if a.push && a.tag.is_empty() {
         bail!("--push needs at least one --tag naming a registry image");
     }
+    // Where --push goes is checked before anything is built, not after.
+    let push_tags: Vec<Reference> = if a.push {
+        a.tag
+            .iter()
+            .map(|t| push_reference(t))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    };
     let mut options = BuildOptions {
         groups: platform_groups(&a, &platforms)?,
         target: a.target.clone(),
         build_arg_files: a.build_arg_file.clone(),
         labels: key_values(&a.label, "--label")?,
         annotations: key_values(&a.annotation, "--annotation")?,
-        tags: a.tag.clone(),
+        tags: a
+            .tag
+            .iter()
+            .map(|t| t.strip_prefix("docker://").unwrap_or(t).to_string())
+            .collect(),
         format: match manifest_format {
             Some(ManifestFormat::V2s2) => ImageFormat::V2s2,
             _ => ImageFormat::Oci,
@@ -447,8 +460,7 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         pushed.push((dest.to_string(), report.digest.to_string()));
     }
     if a.push {
-        for t in &a.tag {
-            let reference: Reference = t.parse().with_context(|| format!("--tag {t}"))?;
+        for reference in push_tags {
             let dest = ImageName::Registry(reference);
             let sink = open::sink(&dest, &side).await?;
             let report = push_result(
@@ -465,6 +477,16 @@ pub async fn run(a: BuildArgs) -> anyhow::Result<()> {
         }
     }
     print_result(&result, &pushed, out_format, a.quiet)
+}
+
+/// A `--tag` to push to: a registry image name, with or without `docker://`.
+fn push_reference(tag: &str) -> anyhow::Result<Reference> {
+    tag.strip_prefix("docker://")
+        .unwrap_or(tag)
+        .parse()
+        .with_context(|| {
+            format!("--tag {tag}: --push needs registry image names (REGISTRY/REPO[:TAG])")
+        })
 }
 
 fn print_result(
