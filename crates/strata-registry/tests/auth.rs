@@ -441,13 +441,7 @@ async fn n3_dangerous_token_realms_are_refused() {
             .always(),
         );
         let client = with_creds(USER, PASSWORD);
-        let err = client
-            .source(&reference(&proxy.host(), "n3/app:v1"))
-            .await
-            .unwrap()
-            .fetch_manifest(None)
-            .await
-            .unwrap_err();
+        let err = manifest_error(&client, &proxy.host(), "n3/app:v1").await;
         assert!(
             err.to_string().contains("refusing token realm") && err.to_string().contains(why),
             "{realm}: {err}"

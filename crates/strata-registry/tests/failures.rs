@@ -253,13 +253,7 @@ async fn wrong_password_is_refused_credentials_naming_the_registry_and_user() {
         matches!(&err, RegistryError::CredentialsRefused { user: Some(u), .. } if u == "alice"),
         "{err}"
     );
-    let err = client
-        .source(&reference(&registry.host(), "basic/app:v1"))
-        .await
-        .unwrap()
-        .fetch_manifest(None)
-        .await
-        .unwrap_err();
+    let err = manifest_error(&client, &registry.host(), "basic/app:v1").await;
     assert!(
         matches!(err, RegistryError::CredentialsRefused { .. }),
         "{err}"
@@ -274,12 +268,6 @@ async fn wrong_password_is_refused_credentials_naming_the_registry_and_user() {
     );
     assert!(!text.contains("wrong"), "{text}");
     // Without credentials it is a plain 401: log in.
-    let err = common::client()
-        .source(&reference(&registry.host(), "basic/app:v1"))
-        .await
-        .unwrap()
-        .fetch_manifest(None)
-        .await
-        .unwrap_err();
+    let err = manifest_error(&common::client(), &registry.host(), "basic/app:v1").await;
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use strata_image::{BlobReader, ImageSink, ImageSource, RawManifest, VerifyingReader};
 use strata_registry::{
-    Client, CredentialSource, RegistryOptions, RegistrySink, RetryPolicy, TlsMode,
+    Client, CredentialSource, RegistryError, RegistryOptions, RegistrySink, RetryPolicy, TlsMode,
 };
 use strata_spec::{Descriptor, Reference};
 use strata_testkit::TestImage;
@@ -33,6 +33,18 @@ pub fn client() -> Client {
 
 pub fn reference(host: &str, repo_tag: &str) -> Reference {
     format!("{host}/{repo_tag}").parse().expect("reference")
+}
+
+/// The error fetching `host/repo_tag`'s manifest ends in (the source opens: the ping and
+/// the auth challenge pass).
+pub async fn manifest_error(client: &Client, host: &str, repo_tag: &str) -> RegistryError {
+    client
+        .source(&reference(host, repo_tag))
+        .await
+        .expect("open the source")
+        .fetch_manifest(None)
+        .await
+        .expect_err("the manifest fetch fails")
 }
 
 pub fn reader(bytes: &[u8]) -> BlobReader {
